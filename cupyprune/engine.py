@@ -1,0 +1,135 @@
+"""The generic graph executor: a model file compiled for one device, precision and path."""
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import backend
+from .errors import DeviceError, InputError
+from .format import read_model_file
+from .graph import check_tensors, parse_graph
+from .inputs import IMAGE, check_input, default_input
+from .ops import OPS, LoadContext
+
+PRECISIONS = {"fp32": np.float32, "fp16": np.float16}
+GPU_ONLY_PRECISIONS = ("fp16",)
+
+
+@dataclass
+class Step:
+    node: object
+    op: object
+
+
+def plan_folding(graph):
+    """batch_norm nodes that directly follow a conv2d whose only reader they are.
+    -> ({conv name: bn node}, {bn output: conv output})"""
+    producers = {v: n for n in graph.nodes for v in n.outputs}
+    readers = graph.consumers()
+    fold, alias = {}, {}
+    for node in graph.nodes:
+        if node.op != "batch_norm":
+            continue
+        src = producers.get(node.inputs[0])
+        if src is not None and src.op == "conv2d" and len(readers[node.inputs[0]]) == 1 \
+                and node.inputs[0] not in graph.outputs:
+            fold[src.name] = node
+            alias[node.outputs[0]] = node.inputs[0]
+    return fold, alias
+
+
+def _warn_non_finite(tensors):
+    for key, arr in tensors.items():
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            warnings.warn(f"tensor {key!r} holds NaN or Inf values; outputs may be NaN",
+                          stacklevel=3)
+
+
+class Model:
+    """`model = cupyprune.load(path)`, then `logits = model(x)` on NumPy or CuPy arrays."""
+
+    def __init__(self, model_file, device="auto", path="auto", precision="fp32"):
+        self.file = model_file
+        self.device = backend.resolve_device(device)
+        if precision not in PRECISIONS:
+            raise DeviceError(f"unknown precision {precision!r}: choose one of "
+                              f"{', '.join(PRECISIONS)}")
+        if precision in GPU_ONLY_PRECISIONS and self.device != "gpu":
+            raise DeviceError(f"precision {precision} needs the GPU (device is {self.device})")
+        self.precision, self.dtype = precision, PRECISIONS[precision]
+        self.xp = backend.array_module(self.device)
+        self.graph = parse_graph(model_file.graph, OPS)
+        check_tensors(self.graph, model_file.tensors)
+        _warn_non_finite(model_file.tensors)
+        fold, self.alias = plan_folding(self.graph)
+        ctx = LoadContext(xp=self.xp, dtype=self.dtype, tensors=model_file.tensors,
+                          pruning=model_file.pruning, path=path, fold=fold)
+        folded = {bn.name for bn in fold.values()}
+        self.steps = [Step(n, OPS[n.op](n, ctx)) for n in self.graph.nodes if n.name not in folded]
+        self.folded = {conv: bn.name for conv, bn in fold.items()}
+        self.input_spec = {s["name"]: s for s in model_file.input_spec}
+        self.labels = model_file.labels
+
+    # -- inputs -------------------------------------------------------------------------------
+    def _bind(self, args, kwargs):
+        names = self.graph.inputs
+        if len(args) > len(names):
+            raise InputError(f"model takes {len(names)} inputs ({', '.join(names)}), "
+                             f"got {len(args)}")
+        bound = dict(zip(names, args))
+        for k, v in kwargs.items():
+            if k not in names:
+                raise InputError(f"unknown input {k!r}: the model's inputs are {', '.join(names)}")
+            bound[k] = v
+        if names[0] not in bound:
+            raise InputError(f"input {names[0]!r} is required")
+        env = {}
+        for name in names:
+            spec = self.input_spec[name]
+            if name not in bound:
+                env[name] = default_input(spec, env[names[0]], self.xp)
+                continue
+            arr = check_input(spec, bound[name], self.dtype)
+            if spec.get("kind", IMAGE) == IMAGE:
+                arr = self.xp.asarray(arr, dtype=self.dtype)
+                arr = self.xp.ascontiguousarray(arr.transpose(0, 2, 3, 1))  # NCHW -> NHWC
+            else:
+                arr = self.xp.asarray(arr)
+            env[name] = arr
+        return env
+
+    # -- run ----------------------------------------------------------------------------------
+    def run(self, *args, trace=None, **kwargs):
+        """Outputs by name. `trace`, a list, receives (node, output shape in NCHW terms)."""
+        env = self._bind(args, kwargs)
+        for step in self.steps:
+            outs = step.op(*(env[self.alias.get(v, v)] for v in step.node.inputs))
+            if len(step.node.outputs) == 1:
+                outs = (outs,)
+            for name, value in zip(step.node.outputs, outs):
+                env[name] = value
+            if trace is not None:
+                trace.append((step, _logical_shape(outs[0])))
+        return {name: _to_nchw(self.xp, env[self.alias.get(name, name)])
+                for name in self.graph.outputs}
+
+    def __call__(self, *args, **kwargs):
+        outputs = self.run(*args, **kwargs)
+        return outputs[self.graph.outputs[0]] if len(outputs) == 1 else outputs
+
+    def layers(self):
+        return [s for s in self.steps if s.op.prunable]
+
+
+def _logical_shape(a):
+    s = tuple(a.shape)
+    return (s[0], s[3], s[1], s[2]) if len(s) == 4 else s
+
+
+def _to_nchw(xp, a):
+    return xp.ascontiguousarray(a.transpose(0, 3, 1, 2)) if a.ndim == 4 else a
+
+
+def load(path, device="auto", path_choice="auto", precision="fp32"):
+    """Load a model file for inference. device: 'auto' | 'gpu' | 'cpu'."""
+    return Model(read_model_file(path), device=device, path=path_choice, precision=precision)

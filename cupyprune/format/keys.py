@@ -1,0 +1,29 @@
+"""Every key name of the model file, defined once (docs/FORMAT.md)."""
+
+FORMAT_NAME = "cupyprune"
+FORMAT_VERSION = "1"
+
+# __metadata__ keys
+META_FORMAT = "format"
+META_VERSION = "format_version"
+META_GRAPH = "graph"
+META_INPUT_SPEC = "input_spec"
+META_PRUNING = "pruning"
+META_LABELS = "labels"
+META_EXPORTER = "exporter"
+META_DESCRIPTION = "description"
+REQUIRED_META = (META_FORMAT, META_VERSION, META_GRAPH, META_INPUT_SPEC)
+
+# tensor keys
+MASK_SUFFIX = ".mask"
+SAMPLE_INPUT_PREFIX = "cupyprune.sample.inputs."
+SAMPLE_LABELS = "cupyprune.sample.labels"
+
+PATTERNS = ("dense", "element", "vector", "block", "group")
+
+# safetensors dtype names -> numpy dtypes this format accepts
+DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16",
+    "I64": "int64", "I32": "int32", "U8": "uint8", "BOOL": "bool",
+}
+MAX_HEADER_BYTES = 100 * 1024 * 1024

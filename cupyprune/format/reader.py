@@ -1,0 +1,137 @@
+"""A loud reader for the model file: every defect is a ModelFileError that names it.
+
+The safetensors header is parsed here (not by the safetensors package) so that a truncated file,
+an oversized header, duplicate keys and bad offsets each get their own message (gguf-py style).
+"""
+import json
+import mmap
+import os
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ModelFileError
+from . import keys
+
+
+@dataclass
+class ModelFile:
+    """The file's contents: tensors as NumPy arrays and the parsed metadata."""
+    path: str
+    tensors: dict
+    graph: dict
+    input_spec: list
+    pruning: dict = field(default_factory=dict)
+    labels: list = None
+    exporter: str = ""
+    description: str = ""
+
+    def mask_of(self, param):
+        return self.tensors.get(param + keys.MASK_SUFFIX)
+
+    def sample_inputs(self):
+        prefix = keys.SAMPLE_INPUT_PREFIX
+        return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
+
+    def sample_labels(self):
+        return self.tensors.get(keys.SAMPLE_LABELS)
+
+
+def _no_duplicates(pairs):
+    out = {}
+    for k, v in pairs:
+        if k in out:
+            raise ModelFileError(f"duplicate key {k!r} in the safetensors header")
+        out[k] = v
+    return out
+
+
+def _read_header(f, path, size):
+    if size < 8:
+        raise ModelFileError(f"{path}: not a safetensors file (only {size} bytes)")
+    (n,) = struct.unpack("<Q", f.read(8))
+    if n > keys.MAX_HEADER_BYTES:
+        raise ModelFileError(f"{path}: header of {n} bytes is larger than the "
+                             f"{keys.MAX_HEADER_BYTES}-byte limit (not a safetensors file?)")
+    if 8 + n > size:
+        raise ModelFileError(f"{path}: truncated: header says {n} bytes but the file has {size - 8}")
+    raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"{path}: not a safetensors file (header is not a JSON object)")
+    return header, 8 + n
+
+
+def _parse_json(meta, key, path, kind):
+    try:
+        value = json.loads(meta[key])
+    except (TypeError, json.JSONDecodeError) as e:
+        raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON: {e}") from None
+    if not isinstance(value, kind):
+        raise ModelFileError(f"{path}: metadata {key!r} must be a JSON {kind.__name__}")
+    return value
+
+
+def _check_meta(meta, path):
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: no __metadata__: not a cupyprune model file")
+    for k in keys.REQUIRED_META:
+        if k not in meta:
+            raise ModelFileError(f"{path}: metadata key {k!r} is missing: not a cupyprune model file")
+    if meta[keys.META_FORMAT] != keys.FORMAT_NAME:
+        raise ModelFileError(f"{path}: format is {meta[keys.META_FORMAT]!r}, expected "
+                             f"{keys.FORMAT_NAME!r}")
+    if meta[keys.META_VERSION] != keys.FORMAT_VERSION:
+        raise ModelFileError(f"{path}: format version {meta[keys.META_VERSION]!r} is not "
+                             f"supported (this cupyprune reads version {keys.FORMAT_VERSION})")
+
+
+def _read_tensor(buf, name, entry, data_start, data_len, path):
+    try:
+        dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+    except (KeyError, TypeError, ValueError):
+        raise ModelFileError(f"{path}: tensor {name!r} has a malformed header entry") from None
+    if dtype not in keys.DTYPES:
+        raise ModelFileError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
+    np_dtype = np.dtype(keys.DTYPES[dtype])
+    count = int(np.prod(shape, dtype=np.int64))
+    if not (0 <= begin <= end <= data_len) or end - begin != count * np_dtype.itemsize:
+        if end > data_len:
+            raise ModelFileError(f"{path}: truncated: tensor {name!r} ends at byte {end} of a "
+                                 f"{data_len}-byte data section")
+        raise ModelFileError(f"{path}: tensor {name!r} has offsets [{begin}, {end}) that do not "
+                             f"match its shape {shape} and dtype {dtype}")
+    arr = np.frombuffer(buf, dtype=np_dtype, count=count, offset=data_start + begin)
+    return arr.reshape(shape).copy()
+
+
+def read_model_file(path):
+    """Read and check a model file's container and metadata. Graph checks live in graph.py."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ModelFileError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise ModelFileError(f"{path}: is a directory, not a model file")
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header, data_start = _read_header(f, path, size)
+        meta = header.pop("__metadata__", None)
+        _check_meta(meta, path)
+        tensors = {}
+        if header:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+                for name, entry in header.items():
+                    tensors[name] = _read_tensor(buf, name, entry, data_start,
+                                                 size - data_start, path)
+    labels = _parse_json(meta, keys.META_LABELS, path, list) if keys.META_LABELS in meta else None
+    pruning = _parse_json(meta, keys.META_PRUNING, path, dict) if keys.META_PRUNING in meta else {}
+    return ModelFile(
+        path=path, tensors=tensors,
+        graph=_parse_json(meta, keys.META_GRAPH, path, dict),
+        input_spec=_parse_json(meta, keys.META_INPUT_SPEC, path, list),
+        pruning=pruning, labels=labels,
+        exporter=meta.get(keys.META_EXPORTER, ""), description=meta.get(keys.META_DESCRIPTION, ""))

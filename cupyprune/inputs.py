@@ -1,0 +1,69 @@
+"""Model inputs: checking arrays against the file's input spec, and building sample inputs.
+
+Image inputs arrive NCHW (as in PyTorch) and are handed to the graph channels-last."""
+import numpy as np
+
+from .errors import InputError
+
+IMAGE, TOKEN_IDS, TOKEN_TYPE_IDS, ATTENTION_MASK = ("image", "token_ids", "token_type_ids",
+                                                    "attention_mask")
+SAMPLE_SEQUENCE = 16    # tokens in a sample sequence when the file ships no sample
+
+
+def _check_shape(spec, arr):
+    want = spec["shape"]
+    name = spec["name"]
+    if arr.ndim != len(want) or any(w is not None and w != a for w, a in zip(want, arr.shape)):
+        shown = "(" + ", ".join("N" if w is None else str(w) for w in want) + ")"
+        layout = f" {spec['layout']}" if spec.get("layout") else ""
+        raise InputError(f"input {name!r} has shape {tuple(arr.shape)}, expected {shown}{layout}")
+
+
+def check_input(spec, arr, dtype):
+    """One input array (NumPy or CuPy) -> array ready for the graph (NumPy or CuPy)."""
+    name, kind = spec["name"], spec.get("kind", IMAGE)
+    if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
+        raise InputError(f"input {name!r} must be an array, got {type(arr).__name__}")
+    _check_shape(spec, arr)
+    if kind in (TOKEN_IDS, TOKEN_TYPE_IDS):
+        if arr.dtype.kind not in "iu":
+            raise InputError(f"input {name!r} must hold integers, got dtype {arr.dtype}")
+        return arr
+    if arr.dtype.kind not in "fiub":
+        raise InputError(f"input {name!r} must be numeric, got dtype {arr.dtype}")
+    if kind == IMAGE and arr.dtype.kind != "f":
+        raise InputError(f"input {name!r} must be floating point (normalised pixels), got dtype "
+                         f"{arr.dtype}")
+    return arr
+
+
+def sample_inputs(input_spec, batch, seed=0):
+    """Deterministic inputs built from the spec alone: name -> NumPy array."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for spec in input_spec:
+        kind = spec.get("kind", IMAGE)
+        seq = min(SAMPLE_SEQUENCE, spec.get("max_length", SAMPLE_SEQUENCE))
+        shape = [batch if i == 0 else (seq if d is None else d)
+                 for i, d in enumerate(spec["shape"])]
+        if kind == IMAGE:
+            out[spec["name"]] = rng.standard_normal(shape).astype(spec.get("dtype", "float32"))
+        elif kind == TOKEN_IDS:
+            out[spec["name"]] = rng.integers(0, spec["vocab_size"], size=shape, dtype=np.int64)
+        elif kind == TOKEN_TYPE_IDS:
+            out[spec["name"]] = np.zeros(shape, dtype=np.int64)
+        elif kind == ATTENTION_MASK:
+            out[spec["name"]] = np.ones(shape, dtype=np.int64)
+        else:
+            raise InputError(f"input {spec['name']!r} has unknown kind {kind!r}")
+    return out
+
+
+def default_input(spec, like, xp):
+    """An optional input left out by the caller (token types, attention mask)."""
+    kind = spec.get("kind", IMAGE)
+    if kind == TOKEN_TYPE_IDS:
+        return xp.zeros(like.shape, dtype=xp.int64)
+    if kind == ATTENTION_MASK:
+        return xp.ones(like.shape, dtype=xp.int64)
+    raise InputError(f"input {spec['name']!r} is required")

@@ -1,0 +1,40 @@
+"""Elementwise activations; layout-agnostic."""
+import math
+
+from .registry import Op, register
+
+
+@register("relu")
+class ReLU(Op):
+    def __call__(self, x):
+        return self.xp.maximum(x, 0)
+
+
+@register("tanh")
+class Tanh(Op):
+    def __call__(self, x):
+        return self.xp.tanh(x)
+
+
+def _erf(xp, x):
+    if hasattr(xp, "special"):                  # numpy has no erf; scipy/cupyx do
+        return xp.special.erf(x)
+    if xp.__name__ == "numpy":
+        from scipy.special import erf
+    else:
+        from cupyx.scipy.special import erf
+    return erf(x)
+
+
+@register("gelu")
+class GELU(Op):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.approximate = node.attrs.get("approximate", "none")
+
+    def __call__(self, x):
+        xp = self.xp
+        if self.approximate == "tanh":
+            inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
+            return 0.5 * x * (1.0 + xp.tanh(inner))
+        return 0.5 * x * (1.0 + _erf(xp, x / math.sqrt(2.0)))

@@ -1,0 +1,98 @@
+"""conv2d as im2col + GEMM (paper formulas (1)-(2)); batch norm folded in at load.
+
+Legend: N batch, C input channels, K output channels, kh kw kernel, M = N*OH*OW,
+R = kh*kw*C taps, T kept taps. Activations are (N, H, W, C).
+"""
+import numpy as np
+
+from ..errors import InputError
+from ..patterns import conv_weight_to_f
+from .im2col import TapPlan, im2col_cupy, im2col_numpy, out_size
+from .prunable import PrunableWeight
+from .registry import Op, pair, register, shape_error
+
+
+def bn_scale_shift(node, ctx):
+    """batch_norm params -> per-channel (scale, shift), float64: y = x * scale + shift."""
+    gamma = ctx.host_param(node, "weight")
+    beta = ctx.host_param(node, "bias")
+    mean = ctx.host_param(node, "running_mean")
+    var = ctx.host_param(node, "running_var")
+    scale = gamma / np.sqrt(var + float(node.attrs.get("eps", 1e-5)))
+    return scale, beta - mean * scale
+
+
+@register("conv2d")
+class Conv2d(Op):
+    prunable = True
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        w = ctx.host_param(node, "weight")                    # (K, C, kh, kw)
+        if w.ndim != 4:
+            shape_error(node, f"weight must be 4-D (K, C, kh, kw), got shape {w.shape}")
+        if node.attrs.get("groups", 1) != 1:
+            shape_error(node, "grouped convolution is not supported")
+        bias = ctx.host_param(node, "bias", required=False)
+        self.K, self.C, kh, kw = w.shape
+        if bias is not None and bias.shape != (self.K,):
+            shape_error(node, f"bias has shape {bias.shape}, expected ({self.K},)")
+        self.geometry = (kh, kw, pair(node.attrs.get("stride", 1)),
+                         pair(node.attrs.get("padding", 0)), pair(node.attrs.get("dilation", 1)))
+        f = conv_weight_to_f(w)                                # (R, K)
+        self.layer = PrunableWeight(node, ctx, f, conv_weight_to_f)
+        bn = ctx.fold.get(node.name)
+        if bn is not None:                                     # fold batch norm into F and bias
+            scale, shift = bn_scale_shift(bn, ctx)
+            f = f * scale[None, :]
+            bias = (0.0 if bias is None else bias) * scale + shift
+        self.path = self.layer.build(f, ctx)
+        self.bias = None if bias is None else ctx.device(bias)
+        taps = self.path.input_rows
+        self.pointwise = (kh, kw) == (1, 1) and self.geometry[3] == (0, 0)
+        self.taps = taps
+        self.plan = TapPlan(None if taps is None else self.path.rows_host, kh, kw, self.C)
+        if ctx.xp is not np and taps is None:
+            self.taps = ctx.xp.arange(kh * kw * self.C, dtype=np.int32)
+
+    def _columns(self, x):
+        """x (N, H, W, C) -> im2col matrix (M, T) of the taps the path reads."""
+        kh, kw, (sh, sw), _, _ = self.geometry
+        if self.pointwise:                        # 1x1, no padding: a strided view, no im2col
+            cols = x[:, ::sh, ::sw, :].reshape(-1, self.C)          # (M, C)
+            return cols if self.path.input_rows is None else cols[:, self.path.input_rows]
+        if self.xp is np:
+            return im2col_numpy(x, self.plan, self.geometry)
+        return im2col_cupy(x, self.taps, self.geometry)
+
+    def __call__(self, x):
+        N, H, W, C = x.shape
+        if C != self.C:
+            raise InputError(f"layer {self.node.name!r} expects {self.C} input channels, got {C}")
+        kh, kw, (sh, sw), (ph, pw), (dh, dw) = self.geometry
+        OH, OW = out_size(H, kh, sh, ph, dh), out_size(W, kw, sw, pw, dw)
+        if OH < 1 or OW < 1:
+            raise InputError(f"layer {self.node.name!r}: input {H}x{W} is too small for its "
+                             f"{kh}x{kw} kernel")
+        y = self.path(self._columns(x))           # (M, T) @ (T, K) -> (M, K)
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(N, OH, OW, self.K)       # (M, K) -> (N, OH, OW, K), no transpose
+
+    def describe(self):
+        kh, kw, stride, padding, _ = self.geometry
+        return {**self.layer.describe(),
+                "detail": f"{self.C}->{self.K} {kh}x{kw} s{stride[0]} p{padding[0]}"}
+
+
+@register("batch_norm")
+class BatchNorm(Op):
+    """Only runs when it could not be folded into the conv before it."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        scale, shift = bn_scale_shift(node, ctx)
+        self.scale, self.shift = ctx.device(scale), ctx.device(shift)
+
+    def __call__(self, x):
+        return x * self.scale + self.shift        # channels last: broadcast over (N, H, W)

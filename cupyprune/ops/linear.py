@@ -1,0 +1,44 @@
+"""linear (paper formula (3)): x (..., in) @ F (in, out) + bias. Group-wise: gather the kept input
+features, one smaller GEMM (paper Algorithm 2)."""
+from ..errors import InputError
+from .prunable import PrunableWeight
+from .registry import Op, register, shape_error
+
+
+def _linear_f(w):
+    return w.T                                    # (out, in) -> F (in, out)
+
+
+@register("linear")
+class Linear(Op):
+    prunable = True
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        w = ctx.host_param(node, "weight")                     # (out, in)
+        if w.ndim != 2:
+            shape_error(node, f"weight must be 2-D (out, in), got shape {w.shape}")
+        bias = ctx.host_param(node, "bias", required=False)
+        self.out_features, self.in_features = w.shape
+        if bias is not None and bias.shape != (self.out_features,):
+            shape_error(node, f"bias has shape {bias.shape}, expected ({self.out_features},)")
+        f = _linear_f(w)                                       # (in, out)
+        self.layer = PrunableWeight(node, ctx, f, _linear_f)
+        self.path = self.layer.build(f, ctx)
+        self.bias = None if bias is None else ctx.device(bias)
+
+    def __call__(self, x):
+        if x.shape[-1] != self.in_features:
+            raise InputError(f"layer {self.node.name!r} expects {self.in_features} input "
+                             f"features, got {x.shape[-1]}")
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)                   # (M, in)
+        if self.path.input_rows is not None:
+            x2 = x2[:, self.path.input_rows]                   # (M, T): kept features only
+        y = self.path(x2)                                      # (M, out)
+        if self.bias is not None:
+            y += self.bias
+        return y.reshape(*lead, self.out_features)
+
+    def describe(self):
+        return {**self.layer.describe(), "detail": f"{self.in_features}->{self.out_features}"}

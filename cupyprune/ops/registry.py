@@ -1,0 +1,69 @@
+"""Operator registry: graph op name -> class built once per node at load time.
+
+An op class is constructed with (node, ctx), where ctx is a LoadContext. It fetches its params
+through ctx (already on the device, in the run precision) and is then called with the input
+arrays of the node. 4-D activations are kept channels-last (N, H, W, C) inside the runtime, so
+that a conv's GEMM output (N*OH*OW, K) is the next layer's input without a transpose; the engine
+converts at the graph's edges, and every 4-D op here reads and writes NHWC.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..errors import ModelFileError
+
+OPS = {}
+
+
+def register(name):
+    def deco(cls):
+        OPS[name] = cls
+        cls.op_name = name
+        return cls
+    return deco
+
+
+@dataclass
+class LoadContext:
+    """What ops need at load: the backend, the run dtype, the file's tensors and pruning info."""
+    xp: object                  # numpy or cupy
+    dtype: object               # run dtype of activations and weights
+    tensors: dict               # key -> NumPy array (host)
+    pruning: dict               # param key -> {"pattern": ..., ...}
+    path: str = "auto"          # requested execution path for prunable layers
+    fold: dict = field(default_factory=dict)   # node name -> extra nodes folded into it
+
+    def host_param(self, node, role, required=True, dtype=None):
+        """A parameter as a host NumPy array in float64 (for load-time folding) or `dtype`."""
+        key = node.params.get(role)
+        if key is None:
+            if required:
+                raise ModelFileError(f"node {node.name!r} ({node.op}) needs param {role!r}")
+            return None
+        arr = self.tensors[key]
+        return arr.astype(dtype or np.float64)
+
+    def device(self, host_array, dtype=None):
+        return self.xp.asarray(np.ascontiguousarray(host_array), dtype=dtype or self.dtype)
+
+
+class Op:
+    """Base: a node compiled for one device. Subclasses set `prunable` and implement __call__."""
+    prunable = False
+    op_name = ""
+
+    def __init__(self, node, ctx):
+        self.node = node
+        self.xp = ctx.xp
+
+    def describe(self):
+        """Fields for `cupyprune inspect`; prunable ops add pattern, kept %, path."""
+        return {}
+
+
+def pair(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+
+
+def shape_error(node, what):
+    raise ModelFileError(f"node {node.name!r} ({node.op}): {what}")

@@ -1,0 +1,21 @@
+"""A GEMM path multiplies activations by one layer's (masked) im2col weight matrix F.
+
+Legend: M rows of activations (N*OH*OW pixels or N*T tokens), R rows of F (reduction),
+T kept rows, K outputs. A path is built once at load from F and its bool mask; it may read only
+some columns of the activations (`input_rows`), which lets the conv build only those im2col
+columns and the linear gather only those features (paper Algorithms 1 and 2).
+"""
+
+
+class GemmPath:
+    name = ""
+    input_rows = None   # device int32 array of the columns of X the path reads; None = all R
+
+    def __call__(self, x):
+        """x: (M, R) or (M, T) when input_rows is set -> (M, K)."""
+        raise NotImplementedError
+
+    @property
+    def nbytes(self):
+        """Bytes of weight data the path holds on the device."""
+        raise NotImplementedError
