@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import backend
+from . import backend, passes
 from .errors import DeviceError, InputError
 from .format import read_model_file
 from .graph import check_tensors, parse_graph
@@ -69,6 +69,7 @@ class Model:
         self.folded = {conv: bn.name for conv, bn in fold.items()}
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
+        passes.compact_producers(self)   # linears compute only the outputs their readers keep
 
     # -- inputs -------------------------------------------------------------------------------
     def _bind(self, args, kwargs):

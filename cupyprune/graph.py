@@ -90,9 +90,15 @@ def check_tensors(graph, tensors):
             param = key[: -len(keys.MASK_SUFFIX)]
             if param not in named:
                 raise ModelFileError(f"mask {key!r} has no parameter {param!r} in the graph")
+            if arr.dtype.kind not in "fub":
+                raise ModelFileError(f"mask {key!r} has dtype {arr.dtype}: masks are float, "
+                                     f"uint8 or bool 0/1")
             if tuple(arr.shape) != tuple(tensors[param].shape):
                 raise ModelFileError(f"mask {key!r} has shape {tuple(arr.shape)} but "
                                      f"{param!r} has shape {tuple(tensors[param].shape)}")
             continue
         if key not in named:
             raise ModelFileError(f"tensor {key!r} is in the file but no graph node uses it")
+        if arr.dtype.kind != "f":
+            raise ModelFileError(f"tensor {key!r} has dtype {arr.dtype}: parameters must be "
+                                 f"floating point")

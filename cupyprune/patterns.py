@@ -58,7 +58,7 @@ def mask_to_bool(mask, name):
     if mask.dtype == bool:
         return mask
     if not np.all((mask == 0) | (mask == 1)):
-        bad = mask[(mask != 0) & (mask != 1)].ravel()[0]
+        bad = mask[(mask != 0) & (mask != 1)].ravel()[0].item()
         raise ModelFileError(f"mask of {name!r} holds {bad!r}: a mask must be 0 or 1")
     return mask != 0
 

@@ -1,0 +1,1 @@
+"""The `cupyprune` command: thin click wrappers over the library."""

@@ -1,0 +1,89 @@
+"""What every command shares: the error boundary, shared options, atomic .npy output."""
+import functools
+import os
+import sys
+import tempfile
+import warnings
+
+import click
+import numpy as np
+
+from ..backend import DEVICES
+from ..engine import PRECISIONS
+from ..errors import CupyPruneError, InputError
+from ..paths import PATH_CHOICES
+
+
+def one_line_errors(fn):
+    """The library's own errors become `error: ...` on stderr and exit code 2; warnings one line."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                result = fn(*args, **kwargs)
+            except CupyPruneError as e:
+                _echo_warnings(caught)
+                click.echo(f"error: {e}", err=True)
+                sys.exit(2)
+            except KeyboardInterrupt:
+                click.echo("error: interrupted", err=True)
+                sys.exit(130)
+        _echo_warnings(caught)
+        return result
+    return wrapper
+
+
+def _echo_warnings(caught):
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+
+
+device_option = click.option(
+    "--device", type=click.Choice(DEVICES), default=None,
+    help="Where to run: gpu (CuPy), cpu (NumPy) or auto (GPU when usable). "
+         "Default: $CUPYPRUNE_DEVICE, else auto.")
+path_option = click.option(
+    "--path", "path_choice", type=click.Choice(PATH_CHOICES), default="auto", show_default=True,
+    help="Execution path for pruned layers; a forced path runs where it applies, other layers "
+         "run dense.")
+precision_option = click.option(
+    "--precision", type=click.Choice(tuple(PRECISIONS)), default="fp32", show_default=True,
+    help="Arithmetic precision (fp16 needs the GPU).")
+
+
+def check_writable(path):
+    """Fail before any work when the output cannot be written."""
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    if os.path.isdir(path):
+        raise InputError(f"--output {path}: is a directory")
+    if not os.path.isdir(directory):
+        raise InputError(f"--output {path}: directory {directory} does not exist")
+    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise InputError(f"--output {path}: not writable")
+
+
+def save_npy_atomic(path, array):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".cupyprune-", suffix=".npy", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def format_table(headers, rows, align=None):
+    """A plain text table; align: string of 'l'/'r' per column."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    align = align or "l" * len(headers)
+
+    def line(r):
+        return "  ".join(c.ljust(w) if a == "l" else c.rjust(w)
+                         for c, w, a in zip(r, widths, align)).rstrip()
+    sep = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), sep] + [line(r) for r in cells[1:]])

@@ -1,0 +1,113 @@
+"""`cupyprune infer`: run a model file and show its top-k classes and latency."""
+import click
+import numpy as np
+
+from .. import backend
+from ..engine import load
+from ..errors import InputError
+from ..inputs import sample_inputs
+from ..timing import summary, time_calls
+from .common import (check_writable, device_option, format_table, one_line_errors,
+                     path_option, precision_option, save_npy_atomic)
+from .load_input import read_inputs
+
+DEFAULT_SAMPLE_BATCH = 4
+
+
+def _choose_inputs(model, input_path, batch):
+    """-> (inputs by name, true labels or None, a line saying where they came from)."""
+    names = model.graph.inputs
+    if input_path:
+        inputs = read_inputs(input_path, names)
+        return inputs, None, f"{input_path}"
+    shipped = model.file.sample_inputs()
+    if shipped:
+        labels = model.file.sample_labels()
+        n = len(next(iter(shipped.values()))) if batch is None else batch
+        have = len(next(iter(shipped.values())))
+        if n > have:
+            raise InputError(f"--batch {n}: the file ships only {have} sample inputs")
+        inputs = {k: v[:n] for k, v in shipped.items()}
+        return inputs, None if labels is None else labels[:n], \
+            f"{n} sample inputs shipped in the file"
+    n = DEFAULT_SAMPLE_BATCH if batch is None else batch
+    return sample_inputs(model.file.input_spec, n), None, \
+        f"{n} deterministic synthetic inputs (seed 0) from the input spec"
+
+
+def _softmax(logits):
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _name(model, k):
+    labels = model.labels
+    return str(labels[k]) if labels and k < len(labels) else str(k)
+
+
+def _prediction_rows(model, logits, labels, top_k):
+    probs = _softmax(logits.astype(np.float64))
+    order = np.argsort(-probs, axis=-1)[:, :top_k]
+    rows = []
+    for i, top in enumerate(order):
+        cells = " | ".join(f"{_name(model, k)} {probs[i, k]:.3f}" for k in top)
+        row = [i, _name(model, top[0])]
+        if labels is not None:
+            row.insert(1, _name(model, int(labels[i])))
+        rows.append(row + [cells])
+    return rows
+
+
+@click.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path())
+@click.option("--input", "input_path", type=click.Path(),
+              help="Inputs: .npy for the first input (images NCHW float), or .npz by input name "
+                   "(input_ids, token_type_ids, attention_mask). Default: the file's sample inputs, "
+                   "else synthetic ones.")
+@click.option("--output", "output_path", type=click.Path(),
+              help="Write the raw outputs (logits) here as .npy.")
+@click.option("--batch", type=click.IntRange(min=1), default=None,
+              help="How many sample inputs to run when no --input is given.")
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Timed runs for the latency (after warm-up).")
+@device_option
+@path_option
+@precision_option
+@one_line_errors
+def infer(model_path, input_path, output_path, batch, top_k, repeat, device, path_choice,
+          precision):
+    """Run MODEL (a cupyprune .safetensors file): print the top-k classes and the latency."""
+    if output_path:
+        check_writable(output_path)
+    model = load(model_path, device=device, path_choice=path_choice, precision=precision)
+    inputs, labels, origin = _choose_inputs(model, input_path, batch)
+    arrays = {k: model.xp.asarray(v) for k, v in inputs.items()}
+    logits = backend.to_numpy(model(**arrays))
+    times = time_calls(lambda: model(**arrays), model.xp, warmup=1, repeat=repeat)
+    stats = summary(times)
+    groups = sum(1 for s in model.layers() if s.op.describe()["path"] == "group")
+    click.echo(f"model:   {model_path}  ({len(model.steps)} ops, {len(model.layers())} prunable "
+               f"layers, {groups} on the group-wise path)")
+    click.echo(f"device:  {model.device} ({'CuPy' if model.device == 'gpu' else 'NumPy'}), "
+               f"precision {precision}, path {path_choice}")
+    click.echo(f"inputs:  {origin}")
+    click.echo("")
+    if logits.ndim == 2:
+        head = ["#", "predicted", f"top-{top_k} (softmax)"]
+        if labels is not None:
+            head.insert(1, "true")
+        click.echo(format_table(head, _prediction_rows(model, logits, labels, top_k)))
+        if labels is not None:
+            right = int((logits.argmax(-1) == labels).sum())
+            click.echo(f"\naccuracy on these inputs: {right}/{len(labels)} "
+                       f"({100.0 * right / len(labels):.1f}%)")
+    else:
+        click.echo(f"output shape {logits.shape}")
+    n = len(logits)
+    click.echo(f"latency: {stats['median_ms']:.3f} ms median for a batch of {n} "
+               f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}, {stats['runs']} runs)")
+    if output_path:
+        save_npy_atomic(output_path, logits)
+        click.echo(f"wrote {output_path}  {logits.shape} {logits.dtype}")

@@ -1,0 +1,178 @@
+"""Transformer ops (ViT, BERT): embeddings, layer norm, multi-head self-attention.
+
+Legend: N batch, T tokens, D hidden size, V vocabulary (rows of an embedding table),
+P positions in the position table, H heads, dh = D / H head size, h w patch grid.
+Token values are (N, T, D); a ViT patch conv's output arrives channels-last (N, h, w, D).
+"""
+import math
+
+import numpy as np
+
+from ..errors import InputError
+from .registry import Op, register, shape_error
+
+
+def softmax(xp, x):
+    """Softmax over the last axis; the row max is subtracted first so that large logits (or the
+    additive mask's dtype-min) never overflow exp."""
+    e = xp.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def check_ids(ids, rows, what, table):
+    """Integer ids must index a table of `rows` rows: the first bad id is an input error."""
+    bad = (ids < 0) | (ids >= rows)
+    if bool(bad.any()):
+        first = int(ids[bad].ravel()[0])
+        raise InputError(f"{what} {first} is outside [0, {rows}): the model has {rows} {table}")
+
+
+def _check_tokens(node, ids, x):
+    if tuple(ids.shape) != tuple(x.shape[:2]):
+        raise InputError(f"{node.name!r}: token type ids have shape {tuple(ids.shape)}, but the "
+                         f"token ids have shape {tuple(x.shape[:2])}")
+
+
+@register("layer_norm")
+class LayerNorm(Op):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.weight = ctx.device(ctx.host_param(node, "weight"))      # (D,)
+        self.bias = ctx.device(ctx.host_param(node, "bias"))          # (D,)
+        self.eps = float(node.attrs.get("eps", 1e-5))
+
+    def __call__(self, x):
+        if x.shape[-1] != self.weight.shape[0]:
+            raise InputError(f"layer {self.node.name!r} normalises {self.weight.shape[0]} "
+                             f"features, got {x.shape[-1]}")
+        mean = x.mean(axis=-1, keepdims=True)                         # (..., 1)
+        centred = x - mean
+        var = (centred * centred).mean(axis=-1, keepdims=True)        # (..., 1), biased
+        return centred / self.xp.sqrt(var + self.eps) * self.weight + self.bias
+
+
+class _Table(Op):
+    """An op holding one (rows, D) table under param `weight`."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        w = ctx.host_param(node, "weight")
+        if w.ndim != 2:
+            shape_error(node, f"weight must be 2-D (rows, D), got shape {w.shape}")
+        self.table = ctx.device(w)                                    # (V or P, D)
+
+
+@register("embedding")
+class Embedding(_Table):
+    def __call__(self, ids):
+        check_ids(ids, self.table.shape[0], "token id", "tokens in its vocabulary")
+        return self.table[ids]                                        # (N, T) -> (N, T, D)
+
+
+@register("position_embedding")
+class PositionEmbedding(_Table):
+    def __call__(self, x):
+        T, P = x.shape[1], self.table.shape[0]
+        if T > P:
+            raise InputError(f"sequence of {T} tokens is longer than the {P} positions the "
+                             f"model was trained for ({self.node.name!r})")
+        return x + self.table[:T]                                     # (N, T, D) + (T, D)
+
+
+@register("token_type_embedding")
+class TokenTypeEmbedding(_Table):
+    def __call__(self, x, token_type_ids):
+        _check_tokens(self.node, token_type_ids, x)
+        check_ids(token_type_ids, self.table.shape[0], "token type id", "token types")
+        return x + self.table[token_type_ids]                         # (N, T, D)
+
+
+@register("patches_to_tokens")
+class PatchesToTokens(Op):
+    def __call__(self, x):
+        N, h, w, D = x.shape                   # channels-last conv output: no transpose needed
+        return x.reshape(N, h * w, D)          # (N, h, w, D) -> (N, h*w, D), row-major patches
+
+
+@register("prepend_token")
+class PrependToken(Op):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        token = ctx.host_param(node, "token")
+        if token.ndim != 3 or token.shape[:2] != (1, 1):
+            shape_error(node, f"token must have shape (1, 1, D), got {token.shape}")
+        self.token = ctx.device(token)                                # (1, 1, D)
+
+    def __call__(self, x):
+        N, _, D = x.shape
+        first = self.xp.broadcast_to(self.token, (N, 1, D))           # (N, 1, D)
+        return self.xp.concatenate([first, x], axis=1)                # (N, 1+T, D)
+
+
+@register("add_param")
+class AddParam(Op):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        w = ctx.host_param(node, "weight")
+        if w.ndim != 3 or w.shape[0] != 1:
+            shape_error(node, f"weight must have shape (1, T, D), got {w.shape}")
+        self.weight = ctx.device(w)                                   # (1, T', D)
+
+    def __call__(self, x):
+        T, Tp = x.shape[1], self.weight.shape[1]
+        if T != Tp:
+            raise InputError(f"the input gives {T} tokens but {self.node.name!r} holds {Tp}: "
+                             f"the image size does not fit the model's position table")
+        return x + self.weight                                        # (N, T, D)
+
+
+@register("self_attention")
+class SelfAttention(Op):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.heads = int(node.attrs.get("num_heads", 0))
+        if self.heads < 1:
+            shape_error(node, "attr num_heads must be a positive integer")
+        self.dtype = np.dtype(ctx.dtype)
+
+    def _split(self, x):
+        N, T, D = x.shape
+        x = x.reshape(N, T, self.heads, D // self.heads)             # (N, T, H, dh)
+        return x.transpose(0, 2, 1, 3)                                # (N, H, T, dh)
+
+    def _mask_bias(self, mask, N, T):
+        """HF's extended mask: (1 - mask) * dtype min on padded keys -> (N, 1, 1, T)."""
+        if tuple(mask.shape) != (N, T):
+            raise InputError(f"attention mask has shape {tuple(mask.shape)}, but the token ids "
+                             f"have shape {(N, T)}")
+        keep = mask.astype(self.dtype)
+        return ((1 - keep) * np.finfo(self.dtype).min).reshape(N, 1, 1, T)
+
+    def __call__(self, q, k, v, attention_mask=None):
+        N, T, D = q.shape
+        if D % self.heads:
+            shape_error(self.node, f"hidden size {D} is not divisible by {self.heads} heads")
+        q, k, v = self._split(q), self._split(k), self._split(v)     # (N, H, T, dh) each
+        scores = q @ k.transpose(0, 1, 3, 2)                          # (N, H, T, T)
+        scores *= 1.0 / math.sqrt(D // self.heads)
+        if attention_mask is not None:
+            scores += self._mask_bias(attention_mask, N, T)           # + (N, 1, 1, T)
+        out = softmax(self.xp, scores) @ v                            # (N, H, T, dh)
+        out = out.transpose(0, 2, 1, 3)                               # (N, T, H, dh)
+        return self.xp.ascontiguousarray(out).reshape(N, T, D)        # heads merged: (N, T, D)
+
+    def describe(self):
+        return {"detail": f"{self.heads} heads"}
+
+
+@register("select_token")
+class SelectToken(Op):
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.index = int(node.attrs.get("index", 0))
+
+    def __call__(self, x):
+        if not -x.shape[1] <= self.index < x.shape[1]:
+            raise InputError(f"{self.node.name!r} selects token {self.index} of a sequence of "
+                             f"{x.shape[1]}")
+        return self.xp.ascontiguousarray(x[:, self.index])            # (N, T, D) -> (N, D)

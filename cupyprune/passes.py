@@ -1,0 +1,96 @@
+"""Load-time pass: a linear layer computes only the outputs that its reader keeps.
+
+When a group-wise linear (the consumer) reads, through elementwise ops only, the output of
+another linear (the producer) that nothing else reads, the features the consumer prunes are
+never used: the producer drops those output columns of its weight and bias at load, and the
+consumer then takes the compacted features as they come, with no gather (paper Algorithm 2
+without its gather step). A transformer FFN (dense -> GELU -> group-wise dense) and BERT's
+pooler (dense -> tanh -> group-wise classifier) are the cases this was written for.
+
+Legend: M rows of activations, R producer inputs, K producer outputs, T kept outputs.
+"""
+from .paths.base import GemmPath
+from .paths.dense import DensePath
+from .paths.group import GroupPath
+
+ELEMENTWISE = ("gelu", "relu", "tanh", "dropout")
+NOTES = "notes"          # op attribute: the list of notes its describe() reports
+
+
+class Precompacted(GemmPath):
+    """A group-wise path whose input already holds only its kept features: no gather."""
+    name = "group"
+
+    def __init__(self, group):
+        self.w = group.w                             # (T, K)
+        self.rows_host = group.rows_host
+
+    def __call__(self, x):
+        return x @ self.w                            # (M, T) @ (T, K) -> (M, K)
+
+    @property
+    def nbytes(self):
+        return self.w.nbytes
+
+
+def _note(op, text):
+    """Append a note to op.describe()'s 'note' field (wraps the bound method once)."""
+    notes = getattr(op, NOTES, None)
+    if notes is None:
+        notes = []
+        setattr(op, NOTES, notes)
+        base = op.describe
+        op.describe = lambda: {**base(), "note": "; ".join(notes)}
+    notes.append(text)
+
+
+def _producer(step, by_output, readers, outputs):
+    """Walk back from a consumer through single-reader elementwise steps to a linear step whose
+    only reader is that chain, or None."""
+    value = step.node.inputs[0]
+    while True:
+        if value in outputs or len(readers.get(value, ())) != 1:
+            return None
+        src = by_output.get(value)
+        if src is None:
+            return None
+        if src.op.op_name == "linear":
+            return src
+        if src.op.op_name not in ELEMENTWISE or len(src.node.inputs) != 1:
+            return None
+        value = src.node.inputs[0]
+
+
+def _compact_producer(op, rows, xp):
+    """Keep only output columns `rows` of a dense or group-wise linear."""
+    cols = xp.asarray(rows)
+    op.path.w = xp.ascontiguousarray(op.path.w[:, cols])             # (R or T, K) -> (., T)
+    if op.bias is not None:
+        op.bias = xp.ascontiguousarray(op.bias[cols])                 # (K,) -> (T,)
+    total = op.out_features
+    op.out_features = len(rows)
+    _note(op, f"outputs compacted: {len(rows)}/{total} computed")
+
+
+def compact_producers(model):
+    """Apply the pass to a built Model's steps in place. Outputs are unchanged."""
+    alias = model.alias
+    by_output = {alias.get(v, v): s for s in model.steps for v in s.node.outputs}
+    readers = {}
+    for s in model.steps:
+        for v in s.node.inputs:
+            readers.setdefault(alias.get(v, v), []).append(s)
+    outputs = {alias.get(v, v) for v in model.graph.outputs}
+    for step in model.steps:
+        op = step.op
+        if op.op_name != "linear" or not isinstance(op.path, GroupPath):
+            continue
+        src = _producer(step, by_output, readers, outputs)
+        if src is None or not isinstance(src.op.path, (DensePath, GroupPath, Precompacted)) \
+                or src.op.out_features != op.in_features:
+            continue
+        rows = op.path.rows_host
+        _compact_producer(src.op, rows, model.xp)
+        op.path = Precompacted(op.path)
+        op.in_features = len(rows)
+        _note(op, "input pre-compacted (no gather)")
