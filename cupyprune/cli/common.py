@@ -63,17 +63,26 @@ def check_writable(path):
         raise InputError(f"--output {path}: not writable")
 
 
-def save_npy_atomic(path, array):
+def _save_atomic(path, write):
+    """write(f) into a temporary file beside path, renamed over it only when complete."""
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".cupyprune-", suffix=".npy", dir=directory)
+    fd, tmp = tempfile.mkstemp(prefix=".cupyprune-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
+            write(f)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def save_npy_atomic(path, array):
+    _save_atomic(path, lambda f: np.save(f, array))
+
+
+def save_text_atomic(path, text):
+    _save_atomic(path, lambda f: f.write(text.encode()))
 
 
 def format_table(headers, rows, align=None):

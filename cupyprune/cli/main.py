@@ -4,6 +4,7 @@ import sys
 import click
 
 from .. import __version__
+from .bench_cmd import bench_cmd
 from .infer import infer
 from .inspect_cmd import inspect_cmd
 
@@ -38,3 +39,4 @@ def cli():
 
 cli.add_command(infer)
 cli.add_command(inspect_cmd)
+cli.add_command(bench_cmd)

@@ -2,17 +2,19 @@
 
 Choosing a path (here) is separate from running it (the path classes)."""
 from ..errors import CupyPruneError
+from .block import BlockPath
 from .csr import CsrPath
 from .dense import DensePath
 from .group import GroupPath
 
-PATH_CLASSES = {"dense": DensePath, "group": GroupPath, "csr": CsrPath}
+PATH_CLASSES = {"dense": DensePath, "group": GroupPath, "csr": CsrPath, "block": BlockPath}
 PATH_CHOICES = ("auto",) + tuple(PATH_CLASSES)
 
 # which patterns each non-dense path applies to
 APPLIES = {
     "group": {"group"},
     "csr": {"element", "vector", "block", "group"},
+    "block": {"block"},
 }
 
 

@@ -1,0 +1,65 @@
+"""`cupyprune bench`: time model files per path and precision; table, JSON and CSV out."""
+import csv
+import io
+import itertools
+import json
+import sys
+
+import click
+
+from ..backend import resolve_device
+from ..bench import CELL_KEYS, SCHEMA, bench_cell, environment
+from ..engine import PRECISIONS
+from ..paths import PATH_CHOICES
+from .common import (check_writable, device_option, format_table, one_line_errors,
+                     save_text_atomic)
+
+
+def _csv(cells):
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=CELL_KEYS)
+    w.writeheader()
+    for c in cells:
+        w.writerow({**c, "paths_used": "+".join(c["paths_used"])})
+    return buf.getvalue()
+
+
+@click.command(name="bench")
+@click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Path())
+@click.option("--path", "paths", type=click.Choice(PATH_CHOICES), multiple=True,
+              help="Path(s) to time; repeat the option for several. Default: dense and auto.")
+@click.option("--precision", "precisions", type=click.Choice(tuple(PRECISIONS)), multiple=True,
+              help="Precision(s) to time. Default: fp32.")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--repeat", type=click.IntRange(min=1), default=30, show_default=True,
+              help="Timed runs per cell.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--json", "json_path", type=click.Path(), help="Write all cells as JSON here.")
+@click.option("--csv", "csv_path", type=click.Path(), help="Write all cells as CSV here.")
+@device_option
+@one_line_errors
+def bench_cmd(models, paths, precisions, batch, repeat, warmup, json_path, csv_path, device):
+    """Time MODEL files: median and spread per path and precision (CUDA events on the GPU)."""
+    for out in (json_path, csv_path):
+        if out:
+            check_writable(out)
+    device = resolve_device(device)
+    grid = list(itertools.product(models, paths or ("dense", "auto"), precisions or ("fp32",)))
+    cells = []
+    with click.progressbar(grid, label=f"benchmarking on {device}", file=sys.stderr,
+                           item_show_func=lambda g: g and f"{g[0]} {g[1]} {g[2]}") as bar:
+        for model, path_choice, precision in bar:
+            cells.append(bench_cell(model, path_choice, precision, batch, device, warmup, repeat))
+    rows = [[c["model"], c["path"], "+".join(c["paths_used"]), c["precision"], c["batch"],
+             f"{c['median_ms']:.3f}", f"{c['p10_ms']:.3f}-{c['p90_ms']:.3f}",
+             "-" if c["peak_bytes"] is None else f"{c['peak_bytes'] / 2**20:.1f}"] for c in cells]
+    click.echo(format_table(["model", "path", "paths used", "precision", "batch", "median ms",
+                             "p10-p90 ms", "peak MiB"], rows, align="llllrrrr"))
+    if json_path:
+        doc = {"schema": SCHEMA, "environment": environment(device),
+               "settings": {"batch": batch, "repeat": repeat, "warmup": warmup}, "cells": cells}
+        save_text_atomic(json_path, json.dumps(doc, indent=1))
+        click.echo(f"wrote {json_path}")
+    if csv_path:
+        save_text_atomic(csv_path, _csv(cells))
+        click.echo(f"wrote {csv_path}")

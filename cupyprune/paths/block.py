@@ -1,0 +1,79 @@
+"""Block-sparse path (paper section 3.2, block-wise pattern): CuPy 14 has no BSR, so our own.
+
+Legend: M rows of activations, R rows of F, K outputs; F is tiled in r x c blocks (r along R,
+c along K); J = K/c column blocks, B = the most kept blocks of any column block, L = B*r.
+At load, each column block's kept blocks are stacked into a dense (L, c) slab, padded with zero
+blocks to B, with the rows of X they read. A call gathers those rows of X for a chunk of column
+blocks and runs one batched GEMM: (ch, M, L) @ (ch, L, c) -> (ch, M, c). No scatter-add: each
+column block owns its outputs. The chunk bounds the gathered copy of X in memory.
+"""
+import math
+
+import numpy as np
+
+from .base import GemmPath
+
+GATHER_BUDGET = 1 << 26     # elements of gathered X per chunk (256 MB in fp32)
+
+
+def block_shape(fmask):
+    """The largest (r, c) that tiles the bool F-mask (R, K) into all-kept/all-pruned blocks.
+
+    r is valid iff every row where the mask changes from the row above sits at a multiple of r,
+    so the largest r is gcd(R, those rows); c likewise over columns. (r, 1) and (1, c) valid
+    together make (r, c) valid: within a block, every column and every row is constant."""
+    R, K = fmask.shape
+    row_breaks = np.flatnonzero((fmask[1:] != fmask[:-1]).any(axis=1)) + 1
+    col_breaks = np.flatnonzero((fmask[:, 1:] != fmask[:, :-1]).any(axis=0)) + 1
+    return math.gcd(R, *row_breaks.tolist()), math.gcd(K, *col_breaks.tolist())
+
+
+def pack_blocks(w, fmask, r, c):
+    """Host F (R, K) and mask -> slabs (J, L, c) and the X rows each reads (J, L) int32."""
+    R, K = w.shape
+    kept = fmask.reshape(R // r, r, K // c, c)[:, 0, :, 0]           # (R/r, J) kept blocks
+    B = int(kept.sum(axis=0).max()) if kept.size else 0
+    J = K // c
+    slabs = np.zeros((J, B, r, c), dtype=w.dtype)
+    rows = np.zeros((J, B, r), dtype=np.int32)                       # padding reads row 0 * 0
+    blocks = w.reshape(R // r, r, J, c)                              # (R/r, r, J, c)
+    for j in range(J):
+        ib = np.flatnonzero(kept[:, j])                              # kept row blocks of j
+        slabs[j, :ib.size] = blocks[ib, :, j, :]                     # (n_j, r, c)
+        rows[j, :ib.size] = ib[:, None] * r + np.arange(r)           # (n_j, r)
+    return slabs.reshape(J, B * r, c), rows.reshape(J, B * r)
+
+
+class BlockPath(GemmPath):
+    name = "block"
+
+    def __init__(self, f, fmask, ctx):
+        # f: (R, K) host float64; fmask: bool (R, K), block-conforming (checked at load)
+        fmask = np.ones(f.shape, dtype=bool) if fmask is None else fmask
+        self.r, self.c = block_shape(fmask)
+        slabs, rows = pack_blocks(f * fmask, fmask, self.r, self.c)
+        self.K = f.shape[1]
+        self.slabs = ctx.device(slabs)                                # (J, L, c)
+        self.rows = ctx.xp.asarray(rows)                              # (J, L)
+        self.xp = ctx.xp
+
+    def __call__(self, x):
+        xp = self.xp
+        M = x.shape[0]
+        J, L, c = self.slabs.shape
+        y = xp.empty((M, self.K), dtype=xp.result_type(x.dtype, self.slabs.dtype))
+        if L == 0:                                                    # every block pruned
+            y[...] = 0
+            return y
+        ch = max(1, min(J, GATHER_BUDGET // max(1, M * L)))          # column blocks per chunk
+        for j0 in range(0, J, ch):
+            j1 = min(J, j0 + ch)
+            xg = xp.take(x, self.rows[j0:j1].ravel(), axis=1)         # (M, ch*L)
+            xg = xg.reshape(M, j1 - j0, L).transpose(1, 0, 2)         # (ch, M, L)
+            yc = xp.matmul(xg, self.slabs[j0:j1])                     # (ch, M, L) @ (ch, L, c)
+            y[:, j0 * c:j1 * c] = yc.transpose(1, 0, 2).reshape(M, -1)  # (ch, M, c) -> (M, ch*c)
+        return y
+
+    @property
+    def nbytes(self):
+        return self.slabs.nbytes + self.rows.nbytes
