@@ -14,8 +14,8 @@ from .inputs import sample_inputs
 from .timing import summary, time_calls
 
 SCHEMA = "cupyprune.bench/1"
-CELL_KEYS = ("model", "path", "precision", "batch", "device", "median_ms", "p10_ms", "p90_ms",
-             "min_ms", "runs", "peak_bytes", "paths_used")
+CELL_KEYS = ("model", "path", "precision", "batch", "device", "cuda_graph", "median_ms", "p10_ms",
+             "p90_ms", "min_ms", "runs", "peak_bytes", "paths_used")
 
 
 def environment(device):
@@ -34,18 +34,21 @@ def _free_pool(xp):
         xp.get_default_memory_pool().free_all_blocks()
 
 
-def bench_cell(model_path, path_choice, precision, batch, device, warmup, repeat):
+def bench_cell(model_path, path_choice, precision, batch, device, warmup, repeat,
+               cuda_graph="auto"):
     """Load one model file, time it on synthetic inputs -> a result dict (CELL_KEYS)."""
     device = backend.resolve_device(device)
     xp = backend.array_module(device)
     _free_pool(xp)
-    model = load(model_path, device=device, path_choice=path_choice, precision=precision)
+    model = load(model_path, device=device, path_choice=path_choice, precision=precision,
+                 cuda_graph=cuda_graph)
     inputs = {k: xp.asarray(v) for k, v in sample_inputs(model.file.input_spec, batch).items()}
     times = time_calls(lambda: model(**inputs), xp, warmup=warmup, repeat=repeat)
     peak = int(xp.get_default_memory_pool().total_bytes()) if xp is not np else None
     used = sorted({s.op.describe()["path"] for s in model.layers()})
     cell = {"model": os.path.basename(model_path), "path": path_choice, "precision": precision,
-            "batch": batch, "device": device, "peak_bytes": peak, "paths_used": used}
+            "batch": batch, "device": device, "cuda_graph": model.graph_runner is not None,
+            "peak_bytes": peak, "paths_used": used}
     cell.update(summary(times))
     del model
     _free_pool(xp)

@@ -9,10 +9,12 @@ from .errors import DeviceError, InputError
 from .format import read_model_file
 from .graph import check_tensors, parse_graph
 from .inputs import IMAGE, check_input, default_input
+from .gpu.gemm import Matmul
 from .ops import OPS, LoadContext
+from .ops.epilogue import activation_name
 
-PRECISIONS = {"fp32": np.float32, "fp16": np.float16}
-GPU_ONLY_PRECISIONS = ("fp16",)
+PRECISIONS = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16}
+GPU_ONLY_PRECISIONS = ("tf32", "fp16")
 
 
 @dataclass
@@ -21,21 +23,37 @@ class Step:
     op: object
 
 
+FUSABLE_ACTIVATIONS = ("relu", "gelu", "tanh")
+
+
 def plan_folding(graph):
-    """batch_norm nodes that directly follow a conv2d whose only reader they are.
-    -> ({conv name: bn node}, {bn output: conv output})"""
+    """Nodes folded into the conv2d/linear before them, when they are its output's only reader:
+    batch_norm into a conv's weights, then an activation into the layer's epilogue.
+    -> ({conv name: bn node}, {layer name: activation name}, {folded output: layer output})"""
     producers = {v: n for n in graph.nodes for v in n.outputs}
     readers = graph.consumers()
-    fold, alias = {}, {}
+    fold, activation, alias = {}, {}, {}
+
+    def sole_producer(node, ops):
+        """The conv/linear whose output `node` alone reads (through folded nodes), or None."""
+        value = node.inputs[0]
+        if len(readers.get(value, [])) != 1 or value in graph.outputs:
+            return None
+        src = producers[alias.get(value, value)]
+        return src if src.op in ops else None
+
     for node in graph.nodes:
-        if node.op != "batch_norm":
-            continue
-        src = producers.get(node.inputs[0])
-        if src is not None and src.op == "conv2d" and len(readers[node.inputs[0]]) == 1 \
-                and node.inputs[0] not in graph.outputs:
-            fold[src.name] = node
-            alias[node.outputs[0]] = node.inputs[0]
-    return fold, alias
+        if node.op == "batch_norm":
+            src = sole_producer(node, ("conv2d",))
+            if src is not None and src.name not in fold:
+                fold[src.name] = node
+                alias[node.outputs[0]] = alias.get(node.inputs[0], node.inputs[0])
+        elif node.op in FUSABLE_ACTIVATIONS:
+            src = sole_producer(node, ("conv2d", "linear"))
+            if src is not None and src.name not in activation:
+                activation[src.name] = activation_name(node)
+                alias[node.outputs[0]] = alias.get(node.inputs[0], node.inputs[0])
+    return fold, activation, alias
 
 
 def _warn_non_finite(tensors):
@@ -48,7 +66,8 @@ def _warn_non_finite(tensors):
 class Model:
     """`model = cupyprune.load(path)`, then `logits = model(x)` on NumPy or CuPy arrays."""
 
-    def __init__(self, model_file, device="auto", path="auto", precision="fp32"):
+    def __init__(self, model_file, device="auto", path="auto", precision="fp32",
+                 cuda_graph="auto"):
         self.file = model_file
         self.device = backend.resolve_device(device)
         if precision not in PRECISIONS:
@@ -61,14 +80,33 @@ class Model:
         self.graph = parse_graph(model_file.graph, OPS)
         check_tensors(self.graph, model_file.tensors)
         _warn_non_finite(model_file.tensors)
-        fold, self.alias = plan_folding(self.graph)
+        fold, activation, self.alias = plan_folding(self.graph)
         ctx = LoadContext(xp=self.xp, dtype=self.dtype, tensors=model_file.tensors,
-                          pruning=model_file.pruning, path=path, fold=fold)
-        folded = {bn.name for bn in fold.values()}
+                          pruning=model_file.pruning, path=path, fold=fold,
+                          activation=activation, matmul=Matmul(self.xp, tf32=precision == "tf32"))
+        folded = {bn.name for bn in fold.values()} | {
+            n.name for n in self.graph.nodes if n.outputs[0] in self.alias and n.op != "batch_norm"}
         self.steps = [Step(n, OPS[n.op](n, ctx)) for n in self.graph.nodes if n.name not in folded]
         self.folded = {conv: bn.name for conv, bn in fold.items()}
+        self.fused = activation
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
+        self.graph_runner = self._graph_runner(cuda_graph)
+
+    def _graph_runner(self, cuda_graph):
+        """CUDA-graph replay on the GPU when every op can be captured ('auto'), or on demand."""
+        if cuda_graph not in ("auto", True, False):
+            raise DeviceError(f"cuda_graph must be 'auto', True or False, not {cuda_graph!r}")
+        if self.device != "gpu" or cuda_graph is False:
+            return None
+        blocking = [s.node.name for s in self.steps if not getattr(s.op, "capturable", True)]
+        if blocking:
+            if cuda_graph is True:
+                raise DeviceError(f"layer {blocking[0]!r} cannot run inside a CUDA graph "
+                                  f"(its path is not capturable)")
+            return None
+        from .gpu.graph import CudaGraphRunner
+        return CudaGraphRunner(self._forward)
         passes.compact_producers(self)   # linears compute only the outputs their readers keep
 
     # -- inputs -------------------------------------------------------------------------------
@@ -101,8 +139,17 @@ class Model:
 
     # -- run ----------------------------------------------------------------------------------
     def run(self, *args, trace=None, **kwargs):
-        """Outputs by name. `trace`, a list, receives (node, output shape in NCHW terms)."""
+        """Outputs by name. `trace`, a list, receives (step, output shape in NCHW terms)."""
         env = self._bind(args, kwargs)
+        if self.graph_runner is not None and trace is None:
+            outputs = self.graph_runner(env)
+        else:
+            outputs = self._forward(env, trace)
+        return {name: _to_nchw(self.xp, value) for name, value in outputs.items()}
+
+    def _forward(self, env, trace=None):
+        """Every step, in order, on bound device inputs -> graph outputs (internal layouts)."""
+        env = dict(env)
         for step in self.steps:
             outs = step.op(*(env[self.alias.get(v, v)] for v in step.node.inputs))
             if len(step.node.outputs) == 1:
@@ -111,8 +158,7 @@ class Model:
                 env[name] = value
             if trace is not None:
                 trace.append((step, _logical_shape(outs[0])))
-        return {name: _to_nchw(self.xp, env[self.alias.get(name, name)])
-                for name in self.graph.outputs}
+        return {name: env[self.alias.get(name, name)] for name in self.graph.outputs}
 
     def __call__(self, *args, **kwargs):
         outputs = self.run(*args, **kwargs)
@@ -131,6 +177,11 @@ def _to_nchw(xp, a):
     return xp.ascontiguousarray(a.transpose(0, 3, 1, 2)) if a.ndim == 4 else a
 
 
-def load(path, device="auto", path_choice="auto", precision="fp32"):
-    """Load a model file for inference. device: 'auto' | 'gpu' | 'cpu'."""
-    return Model(read_model_file(path), device=device, path=path_choice, precision=precision)
+def load(path, device="auto", path_choice="auto", precision="fp32", cuda_graph="auto"):
+    """Load a model file for inference.
+
+    device: 'auto' | 'gpu' | 'cpu'; path_choice: 'auto' or a path name (paths.PATH_CHOICES);
+    precision: 'fp32' | 'tf32' | 'fp16'; cuda_graph: replay the forward as one CUDA graph on the
+    GPU ('auto': when every layer's path allows it)."""
+    return Model(read_model_file(path), device=device, path=path_choice, precision=precision,
+                 cuda_graph=cuda_graph)

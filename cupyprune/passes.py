@@ -22,15 +22,23 @@ class Precompacted(GemmPath):
     name = "group"
 
     def __init__(self, group):
-        self.w = group.w                             # (T, K)
+        self.group = group                           # the GroupPath; it multiplies, never gathers
         self.rows_host = group.rows_host
 
+    @property
+    def w(self):
+        return self.group.w                          # (T, K)
+
+    @w.setter
+    def w(self, value):
+        self.group.w = value
+
     def __call__(self, x):
-        return x @ self.w                            # (M, T) @ (T, K) -> (M, K)
+        return self.group(x)                         # (M, T) @ (T, K) -> (M, K)
 
     @property
     def nbytes(self):
-        return self.w.nbytes
+        return self.group.w.nbytes
 
 
 def _note(op, text):
@@ -44,10 +52,11 @@ def _note(op, text):
     notes.append(text)
 
 
-def _producer(step, by_output, readers, outputs):
+def _producer(step, alias, by_output, readers, outputs):
     """Walk back from a consumer through single-reader elementwise steps to a linear step whose
-    only reader is that chain, or None."""
-    value = step.node.inputs[0]
+    only reader is that chain, or None. (An activation fused into the linear is no step: its
+    output is an alias of the linear's.)"""
+    value = alias.get(step.node.inputs[0], step.node.inputs[0])
     while True:
         if value in outputs or len(readers.get(value, ())) != 1:
             return None
@@ -58,15 +67,16 @@ def _producer(step, by_output, readers, outputs):
             return src
         if src.op.op_name not in ELEMENTWISE or len(src.node.inputs) != 1:
             return None
-        value = src.node.inputs[0]
+        value = alias.get(src.node.inputs[0], src.node.inputs[0])
 
 
 def _compact_producer(op, rows, xp):
     """Keep only output columns `rows` of a dense or group-wise linear."""
     cols = xp.asarray(rows)
     op.path.w = xp.ascontiguousarray(op.path.w[:, cols])             # (R or T, K) -> (., T)
-    if op.bias is not None:
-        op.bias = xp.ascontiguousarray(op.bias[cols])                 # (K,) -> (T,)
+    epilogue = op.epilogue                                            # bias + fused activation
+    if epilogue.bias is not None:
+        epilogue.bias = xp.ascontiguousarray(epilogue.bias[cols])     # (K,) -> (T,)
     total = op.out_features
     op.out_features = len(rows)
     _note(op, f"outputs compacted: {len(rows)}/{total} computed")
@@ -85,7 +95,7 @@ def compact_producers(model):
         op = step.op
         if op.op_name != "linear" or not isinstance(op.path, GroupPath):
             continue
-        src = _producer(step, by_output, readers, outputs)
+        src = _producer(step, alias, by_output, readers, outputs)
         if src is None or not isinstance(src.op.path, (DensePath, GroupPath, Precompacted)) \
                 or src.op.out_features != op.in_features:
             continue

@@ -11,8 +11,8 @@ from ..backend import resolve_device
 from ..bench import CELL_KEYS, SCHEMA, bench_cell, environment
 from ..engine import PRECISIONS
 from ..paths import PATH_CHOICES
-from .common import (check_writable, device_option, format_table, one_line_errors,
-                     save_text_atomic)
+from .common import (check_writable, device_option, format_table, graph_option,
+                     one_line_errors, save_text_atomic)
 
 
 def _csv(cells):
@@ -37,8 +37,10 @@ def _csv(cells):
 @click.option("--json", "json_path", type=click.Path(), help="Write all cells as JSON here.")
 @click.option("--csv", "csv_path", type=click.Path(), help="Write all cells as CSV here.")
 @device_option
+@graph_option
 @one_line_errors
-def bench_cmd(models, paths, precisions, batch, repeat, warmup, json_path, csv_path, device):
+def bench_cmd(models, paths, precisions, batch, repeat, warmup, json_path, csv_path, device,
+              cuda_graph):
     """Time MODEL files: median and spread per path and precision (CUDA events on the GPU)."""
     for out in (json_path, csv_path):
         if out:
@@ -49,12 +51,14 @@ def bench_cmd(models, paths, precisions, batch, repeat, warmup, json_path, csv_p
     with click.progressbar(grid, label=f"benchmarking on {device}", file=sys.stderr,
                            item_show_func=lambda g: g and f"{g[0]} {g[1]} {g[2]}") as bar:
         for model, path_choice, precision in bar:
-            cells.append(bench_cell(model, path_choice, precision, batch, device, warmup, repeat))
+            cells.append(bench_cell(model, path_choice, precision, batch, device, warmup, repeat,
+                                    "auto" if cuda_graph is None else cuda_graph))
     rows = [[c["model"], c["path"], "+".join(c["paths_used"]), c["precision"], c["batch"],
              f"{c['median_ms']:.3f}", f"{c['p10_ms']:.3f}-{c['p90_ms']:.3f}",
-             "-" if c["peak_bytes"] is None else f"{c['peak_bytes'] / 2**20:.1f}"] for c in cells]
+             "-" if c["peak_bytes"] is None else f"{c['peak_bytes'] / 2**20:.1f}",
+             "yes" if c["cuda_graph"] else "no"] for c in cells]
     click.echo(format_table(["model", "path", "paths used", "precision", "batch", "median ms",
-                             "p10-p90 ms", "peak MiB"], rows, align="llllrrrr"))
+                             "p10-p90 ms", "peak MiB", "graph"], rows, align="llllrrrrl"))
     if json_path:
         doc = {"schema": SCHEMA, "environment": environment(device),
                "settings": {"batch": batch, "repeat": repeat, "warmup": warmup}, "cells": cells}

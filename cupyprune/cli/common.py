@@ -49,7 +49,12 @@ path_option = click.option(
          "run dense.")
 precision_option = click.option(
     "--precision", type=click.Choice(tuple(PRECISIONS)), default="fp32", show_default=True,
-    help="Arithmetic precision (fp16 needs the GPU).")
+    help="Arithmetic precision: fp32; tf32 (fp32 storage, TF32 tensor-core GEMMs) and fp16 "
+         "(fp16 storage, fp32 accumulation) need the GPU.")
+graph_option = click.option(
+    "--cuda-graph/--no-cuda-graph", "cuda_graph", default=None,
+    help="Replay the forward pass as one CUDA graph (GPU). Default: on where every layer "
+         "allows it (not with the CSR path).")
 
 
 def check_writable(path):

@@ -7,8 +7,8 @@ from ..engine import load
 from ..errors import InputError
 from ..inputs import sample_inputs
 from ..timing import summary, time_calls
-from .common import (check_writable, device_option, format_table, one_line_errors,
-                     path_option, precision_option, save_npy_atomic)
+from .common import (check_writable, device_option, format_table, graph_option,
+                     one_line_errors, path_option, precision_option, save_npy_atomic)
 from .load_input import read_inputs
 
 DEFAULT_SAMPLE_BATCH = 4
@@ -75,13 +75,15 @@ def _prediction_rows(model, logits, labels, top_k):
 @device_option
 @path_option
 @precision_option
+@graph_option
 @one_line_errors
 def infer(model_path, input_path, output_path, batch, top_k, repeat, device, path_choice,
-          precision):
+          precision, cuda_graph):
     """Run MODEL (a cupyprune .safetensors file): print the top-k classes and the latency."""
     if output_path:
         check_writable(output_path)
-    model = load(model_path, device=device, path_choice=path_choice, precision=precision)
+    model = load(model_path, device=device, path_choice=path_choice, precision=precision,
+                 cuda_graph="auto" if cuda_graph is None else cuda_graph)
     inputs, labels, origin = _choose_inputs(model, input_path, batch)
     arrays = {k: model.xp.asarray(v) for k, v in inputs.items()}
     logits = backend.to_numpy(model(**arrays))
@@ -91,7 +93,8 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
     click.echo(f"model:   {model_path}  ({len(model.steps)} ops, {len(model.layers())} prunable "
                f"layers, {groups} on the group-wise path)")
     click.echo(f"device:  {model.device} ({'CuPy' if model.device == 'gpu' else 'NumPy'}), "
-               f"precision {precision}, path {path_choice}")
+               f"precision {precision}, path {path_choice}"
+               + (", CUDA graph replay" if model.graph_runner is not None else ""))
     click.echo(f"inputs:  {origin}")
     click.echo("")
     if logits.ndim == 2:

@@ -7,6 +7,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..patterns import conv_weight_to_f
+from .epilogue import Epilogue
 from .im2col import TapPlan, im2col_cupy, im2col_numpy, out_size
 from .prunable import PrunableWeight
 from .registry import Op, pair, register, shape_error
@@ -47,7 +48,8 @@ class Conv2d(Op):
             f = f * scale[None, :]
             bias = (0.0 if bias is None else bias) * scale + shift
         self.path = self.layer.build(f, ctx)
-        self.bias = None if bias is None else ctx.device(bias)
+        self.epilogue = Epilogue(ctx.xp, None if bias is None else ctx.device(bias),
+                                 ctx.activation.get(node.name, "none"))
         taps = self.path.input_rows
         self.pointwise = (kh, kw) == (1, 1) and self.geometry[3] == (0, 0)
         self.taps = taps
@@ -74,10 +76,12 @@ class Conv2d(Op):
         if OH < 1 or OW < 1:
             raise InputError(f"layer {self.node.name!r}: input {H}x{W} is too small for its "
                              f"{kh}x{kw} kernel")
-        y = self.path(self._columns(x))           # (M, T) @ (T, K) -> (M, K)
-        if self.bias is not None:
-            y += self.bias
+        y = self.epilogue(self.path(self._columns(x)))   # (M, T) @ (T, K) -> (M, K)
         return y.reshape(N, OH, OW, self.K)       # (M, K) -> (N, OH, OW, K), no transpose
+
+    @property
+    def capturable(self):
+        return self.path.capturable
 
     def describe(self):
         kh, kw, stride, padding, _ = self.geometry

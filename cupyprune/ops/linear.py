@@ -1,6 +1,7 @@
 """linear (paper formula (3)): x (..., in) @ F (in, out) + bias. Group-wise: gather the kept input
 features, one smaller GEMM (paper Algorithm 2)."""
 from ..errors import InputError
+from .epilogue import Epilogue
 from .prunable import PrunableWeight
 from .registry import Op, register, shape_error
 
@@ -25,7 +26,8 @@ class Linear(Op):
         f = _linear_f(w)                                       # (in, out)
         self.layer = PrunableWeight(node, ctx, f, _linear_f)
         self.path = self.layer.build(f, ctx)
-        self.bias = None if bias is None else ctx.device(bias)
+        self.epilogue = Epilogue(ctx.xp, None if bias is None else ctx.device(bias),
+                                 ctx.activation.get(node.name, "none"))
 
     def __call__(self, x):
         if x.shape[-1] != self.in_features:
@@ -35,10 +37,12 @@ class Linear(Op):
         x2 = x.reshape(-1, self.in_features)                   # (M, in)
         if self.path.input_rows is not None:
             x2 = x2[:, self.path.input_rows]                   # (M, T): kept features only
-        y = self.path(x2)                                      # (M, out)
-        if self.bias is not None:
-            y += self.bias
+        y = self.epilogue(self.path(x2))                       # (M, out)
         return y.reshape(*lead, self.out_features)
+
+    @property
+    def capturable(self):
+        return self.path.capturable
 
     def describe(self):
         return {**self.layer.describe(), "detail": f"{self.in_features}->{self.out_features}"}

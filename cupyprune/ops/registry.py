@@ -31,7 +31,14 @@ class LoadContext:
     tensors: dict               # key -> NumPy array (host)
     pruning: dict               # param key -> {"pattern": ..., ...}
     path: str = "auto"          # requested execution path for prunable layers
-    fold: dict = field(default_factory=dict)   # node name -> extra nodes folded into it
+    fold: dict = field(default_factory=dict)   # conv name -> batch_norm node folded into it
+    activation: dict = field(default_factory=dict)  # conv/linear name -> activation node fused
+    matmul: object = None       # gpu.gemm.Matmul: x @ w at the model's precision
+
+    def __post_init__(self):
+        if self.matmul is None:
+            from ..gpu.gemm import Matmul
+            self.matmul = Matmul(self.xp)
 
     def host_param(self, node, role, required=True, dtype=None):
         """A parameter as a host NumPy array in float64 (for load-time folding) or `dtype`."""

@@ -10,6 +10,7 @@ columns and the linear gather only those features (paper Algorithms 1 and 2).
 class GemmPath:
     name = ""
     input_rows = None   # device int32 array of the columns of X the path reads; None = all R
+    capturable = True   # may run inside a CUDA graph capture
 
     def __call__(self, x):
         """x: (M, R) or (M, T) when input_rows is set -> (M, K)."""

@@ -55,6 +55,7 @@ class BlockPath(GemmPath):
         self.K = f.shape[1]
         self.slabs = ctx.device(slabs)                                # (J, L, c)
         self.rows = ctx.xp.asarray(rows)                              # (J, L)
+        self.batched = ctx.matmul.batched                             # (B, M, L) @ (B, L, c)
         self.xp = ctx.xp
 
     def __call__(self, x):
@@ -68,9 +69,9 @@ class BlockPath(GemmPath):
         ch = max(1, min(J, GATHER_BUDGET // max(1, M * L)))          # column blocks per chunk
         for j0 in range(0, J, ch):
             j1 = min(J, j0 + ch)
-            xg = xp.take(x, self.rows[j0:j1].ravel(), axis=1)         # (M, ch*L)
-            xg = xg.reshape(M, j1 - j0, L).transpose(1, 0, 2)         # (ch, M, L)
-            yc = xp.matmul(xg, self.slabs[j0:j1])                     # (ch, M, L) @ (ch, L, c)
+            xg = xp.take(x, self.rows[j0:j1], axis=1)                 # (M, ch, L)
+            xg = xp.ascontiguousarray(xg.transpose(1, 0, 2))          # (ch, M, L)
+            yc = self.batched(xg, self.slabs[j0:j1])                  # (ch, M, L) @ (ch, L, c)
             y[:, j0 * c:j1 * c] = yc.transpose(1, 0, 2).reshape(M, -1)  # (ch, M, c) -> (M, ch*c)
         return y
 

@@ -15,6 +15,7 @@ def _sparse_module(xp):
 
 class CsrPath(GemmPath):
     name = "csr"
+    capturable = False  # cupyx's cuSPARSE wrappers allocate and synchronise per call
 
     def __init__(self, f, fmask, ctx):
         w = f if fmask is None else f * fmask

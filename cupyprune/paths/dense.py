@@ -8,10 +8,11 @@ class DensePath(GemmPath):
     def __init__(self, f, fmask, ctx):
         # f: (R, K) host float64; the mask is applied once here
         w = f if fmask is None else f * fmask
+        self.matmul = ctx.matmul
         self.w = ctx.device(w)                       # (R, K)
 
     def __call__(self, x):
-        return x @ self.w                            # (M, R) @ (R, K) -> (M, K)
+        return self.matmul(x, self.w)                # (M, R) @ (R, K) -> (M, K)
 
     @property
     def nbytes(self):

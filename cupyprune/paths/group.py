@@ -17,10 +17,11 @@ class GroupPath(GemmPath):
         rows = kept_rows(fmask)
         self.rows_host = rows
         self.input_rows = ctx.xp.asarray(rows)
+        self.matmul = ctx.matmul
         self.w = ctx.device(f[rows] * fmask[rows])   # (T, K)
 
     def __call__(self, x):
-        return x @ self.w                            # (M, T) @ (T, K) -> (M, K)
+        return self.matmul(x, self.w)                # (M, T) @ (T, K) -> (M, K)
 
     @property
     def nbytes(self):

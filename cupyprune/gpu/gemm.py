@@ -1,0 +1,85 @@
+"""Row-major GEMM for both backends: `matmul(x, w)` = x @ w.
+
+NumPy: plain `@`. CuPy: cublasGemmEx through our own binding (cublas.py), so that precision
+(fp32, TF32 tensor cores, fp16/bf16 with fp32 accumulation) is chosen per model, and the call
+can be captured in a CUDA graph.
+
+Row-major Y (M, N) = X (M, K) @ W (K, N) is column-major Y^T = W^T X^T: cuBLAS gets W as its
+A operand (N x K, ld N) and X as B (K x M, ld K), with no transposes.
+"""
+import ctypes
+
+import numpy as np
+
+from . import cublas
+
+_DTYPES = {np.dtype(np.float32): cublas.CUDA_R_32F, np.dtype(np.float16): cublas.CUDA_R_16F}
+
+
+def data_type(dtype):
+    dtype = np.dtype(dtype)
+    if dtype in _DTYPES:
+        return _DTYPES[dtype]
+    if dtype.name == "bfloat16":
+        return cublas.CUDA_R_16BF
+    raise TypeError(f"no cuBLAS data type for {dtype}")
+
+
+_ONE = ctypes.c_float(1.0)
+_ZERO = ctypes.c_float(0.0)
+
+
+def gemm_into(x, w, out, tf32=False):
+    """out (M, N) = x (M, K) @ w (K, N); all C-contiguous CuPy arrays of one dtype."""
+    M, K = x.shape
+    N = w.shape[1]
+    dt = data_type(x.dtype)
+    compute = cublas.COMPUTE_32F_FAST_TF32 if tf32 and dt == cublas.CUDA_R_32F \
+        else cublas.COMPUTE_32F
+    h = cublas.handle_for_current_stream()
+    status = cublas.library().cublasGemmEx(
+        h.ptr, cublas.OP_N, cublas.OP_N, N, M, K, ctypes.byref(_ONE),
+        ctypes.c_void_p(w.data.ptr), dt, N, ctypes.c_void_p(x.data.ptr), dt, K,
+        ctypes.byref(_ZERO), ctypes.c_void_p(out.data.ptr), dt, N, compute, cublas.GEMM_DEFAULT)
+    cublas.check(status, f"cublasGemmEx ({M}x{K} @ {K}x{N})")
+    return out
+
+
+def batched_gemm_into(a, b, out, tf32=False):
+    """out (B, M, N) = a (B, M, K) @ b (B, K, N), C-contiguous CuPy arrays of one dtype."""
+    B, M, K = a.shape
+    N = b.shape[2]
+    dt = data_type(a.dtype)
+    compute = cublas.COMPUTE_32F_FAST_TF32 if tf32 and dt == cublas.CUDA_R_32F \
+        else cublas.COMPUTE_32F
+    h = cublas.handle_for_current_stream()
+    status = cublas.library().cublasGemmStridedBatchedEx(
+        h.ptr, cublas.OP_N, cublas.OP_N, N, M, K, ctypes.byref(_ONE),
+        ctypes.c_void_p(b.data.ptr), dt, N, K * N, ctypes.c_void_p(a.data.ptr), dt, K, M * K,
+        ctypes.byref(_ZERO), ctypes.c_void_p(out.data.ptr), dt, N, M * N, B, compute,
+        cublas.GEMM_DEFAULT)
+    cublas.check(status, f"cublasGemmStridedBatchedEx ({B}x {M}x{K} @ {K}x{N})")
+    return out
+
+
+class Matmul:
+    """x @ w on a model's backend and precision; built once per model."""
+
+    def __init__(self, xp, tf32=False):
+        self.xp, self.tf32 = xp, tf32
+
+    def __call__(self, x, w):
+        """(M, K) @ (K, N) -> (M, N)."""
+        if self.xp is np:
+            return x @ w
+        x = self.xp.ascontiguousarray(x)
+        out = self.xp.empty((x.shape[0], w.shape[1]), dtype=x.dtype)
+        return gemm_into(x, w, out, self.tf32)
+
+    def batched(self, a, b):
+        """(B, M, K) @ (B, K, N) -> (B, M, N)."""
+        if self.xp is np:
+            return a @ b
+        a, b = self.xp.ascontiguousarray(a), self.xp.ascontiguousarray(b)
+        out = self.xp.empty((a.shape[0], a.shape[1], b.shape[2]), dtype=a.dtype)
+        return batched_gemm_into(a, b, out, self.tf32)

@@ -1,0 +1,64 @@
+"""Replay a model's whole forward pass as one CUDA graph (per input shape).
+
+At the batch sizes of the paper, eager execution is bound by launching kernels from Python
+(shared notes gpu-facts.md: eager PyTorch fp16 is hardly faster than TF32). A captured graph
+replays every kernel of the forward with one launch.
+
+Memory: the capture runs with a private CuPy memory pool, kept alive with the graph, so the
+addresses baked into the graph are never handed to anyone else. Inputs are copied into static
+buffers before each replay; outputs are copied out after it.
+"""
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Captured:
+    graph: object
+    stream: object
+    pool: object
+    inputs: dict
+    outputs: dict
+
+
+class CudaGraphRunner:
+    def __init__(self, forward):
+        """forward: env (name -> device array) -> outputs (name -> device array)."""
+        self.forward = forward
+        self.captured = {}
+        self.failed = None          # the reason capture failed once; then we run eagerly
+
+    def __call__(self, env):
+        import cupy
+        key = tuple((k, v.shape, v.dtype.str) for k, v in sorted(env.items()))
+        entry = self.captured.get(key)
+        if entry is None:
+            entry = self.captured[key] = self._capture(env)
+        current = cupy.cuda.get_current_stream()
+        entry.stream.wait_event(current.record())        # inputs are ready
+        with entry.stream:
+            for name, buf in entry.inputs.items():
+                buf[...] = env[name]
+            entry.graph.launch(entry.stream)
+            outputs = {k: v.copy() for k, v in entry.outputs.items()}
+        current.wait_event(entry.stream.record())        # outputs are ready for the caller
+        return outputs
+
+    def _capture(self, env):
+        import cupy
+        stream = cupy.cuda.Stream(non_blocking=True)
+        pool = cupy.cuda.MemoryPool()
+        cupy.cuda.get_current_stream().synchronize()
+        with cupy.cuda.using_allocator(pool.malloc), stream:
+            inputs = {k: v.copy() for k, v in env.items()}
+            self.forward(inputs)      # warm-up: kernels compiled, cuBLAS handle made, pool filled
+            stream.synchronize()
+            stream.begin_capture()
+            try:
+                outputs = self.forward(inputs)
+            finally:
+                graph = stream.end_capture()
+            stream.synchronize()
+        return _Captured(graph, stream, pool, inputs, outputs)
