@@ -8,7 +8,7 @@ from . import backend, passes
 from .errors import DeviceError, InputError
 from .format import read_model_file
 from .graph import check_tensors, parse_graph
-from .inputs import IMAGE, check_input, default_input
+from .inputs import FEATURES, IMAGE, check_input, default_input
 from .gpu.gemm import Matmul
 from .ops import OPS, LoadContext
 from .ops.epilogue import activation_name
@@ -129,9 +129,12 @@ class Model:
                 env[name] = default_input(spec, env[names[0]], self.xp)
                 continue
             arr = check_input(spec, bound[name], self.dtype)
-            if spec.get("kind", IMAGE) == IMAGE:
+            kind = spec.get("kind", IMAGE)
+            if kind == IMAGE:
                 arr = self.xp.asarray(arr, dtype=self.dtype)
                 arr = self.xp.ascontiguousarray(arr.transpose(0, 2, 3, 1))  # NCHW -> NHWC
+            elif kind == FEATURES:
+                arr = self.xp.asarray(arr, dtype=self.dtype)
             else:
                 arr = self.xp.asarray(arr)
             env[name] = arr

@@ -5,8 +5,8 @@ import numpy as np
 
 from .errors import InputError
 
-IMAGE, TOKEN_IDS, TOKEN_TYPE_IDS, ATTENTION_MASK = ("image", "token_ids", "token_type_ids",
-                                                    "attention_mask")
+IMAGE, FEATURES, TOKEN_IDS, TOKEN_TYPE_IDS, ATTENTION_MASK = (
+    "image", "features", "token_ids", "token_type_ids", "attention_mask")
 SAMPLE_SEQUENCE = 16    # tokens in a sample sequence when the file ships no sample
 
 
@@ -31,9 +31,8 @@ def check_input(spec, arr, dtype):
         return arr
     if arr.dtype.kind not in "fiub":
         raise InputError(f"input {name!r} must be numeric, got dtype {arr.dtype}")
-    if kind == IMAGE and arr.dtype.kind != "f":
-        raise InputError(f"input {name!r} must be floating point (normalised pixels), got dtype "
-                         f"{arr.dtype}")
+    if kind in (IMAGE, FEATURES) and arr.dtype.kind != "f":
+        raise InputError(f"input {name!r} must be floating point, got dtype {arr.dtype}")
     return arr
 
 
@@ -46,7 +45,7 @@ def sample_inputs(input_spec, batch, seed=0):
         seq = min(SAMPLE_SEQUENCE, spec.get("max_length", SAMPLE_SEQUENCE))
         shape = [batch if i == 0 else (seq if d is None else d)
                  for i, d in enumerate(spec["shape"])]
-        if kind == IMAGE:
+        if kind in (IMAGE, FEATURES):
             out[spec["name"]] = rng.standard_normal(shape).astype(spec.get("dtype", "float32"))
         elif kind == TOKEN_IDS:
             out[spec["name"]] = rng.integers(0, spec["vocab_size"], size=shape, dtype=np.int64)

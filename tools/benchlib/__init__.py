@@ -1,0 +1,1 @@
+"""Pieces of tools/paper_bench.py: the results store, the layer sweeps, the model tables."""

@@ -1,0 +1,40 @@
+"""GPU timing for the paper benchmark: CUDA-event medians after warm-up, and graph capture of a
+single callable (so a layer is timed without Python launch gaps when asked)."""
+import numpy as np
+
+from cupyprune.timing import summary, time_calls
+
+
+def time_gpu(fn, warmup=5, repeat=20):
+    import cupy
+    return summary(time_calls(fn, cupy, warmup=warmup, repeat=repeat))
+
+
+def captured(fn):
+    """fn() -> a callable that replays fn's kernels from one CUDA graph (fn must be capturable;
+    its allocations come from a private pool kept alive with the graph)."""
+    import cupy
+    stream = cupy.cuda.Stream(non_blocking=True)
+    pool = cupy.cuda.MemoryPool()
+    with cupy.cuda.using_allocator(pool.malloc), stream:
+        fn()
+        stream.synchronize()
+        stream.begin_capture()
+        try:
+            fn()
+        finally:
+            graph = stream.end_capture()
+    current = cupy.cuda.get_current_stream()
+
+    def replay():
+        graph.launch(current)
+    replay.keep_alive = (graph, pool, stream)
+    return replay
+
+
+def rel_err(out, ref):
+    """max|out - ref| / max|ref| on host float64."""
+    import cupy
+    out = cupy.asnumpy(out).astype(np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    return float(np.abs(out - ref).max() / np.abs(ref).max())

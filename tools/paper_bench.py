@@ -1,0 +1,78 @@
+"""Reproduce the paper's latency tables and figures on this GPU, PyTorch side by side.
+
+    python tools/paper_bench.py --preset layers --out bench/results/h100/layers.json
+
+Presets (each sized to finish within 10 minutes on an H100):
+  quick   the conv layer at 50% kept (fp32, fp16) and its step breakdown
+  layers  layer sweeps, paper Figs. 11 and 14: conv 512x512 3x3 28x28 b64, linear 4096 b64,
+          BERT FFN at 8192 tokens; kept 10%..100%; fp32, tf32, fp16
+  steps   step breakdown, paper Figs. 12-13
+  cnn     model tables for VGG-16 / ResNet-18 (paper Tables 1-2, 5-6, 8)
+  transformer  model tables for ViT and BERT-base (paper Tables 3-4, 7)
+The results file is resumable: cells already in it are skipped; merge files with --merge.
+Needs a CUDA GPU, CuPy and torch; accuracy is not measured here (random weights).
+"""
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchlib import layers, steps  # noqa: E402
+from benchlib.results import ResultStore, merge  # noqa: E402
+
+SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+PRESETS = {
+    "quick": [(layers.conv_sweep, (0.5,), ("fp32", "fp16")),
+              (steps.conv_steps, (0.5,), ("fp32", "fp16"))],
+    "layers": [(layers.conv_sweep, SWEEP, ("fp32", "tf32", "fp16")),
+               (layers.linear_sweep, SWEEP, ("fp32", "tf32", "fp16"))],
+    "steps": [(steps.conv_steps, (0.25, 0.5, 0.75), ("fp32", "fp16")),
+              (steps.linear_steps, (0.25, 0.5, 0.75), ("fp32", "fp16"))],
+}
+
+
+def environment():
+    import cupy
+    import torch
+    props = cupy.cuda.runtime.getDeviceProperties(0)
+    return {"gpu": props["name"].decode(), "cupy": cupy.__version__, "torch": torch.__version__,
+            "cuda_runtime": cupy.cuda.runtime.runtimeGetVersion(),
+            "cudnn": torch.backends.cudnn.version(), "date": time.strftime("%Y-%m-%d")}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS) + ["cnn", "transformer"])
+    ap.add_argument("--out", help="results JSON (resumed when it exists)")
+    ap.add_argument("--merge", nargs="+", metavar="FILE", help="merge results files into --out")
+    args = ap.parse_args(argv)
+    if args.merge:
+        merge(args.merge, args.out)
+        return 0
+    if not args.preset or not args.out:
+        ap.error("--preset and --out are required")
+    try:
+        import cupy  # noqa: F401
+        from cupyprune.backend import gpu_available
+    except ImportError:
+        print("error: paper_bench needs CuPy and a CUDA GPU", file=sys.stderr)
+        return 2
+    if not gpu_available():
+        print("error: paper_bench needs a CUDA GPU", file=sys.stderr)
+        return 2
+    store = ResultStore(args.out, environment())
+    t0 = time.time()
+    if args.preset in ("cnn", "transformer"):
+        from benchlib import models
+        models.run_preset(store, args.preset, progress=lambda s: print(s, flush=True))
+    else:
+        for fn, keeps, precisions in PRESETS[args.preset]:
+            fn(store, keeps, precisions, progress=lambda s: print(s, flush=True))
+    print(f"preset {args.preset} done in {time.time() - t0:.0f} s -> {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
