@@ -39,8 +39,8 @@ def plan_folding(graph):
         value = node.inputs[0]
         if len(readers.get(value, [])) != 1 or value in graph.outputs:
             return None
-        src = producers[alias.get(value, value)]
-        return src if src.op in ops else None
+        src = producers.get(alias.get(value, value))      # None for a graph input
+        return src if src is not None and src.op in ops else None
 
     for node in graph.nodes:
         if node.op == "batch_norm":
@@ -91,6 +91,7 @@ class Model:
         self.fused = activation
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
+        passes.compact_producers(self)   # linears compute only the outputs their readers keep
         self.graph_runner = self._graph_runner(cuda_graph)
 
     def _graph_runner(self, cuda_graph):
@@ -107,7 +108,6 @@ class Model:
             return None
         from .gpu.graph import CudaGraphRunner
         return CudaGraphRunner(self._forward)
-        passes.compact_producers(self)   # linears compute only the outputs their readers keep
 
     # -- inputs -------------------------------------------------------------------------------
     def _bind(self, args, kwargs):

@@ -8,10 +8,8 @@ Memory: the capture runs with a private CuPy memory pool, kept alive with the gr
 addresses baked into the graph are never handed to anyone else. Inputs are copied into static
 buffers before each replay; outputs are copied out after it.
 """
-import logging
+import warnings
 from dataclasses import dataclass
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -32,10 +30,18 @@ class CudaGraphRunner:
 
     def __call__(self, env):
         import cupy
+        if self.failed is not None:
+            return self.forward(env)
         key = tuple((k, v.shape, v.dtype.str) for k, v in sorted(env.items()))
         entry = self.captured.get(key)
         if entry is None:
-            entry = self.captured[key] = self._capture(env)
+            try:
+                entry = self.captured[key] = self._capture(env)
+            except Exception as e:   # an op that cannot be captured: run eagerly from now on
+                self.failed = f"{type(e).__name__}: {e}"
+                warnings.warn(f"CUDA graph capture failed ({self.failed}); running eagerly",
+                              stacklevel=3)
+                return self.forward(env)
         current = cupy.cuda.get_current_stream()
         entry.stream.wait_event(current.record())        # inputs are ready
         with entry.stream:

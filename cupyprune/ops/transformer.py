@@ -64,6 +64,10 @@ class _Table(Op):
 
 @register("embedding")
 class Embedding(_Table):
+    # Ids are range-checked on the host: a CUDA graph's replay would skip the check (and the
+    # sync breaks its capture), so a model that looks ids up runs eagerly.
+    capturable = False
+
     def __call__(self, ids):
         check_ids(ids, self.table.shape[0], "token id", "tokens in its vocabulary")
         return self.table[ids]                                        # (N, T) -> (N, T, D)
@@ -81,6 +85,8 @@ class PositionEmbedding(_Table):
 
 @register("token_type_embedding")
 class TokenTypeEmbedding(_Table):
+    capturable = False                          # host range check, as Embedding
+
     def __call__(self, x, token_type_ids):
         _check_tokens(self.node, token_type_ids, x)
         check_ids(token_type_ids, self.table.shape[0], "token type id", "token types")
@@ -134,11 +140,13 @@ class SelfAttention(Op):
         if self.heads < 1:
             shape_error(node, "attr num_heads must be a positive integer")
         self.dtype = np.dtype(ctx.dtype)
+        self.bmm = ctx.matmul.batched              # the model's GEMM precision; capturable
 
     def _split(self, x):
         N, T, D = x.shape
         x = x.reshape(N, T, self.heads, D // self.heads)             # (N, T, H, dh)
-        return x.transpose(0, 2, 1, 3)                                # (N, H, T, dh)
+        x = x.transpose(0, 2, 1, 3)                                   # (N, H, T, dh)
+        return self.xp.ascontiguousarray(x).reshape(N * self.heads, T, -1)   # (N*H, T, dh)
 
     def _mask_bias(self, mask, N, T):
         """HF's extended mask: (1 - mask) * dtype min on padded keys -> (N, 1, 1, T)."""
@@ -150,15 +158,18 @@ class SelfAttention(Op):
 
     def __call__(self, q, k, v, attention_mask=None):
         N, T, D = q.shape
-        if D % self.heads:
-            shape_error(self.node, f"hidden size {D} is not divisible by {self.heads} heads")
-        q, k, v = self._split(q), self._split(k), self._split(v)     # (N, H, T, dh) each
-        scores = q @ k.transpose(0, 1, 3, 2)                          # (N, H, T, T)
-        scores *= 1.0 / math.sqrt(D // self.heads)
+        H = self.heads
+        if D % H:
+            shape_error(self.node, f"hidden size {D} is not divisible by {H} heads")
+        q, k, v = self._split(q), self._split(k), self._split(v)     # (N*H, T, dh) each
+        scores = self.bmm(q, k.transpose(0, 2, 1))                   # (N*H, T, dh) @ (N*H, dh, T)
+        scores *= 1.0 / math.sqrt(D // H)                             # (N*H, T, T)
         if attention_mask is not None:
+            scores = scores.reshape(N, H, T, T)
             scores += self._mask_bias(attention_mask, N, T)           # + (N, 1, 1, T)
-        out = softmax(self.xp, scores) @ v                            # (N, H, T, dh)
-        out = out.transpose(0, 2, 1, 3)                               # (N, T, H, dh)
+        probs = softmax(self.xp, scores).reshape(N * H, T, T)
+        out = self.bmm(probs, v)                                      # (N*H, T, T) @ (N*H, T, dh)
+        out = out.reshape(N, H, T, D // H).transpose(0, 2, 1, 3)      # (N, T, H, dh)
         return self.xp.ascontiguousarray(out).reshape(N, T, D)        # heads merged: (N, T, D)
 
     def describe(self):

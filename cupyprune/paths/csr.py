@@ -5,23 +5,22 @@ import numpy as np
 from .base import GemmPath
 
 
-def _sparse_module(xp):
-    if xp is np:
-        import scipy.sparse as sp
-    else:
-        import cupyx.scipy.sparse as sp
-    return sp
-
-
 class CsrPath(GemmPath):
     name = "csr"
     capturable = False  # cupyx's cuSPARSE wrappers allocate and synchronise per call
 
     def __init__(self, f, fmask, ctx):
+        import scipy.sparse
         w = f if fmask is None else f * fmask
-        host = np.ascontiguousarray(w.T).astype(ctx.dtype)            # (K, R)
-        self.wt = _sparse_module(ctx.xp).csr_matrix(ctx.xp.asarray(host))
-        self.wt.eliminate_zeros()
+        host = scipy.sparse.csr_matrix(np.ascontiguousarray(w.T).astype(ctx.dtype))  # (K, R)
+        host.eliminate_zeros()
+        if ctx.xp is np:
+            self.wt = host
+        else:
+            # built on the host: CuPy 14's dense -> CSR conversion on the device mishandles
+            # C-ordered input (cupy PR #9321), so the matrix is converted by SciPy and copied
+            import cupyx.scipy.sparse
+            self.wt = cupyx.scipy.sparse.csr_matrix(host)
         self.xp = ctx.xp
 
     def __call__(self, x):

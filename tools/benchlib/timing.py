@@ -35,6 +35,6 @@ def captured(fn):
 def rel_err(out, ref):
     """max|out - ref| / max|ref| on host float64."""
     import cupy
-    out = cupy.asnumpy(out).astype(np.float64)
-    ref = np.asarray(ref, dtype=np.float64)
+    out = cupy.asnumpy(out).astype(np.float64).reshape(-1)
+    ref = np.asarray(ref, dtype=np.float64).reshape(-1)
     return float(np.abs(out - ref).max() / np.abs(ref).max())
