@@ -47,6 +47,8 @@ def main(argv=None):
     ap.add_argument("--preset", choices=sorted(PRESETS) + ["cnn", "transformer"])
     ap.add_argument("--out", help="results JSON (resumed when it exists)")
     ap.add_argument("--merge", nargs="+", metavar="FILE", help="merge results files into --out")
+    ap.add_argument("--max-minutes", type=float, default=9.0,
+                    help="model presets start no new cell after this long (resume later)")
     args = ap.parse_args(argv)
     if args.merge:
         merge(args.merge, args.out)
@@ -66,7 +68,8 @@ def main(argv=None):
     t0 = time.time()
     if args.preset in ("cnn", "transformer"):
         from benchlib import models
-        models.run_preset(store, args.preset, progress=lambda s: print(s, flush=True))
+        models.run_preset(store, args.preset, progress=lambda s: print(s, flush=True),
+                          max_minutes=args.max_minutes)
     else:
         for fn, keeps, precisions in PRESETS[args.preset]:
             fn(store, keeps, precisions, progress=lambda s: print(s, flush=True))
