@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import InputError
 from ..patterns import conv_weight_to_f
 from .epilogue import Epilogue
-from .im2col import TapPlan, im2col_cupy, im2col_numpy, out_size
+from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import PrunableWeight
 from .registry import Op, pair, register, shape_error
 
@@ -50,12 +50,13 @@ class Conv2d(Op):
         self.path = self.layer.build(f, ctx)
         self.epilogue = Epilogue(ctx.xp, None if bias is None else ctx.device(bias),
                                  ctx.activation.get(node.name, "none"))
-        taps = self.path.input_rows
         self.pointwise = (kh, kw) == (1, 1) and self.geometry[3] == (0, 0)
-        self.taps = taps
-        self.plan = TapPlan(None if taps is None else self.path.rows_host, kh, kw, self.C)
-        if ctx.xp is not np and taps is None:
-            self.taps = ctx.xp.arange(kh * kw * self.C, dtype=np.int32)
+        taps = np.arange(kh * kw * self.C) if self.path.input_rows is None \
+            else self.path.rows_host                           # kept taps, (T,)
+        if ctx.xp is np:
+            self.taps = TapPlan(taps, kh, kw, self.C)
+        elif not self.pointwise:
+            self.taps = TapTable(taps, self.geometry, self.C)
 
     def _columns(self, x):
         """x (N, H, W, C) -> im2col matrix (M, T) of the taps the path reads."""
@@ -64,7 +65,7 @@ class Conv2d(Op):
             cols = x[:, ::sh, ::sw, :].reshape(-1, self.C)          # (M, C)
             return cols if self.path.input_rows is None else cols[:, self.path.input_rows]
         if self.xp is np:
-            return im2col_numpy(x, self.plan, self.geometry)
+            return im2col_numpy(x, self.taps, self.geometry)
         return im2col_cupy(x, self.taps, self.geometry)
 
     def __call__(self, x):

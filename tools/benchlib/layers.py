@@ -111,12 +111,11 @@ def conv_sweep(store, keeps, precisions, progress=print):
                 x = cupy.asarray(x_nchw.transpose(0, 2, 3, 1), dtype=dt)   # (N, H, W, C)
                 dense = _layer_op(path, "dense", precision)
                 group = _layer_op(path, "group", precision)
-                all_taps = cupy.arange(c["k"] * c["k"] * c["C"], dtype=cupy.int32)
                 geometry = dense.geometry
                 kept = group.path.input_rows
 
                 def paper():                            # Algorithm 1: im2col, gather, GEMM
-                    cols = im2col_cupy(x, all_taps, geometry)          # (M, R)
+                    cols = im2col_cupy(x, dense.taps, geometry)        # (M, R)
                     return group.path(cols[:, kept])                  # (M, T) @ (T, K)
 
                 def torch_dense():

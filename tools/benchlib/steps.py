@@ -10,14 +10,13 @@ from .timing import time_gpu
 
 
 def _kept(rng, n, keep):
-    import cupy
-    return cupy.asarray(np.sort(rng.permutation(n)[: int(round(keep * n))]).astype(np.int32))
+    return np.sort(rng.permutation(n)[: int(round(keep * n))]).astype(np.int32)
 
 
 def conv_steps(store, keeps, precisions, progress=print):
     import cupy
     from cupyprune.gpu.gemm import Matmul
-    from cupyprune.ops.im2col import im2col_cupy
+    from cupyprune.ops.im2col import TapTable, im2col_cupy
 
     c = CONV
     rng = np.random.default_rng(2)
@@ -27,9 +26,10 @@ def conv_steps(store, keeps, precisions, progress=print):
         dt = np.float16 if precision == "fp16" else np.float32
         matmul = Matmul(cupy, tf32=precision == "tf32")
         x = cupy.asarray(rng.standard_normal((c["N"], c["H"], c["W"], c["C"])), dtype=dt)
-        all_taps = cupy.arange(R, dtype=cupy.int32)
+        all_taps = TapTable(np.arange(R), geometry, c["C"])
         for keep in keeps:
-            kept = _kept(rng, R, keep)
+            kept_host = _kept(rng, R, keep)
+            kept, kept_taps = cupy.asarray(kept_host), TapTable(kept_host, geometry, c["C"])
             w = cupy.asarray(rng.standard_normal((kept.size, c["K"])), dtype=dt)
             full = im2col_cupy(x, all_taps, geometry)
             gathered = full[:, kept]
@@ -40,7 +40,7 @@ def conv_steps(store, keeps, precisions, progress=print):
                 "s3-gemm": lambda: matmul(gathered, w),
                 "s4-reshape-nchw": lambda: cupy.ascontiguousarray(
                     y.reshape(c["N"], c["H"], c["W"], c["K"]).transpose(0, 3, 1, 2)),
-                "ours-im2col-kept": lambda: im2col_cupy(x, kept, geometry),
+                "ours-im2col-kept": lambda: im2col_cupy(x, kept_taps, geometry),
             }
             _record(store, c["name"], steps, precision, keep, progress)
 
@@ -56,7 +56,7 @@ def linear_steps(store, keeps, precisions, progress=print):
             matmul = Matmul(cupy, tf32=precision == "tf32")
             x = cupy.asarray(rng.standard_normal((spec["M"], spec["fin"])), dtype=dt)
             for keep in keeps:
-                kept = _kept(rng, spec["fin"], keep)
+                kept = cupy.asarray(_kept(rng, spec["fin"], keep))
                 w = cupy.asarray(rng.standard_normal((kept.size, spec["fout"])), dtype=dt)
                 xk = x[:, kept]
                 steps = {"s1-gather": lambda: x[:, kept], "s2-gemm": lambda: matmul(xk, w)}

@@ -1,0 +1,51 @@
+"""im2col of kept taps, channels-last: the NumPy builder and the CUDA kernel, each against an
+independent reference (torch.nn.functional.unfold), on random inputs and random tap subsets."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import devices
+from cupyprune.ops.im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy
+
+GEOMETRIES = [  # kh, kw, stride, padding, dilation, H, W
+    (3, 3, (1, 1), (1, 1), (1, 1), 7, 6),
+    (3, 3, (2, 2), (1, 1), (1, 1), 9, 9),
+    (7, 7, (2, 2), (3, 3), (1, 1), 16, 15),
+    (3, 3, (1, 2), (2, 0), (2, 1), 10, 11),
+    (1, 1, (2, 2), (0, 0), (1, 1), 8, 8),
+]
+
+
+def unfold_reference(x_nchw, kh, kw, stride, padding, dilation):
+    """F.unfold gives (N, C*kh*kw, L) in (c, i, j) order -> (M, kh*kw*C) in (i, j, c) order."""
+    cols = F.unfold(torch.from_numpy(x_nchw).double(), (kh, kw), dilation=dilation,
+                    padding=padding, stride=stride)
+    N, CK, L = cols.shape
+    C = x_nchw.shape[1]
+    cols = cols.reshape(N, C, kh * kw, L).permute(0, 3, 2, 1)       # (N, L, kh*kw, C)
+    return cols.reshape(N * L, kh * kw * C).numpy()
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("geom", GEOMETRIES)
+@pytest.mark.parametrize("keep", [1.0, 0.5, 0.1])
+def test_im2col_kept_taps(rng, device, dtype, geom, keep):
+    kh, kw, stride, padding, dilation, H, W = geom
+    N, C = 2, 5
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    R = kh * kw * C
+    taps = np.sort(rng.permutation(R)[: max(1, int(keep * R))])
+    ref = unfold_reference(x.astype(np.float64), kh, kw, stride, padding, dilation)[:, taps]
+    geometry = (kh, kw, stride, padding, dilation)
+    x_nhwc = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    if device == "cpu":
+        out = im2col_numpy(x_nhwc, TapPlan(taps, kh, kw, C), geometry)
+    else:
+        import cupy
+        out = cupy.asnumpy(im2col_cupy(cupy.asarray(x_nhwc), TapTable(taps, geometry, C),
+                                       geometry))
+    assert out.shape == ref.shape
+    assert out.dtype == dtype
+    np.testing.assert_array_equal(out.astype(np.float64), ref)   # a copy: exact

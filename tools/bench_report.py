@@ -1,0 +1,187 @@
+"""Render paper_bench results (JSON) as markdown tables and PNG plots for docs/BENCHMARKS.md.
+
+    python tools/bench_report.py bench/results/h100/*.json --out docs/benchmarks_generated.md \\
+        --plots docs/img
+
+Every number in the output comes from the results files; nothing is typed in."""
+import argparse
+import json
+import os
+import sys
+from collections import defaultdict
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from benchlib.results import SECTION_KEYS, cell_key  # noqa: E402
+
+
+def load(paths):
+    env, sections = {}, defaultdict(dict)
+    for p in paths:
+        with open(p) as f:
+            doc = json.load(f)
+        env = doc.get("environment", env)
+        for name, cells in doc["sections"].items():
+            for c in cells:
+                sections[name][cell_key(c, SECTION_KEYS[name])] = c
+    return env, {k: list(v.values()) for k, v in sections.items()}
+
+
+def table(headers, rows):
+    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def ms(v):
+    return "-" if v is None else f"{v:.3f}"
+
+
+def ratio(a, b):
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def layer_tables(cells):
+    """One table per (layer, precision): rows keep, columns impl (graph replay where timed)."""
+    out = []
+    by = defaultdict(dict)
+    for c in cells:
+        impl = c["impl"] + (" (graph)" if c.get("graph") else "")
+        by[(c["layer"], c["precision"])][(c["keep"], impl)] = c
+    for (layer, precision), d in sorted(by.items()):
+        impls = sorted({i for _, i in d})
+        keeps = sorted({k for k, _ in d})
+        rows = []
+        for k in keeps:
+            get = lambda i: d.get((k, i), {}).get("median_ms")   # noqa: E731
+            dense, group = get("ours-dense (graph)"), get("ours-group (graph)")
+            rows.append([f"{100 * k:.0f}%"] + [ms(get(i)) for i in impls]
+                        + [ratio(dense, group), ratio(get("torch-dense"), group)])
+        errs = max(c.get("rel_err", 0) for c in d.values())
+        out.append(f"#### {layer}, {precision}\n\n" + table(
+            ["kept"] + impls + ["dense/group (graph)", "torch/group (graph)"], rows)
+            + f"\n\nLargest relative error against float64 torch in this table: {errs:.1e}.\n")
+    return "\n".join(out)
+
+
+def step_tables(cells):
+    out = []
+    by = defaultdict(dict)
+    for c in cells:
+        by[(c["layer"], c["precision"])][(c["keep"], c["step"])] = c["median_ms"]
+    for (layer, precision), d in sorted(by.items()):
+        steps = sorted({s for _, s in d})
+        keeps = sorted({k for k, _ in d})
+        rows = [[f"{100 * k:.0f}%"] + [ms(d.get((k, s))) for s in steps] for k in keeps]
+        out.append(f"#### {layer}, {precision}\n\n" + table(["kept"] + steps, rows) + "\n")
+    return "\n".join(out)
+
+
+def model_tables(cells):
+    out = []
+    by = defaultdict(dict)
+    for c in cells:
+        by[(c["model"], c["precision"])][(c["pattern"], c["keep"], c["impl"])] = c
+    for (model, precision), d in sorted(by.items()):
+        rows = []
+        torch_dense = d.get(("dense", 1.0, "torch-eager"), {}).get("median_ms")
+        for pattern, keep in sorted({(p, k) for p, k, _ in d}, key=lambda t: (t[0] != "dense",
+                                                                              t[0], -t[1])):
+            get = lambda i: d.get((pattern, keep, i), {})                  # noqa: E731
+            auto = get("ours-auto")
+            rows.append([pattern, f"{auto.get('kept_percent', 100):.1f}",
+                         ms(auto.get("median_ms")), ms(get("ours-csr").get("median_ms")),
+                         ms(get("ours-dense").get("median_ms")),
+                         ms(get("torch-eager").get("median_ms")),
+                         ratio(torch_dense, auto.get("median_ms")),
+                         "+".join(auto.get("paths_used", [])),
+                         f"{max(get(i).get('rel_err', 0) for i in ('ours-auto', 'ours-dense')):.0e}"])
+        batch = next(iter(d.values()))["batch"]
+        out.append(f"#### {model}, {precision}, batch {batch}\n\n" + table(
+            ["pattern", "kept %", "ours (auto) ms", "ours CSR ms", "ours dense ms",
+             "torch eager ms", "torch dense / ours", "paths", "rel err"], rows) + "\n")
+    return "\n".join(out)
+
+
+def plots(sections, out_dir):
+    """Latency vs kept for the layer sweeps (Figs. 11, 14), and per model (Figs. 7-10)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    os.makedirs(out_dir, exist_ok=True)
+    made = []
+    by = defaultdict(lambda: defaultdict(list))
+    for c in sections.get("layers", []):
+        impl = c["impl"] + (" (graph)" if c.get("graph") else "")
+        by[(c["layer"], c["precision"])][impl].append((c["keep"], c["median_ms"]))
+    for (layer, precision), series in sorted(by.items()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for impl, pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([100 * k for k, _ in pts], [t for _, t in pts], marker="o", label=impl)
+        ax.set_xlabel("parameters kept (%)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_yscale("log")
+        ax.set_title(f"{layer}, {precision}")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        name = f"layer-{layer}-{precision}.png"
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=110)
+        plt.close(fig)
+        made.append(name)
+    mb = defaultdict(lambda: defaultdict(list))
+    for c in sections.get("models", []):
+        if c["impl"] == "ours-auto" and c["pattern"] != "dense":
+            mb[(c["model"], c["precision"])][c["pattern"]].append((c["keep"], c["median_ms"]))
+    for (model, precision), series in sorted(mb.items()):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for pattern, pts in sorted(series.items()):
+            pts.sort()
+            ax.plot([100 * k for k, _ in pts], [t for _, t in pts], marker="o", label=pattern)
+        dense = [c for c in sections["models"] if c["model"] == model and c["pattern"] == "dense"
+                 and c["precision"] == precision]
+        for c in dense:
+            ax.axhline(c["median_ms"], ls="--", lw=1, label=f"dense, {c['impl']}",
+                       color="k" if c["impl"] == "torch-eager" else "grey")
+        ax.set_xlabel("parameters kept (%)")
+        ax.set_ylabel("latency (ms)")
+        ax.set_title(f"{model}, {precision} (ours, auto path)")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        name = f"model-{model}-{precision}.png"
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, name), dpi=110)
+        plt.close(fig)
+        made.append(name)
+    return made
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("results", nargs="+")
+    ap.add_argument("--out", required=True, help="markdown file to write")
+    ap.add_argument("--plots", help="folder for PNG plots (needs matplotlib)")
+    args = ap.parse_args(argv)
+    env, sections = load(args.results)
+    parts = ["<!-- generated by tools/bench_report.py from " +
+             ", ".join(os.path.relpath(p) for p in args.results) + " -->",
+             "### Environment\n\n" + table(["key", "value"], sorted(env.items()))]
+    if sections.get("layers"):
+        parts.append("### Layer sweeps (paper Figs. 11, 14)\n\n" + layer_tables(sections["layers"]))
+    if sections.get("steps"):
+        parts.append("### Step breakdown (paper Figs. 12-13)\n\n" + step_tables(sections["steps"]))
+    if sections.get("models"):
+        parts.append("### Model tables (paper Tables 1-8)\n\n" + model_tables(sections["models"]))
+    if args.plots:
+        names = plots(sections, args.plots)
+        rel = os.path.relpath(args.plots, os.path.dirname(os.path.abspath(args.out)))
+        parts.append("### Plots\n\n" + "\n".join(f"![{n}]({rel}/{n})" for n in names))
+    with open(args.out, "w") as f:
+        f.write("\n\n".join(parts) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
