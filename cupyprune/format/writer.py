@@ -31,6 +31,9 @@ def write_model_file(path, tensors, graph, input_spec, pruning=None, labels=None
     os.close(fd)
     try:
         save_file(arrays, tmp, metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)               # mkstemp makes 0600; a model file is data
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

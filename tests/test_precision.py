@@ -1,0 +1,64 @@
+"""Reduced precisions on the GPU against PyTorch's float64 output of the same masked model.
+
+Tolerances (docs/BENCHMARKS.md, "Precision"): max|out - ref| / max|ref|
+  fp32 <= 1e-5, tf32 <= 1e-2, fp16 <= 3e-2 (fp16 storage, fp32 accumulation),
+and the top-1 class agrees for at least 90% of the inputs in tf32 and fp16."""
+import numpy as np
+import pytest
+import torch
+
+import cupyprune
+from conftest import rel_err
+
+TOLERANCE = {"fp32": 1e-5, "tf32": 1e-2, "fp16": 3e-2}
+MIN_ARGMAX_AGREEMENT = 0.9
+
+
+@pytest.fixture(scope="module")
+def resnet_file(tmp_path_factory):
+    from archs import build
+    from exporters.cnn import export_cnn
+    from pruning.masks import default_prunable_keys, prune_state_dict
+    model = build("resnet18", 10, "cifar").eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    masks = prune_state_dict(sd, default_prunable_keys(sd), "group", 0.5)
+    export = {}
+    for k, v in sd.items():
+        if k in masks:
+            export[k + "_orig"], export[k + "_mask"] = v, masks[k]
+        else:
+            export[k] = v
+    path = tmp_path_factory.mktemp("prec") / "resnet18.safetensors"
+    export_cnn("resnet18", export, str(path), variant="cifar", num_classes=10, image_size=32)
+    model.load_state_dict({k: sd[k] * masks[k] if k in masks else v for k, v in sd.items()})
+    return path, model.double()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_resnet18_precision(rng, resnet_file, precision, cuda_graph):
+    import cupy
+    path, ref_model = resnet_file
+    x = rng.standard_normal((32, 3, 32, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = ref_model(torch.from_numpy(x).double()).numpy()
+    model = cupyprune.load(path, device="gpu", precision=precision, cuda_graph=cuda_graph)
+    assert (model.graph_runner is not None) == cuda_graph
+    out = model(cupy.asarray(x))
+    assert out.dtype == (np.float16 if precision == "fp16" else np.float32)
+    out = model(cupy.asarray(x))                      # a second call replays the graph
+    assert rel_err(out, ref) <= TOLERANCE[precision]
+    agree = float((cupy.asnumpy(out).argmax(-1) == ref.argmax(-1)).mean())
+    assert agree >= (1.0 if precision == "fp32" else MIN_ARGMAX_AGREEMENT)
+    if cuda_graph:
+        assert model.graph_runner.failed is None
+
+
+def test_reduced_precision_needs_gpu(resnet_file):
+    with pytest.raises(cupyprune.DeviceError, match="needs the GPU"):
+        cupyprune.load(resnet_file[0], device="cpu", precision="fp16")
