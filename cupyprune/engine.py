@@ -92,7 +92,20 @@ class Model:
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
         passes.compact_producers(self)   # linears compute only the outputs their readers keep
+        self._mark_checked_ids()
         self.graph_runner = self._graph_runner(cuda_graph)
+
+    def _mark_checked_ids(self):
+        """Lookups of graph inputs whose spec bounds the ids within the table are checked at
+        binding (inputs.check_input), so the op needs no host sync and can be captured."""
+        for step in self.steps:
+            if not hasattr(step.op, "checked_upstream"):
+                continue
+            ids = step.node.inputs[-1]
+            spec = self.input_spec.get(ids)
+            if spec is not None and spec.get("vocab_size") is not None \
+                    and spec["vocab_size"] <= step.op.table.shape[0]:
+                step.op.checked_upstream = True
 
     def _graph_runner(self, cuda_graph):
         """CUDA-graph replay on the GPU when every op can be captured ('auto'), or on demand."""

@@ -19,6 +19,23 @@ def _check_shape(spec, arr):
         raise InputError(f"input {name!r} has shape {tuple(arr.shape)}, expected {shown}{layout}")
 
 
+def _check_sequence(spec, ids):
+    """Token ids against the spec: the range of the embedding table and the position table.
+    Done here, once per call and before any graph replay (which runs no Python per op)."""
+    name, vocab, longest = spec["name"], spec.get("vocab_size"), spec.get("max_length")
+    if longest is not None and ids.ndim == 2 and ids.shape[1] > longest:
+        raise InputError(f"input {name!r}: sequence of {ids.shape[1]} tokens is longer than the "
+                         f"{longest} positions the model was trained for")
+    if vocab is not None:
+        bad = (ids < 0) | (ids >= vocab)
+        if bool(bad.any()):
+            first = int(ids[bad].ravel()[0])
+            what, table = (("token id", "tokens in its vocabulary")
+                           if spec.get("kind") == TOKEN_IDS else ("token type id", "token types"))
+            raise InputError(f"input {name!r}: {what} {first} is outside [0, {vocab}): the model "
+                             f"has {vocab} {table}")
+
+
 def check_input(spec, arr, dtype):
     """One input array (NumPy or CuPy) -> array ready for the graph (NumPy or CuPy)."""
     name, kind = spec["name"], spec.get("kind", IMAGE)
@@ -28,6 +45,7 @@ def check_input(spec, arr, dtype):
     if kind in (TOKEN_IDS, TOKEN_TYPE_IDS):
         if arr.dtype.kind not in "iu":
             raise InputError(f"input {name!r} must hold integers, got dtype {arr.dtype}")
+        _check_sequence(spec, arr)
         return arr
     if arr.dtype.kind not in "fiub":
         raise InputError(f"input {name!r} must be numeric, got dtype {arr.dtype}")

@@ -62,3 +62,24 @@ def test_resnet18_precision(rng, resnet_file, precision, cuda_graph):
 def test_reduced_precision_needs_gpu(resnet_file):
     with pytest.raises(cupyprune.DeviceError, match="needs the GPU"):
         cupyprune.load(resnet_file[0], device="cpu", precision="fp16")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
+def test_bert_precision_with_graph_replay(rng, tmp_path, precision):
+    """BERT's ids are range-checked at binding, so the whole model replays as one CUDA graph."""
+    import cupy
+    from test_parity_transformers import bert_inputs, hf_bert, hf_logits
+    config, hf, path = hf_bert(rng, tmp_path, masked=True)
+    inputs = bert_inputs(rng, config, batch=8, seq=24)
+    ref = hf_logits(hf.double(), {k: v for k, v in inputs.items()}).numpy()
+    model = cupyprune.load(path, device="gpu", precision=precision)
+    assert model.graph_runner is not None
+    for _ in range(2):                                    # capture, then replay
+        out = model(**{k: cupy.asarray(v) for k, v in inputs.items()})
+    assert model.graph_runner.failed is None
+    assert rel_err(out, ref) <= TOLERANCE[precision]
+    bad = dict(inputs, input_ids=inputs["input_ids"].copy())
+    bad["input_ids"][0, 0] = config.vocab_size
+    with pytest.raises(cupyprune.InputError, match="outside"):
+        model(**bad)

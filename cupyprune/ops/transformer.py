@@ -62,14 +62,23 @@ class _Table(Op):
         self.table = ctx.device(w)                                    # (V or P, D)
 
 
-@register("embedding")
-class Embedding(_Table):
-    # Ids are range-checked on the host: a CUDA graph's replay would skip the check (and the
-    # sync breaks its capture), so a model that looks ids up runs eagerly.
-    capturable = False
+class _IdTable(_Table):
+    """A table looked up by integer ids. The ids are range-checked once, at input binding,
+    against the input spec's vocab_size (inputs.check_input; the engine sets `checked_upstream`
+    when that bound fits this table): then the op is capturable in a CUDA graph. Otherwise it
+    checks them itself, which needs a host sync, and runs eagerly."""
+    checked_upstream = False
 
+    @property
+    def capturable(self):
+        return self.checked_upstream
+
+
+@register("embedding")
+class Embedding(_IdTable):
     def __call__(self, ids):
-        check_ids(ids, self.table.shape[0], "token id", "tokens in its vocabulary")
+        if not self.checked_upstream:
+            check_ids(ids, self.table.shape[0], "token id", "tokens in its vocabulary")
         return self.table[ids]                                        # (N, T) -> (N, T, D)
 
 
@@ -84,12 +93,11 @@ class PositionEmbedding(_Table):
 
 
 @register("token_type_embedding")
-class TokenTypeEmbedding(_Table):
-    capturable = False                          # host range check, as Embedding
-
+class TokenTypeEmbedding(_IdTable):
     def __call__(self, x, token_type_ids):
         _check_tokens(self.node, token_type_ids, x)
-        check_ids(token_type_ids, self.table.shape[0], "token type id", "token types")
+        if not self.checked_upstream:
+            check_ids(token_type_ids, self.table.shape[0], "token type id", "token types")
         return x + self.table[token_type_ids]                         # (N, T, D)
 
 
@@ -100,14 +108,19 @@ class PatchesToTokens(Op):
         return x.reshape(N, h * w, D)          # (N, h, w, D) -> (N, h*w, D), row-major patches
 
 
+def _sequence_param(node, ctx, role, tokens=None):
+    """A (1, T, D) param on the device: a class token (T = 1) or a position table."""
+    w = ctx.host_param(node, role)
+    if w.ndim != 3 or w.shape[0] != 1 or tokens not in (None, w.shape[1]):
+        shape_error(node, f"{role} must have shape (1, {tokens or 'T'}, D), got {w.shape}")
+    return ctx.device(w)
+
+
 @register("prepend_token")
 class PrependToken(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        token = ctx.host_param(node, "token")
-        if token.ndim != 3 or token.shape[:2] != (1, 1):
-            shape_error(node, f"token must have shape (1, 1, D), got {token.shape}")
-        self.token = ctx.device(token)                                # (1, 1, D)
+        self.token = _sequence_param(node, ctx, "token", tokens=1)   # (1, 1, D)
 
     def __call__(self, x):
         N, _, D = x.shape
@@ -119,10 +132,7 @@ class PrependToken(Op):
 class AddParam(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        w = ctx.host_param(node, "weight")
-        if w.ndim != 3 or w.shape[0] != 1:
-            shape_error(node, f"weight must have shape (1, T, D), got {w.shape}")
-        self.weight = ctx.device(w)                                   # (1, T', D)
+        self.weight = _sequence_param(node, ctx, "weight")           # (1, T', D)
 
     def __call__(self, x):
         T, Tp = x.shape[1], self.weight.shape[1]
