@@ -10,12 +10,21 @@ from ..format.keys import MASK_SUFFIX
 from ..paths import build_path, choose_path
 
 
-def _mask_from_zeros(f):
-    """No mask tensor: zero rows of F are pruned groups; otherwise every nonzero is kept."""
+# Without a mask, a weight with fewer exact zeros than this is taken as unpruned: a trained or
+# freshly initialised weight holds the odd exact 0.0, which is no pruning.
+STRAY_ZERO_FRACTION = 0.01
+
+
+def _mask_from_zeros(f, decl):
+    """No mask tensor: all-zero rows of F are pruned groups; with another declared pattern, or
+    with many zeros, every zero is pruned; a few stray zeros are no pruning at all."""
+    pattern = None if decl is None else decl.get("pattern")
     rows = f.any(axis=1)
-    if not rows.all():
+    if not rows.all() and pattern in (None, "group"):
         return np.broadcast_to(rows[:, None], f.shape)
-    return f != 0
+    if pattern not in (None, "dense") or (f == 0).mean() >= STRAY_ZERO_FRACTION:
+        return f != 0
+    return np.ones(f.shape, dtype=bool)
 
 
 class PrunableWeight:
@@ -24,11 +33,11 @@ class PrunableWeight:
     def __init__(self, node, ctx, f, to_f):
         key = node.params["weight"]
         mask = ctx.tensors.get(key + MASK_SUFFIX)
+        decl = ctx.pruning.get(key)
         if mask is not None:
             fm = to_f(patterns.mask_to_bool(mask, key))
         else:
-            fm = _mask_from_zeros(f)
-        decl = ctx.pruning.get(key)
+            fm = _mask_from_zeros(f, decl)
         if decl is not None:
             patterns.check_declared(fm, decl, node.name)
             self.pattern = decl["pattern"]
