@@ -1,4 +1,4 @@
-"""The errors of mask generation: ValueError subclasses whose message is one line a CLI can print."""
+"""Errors of mask generation: ValueError subclasses with a one-line message a CLI can print."""
 
 
 class PruningError(ValueError):

@@ -1,0 +1,138 @@
+"""Every GEMM path on every pattern it applies to equals the float64 reference x @ (F * mask);
+and a one-conv model file run through each --path equals torch.nn.functional.conv2d.
+
+Legend: M rows of activations, R rows of F, K outputs."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as tF
+
+import cupyprune
+from cupyprune.backend import array_module, to_numpy
+from cupyprune.format import write_model_file
+from cupyprune.ops import LoadContext
+from cupyprune.paths import APPLIES, PATH_CLASSES, block as block_path
+from cupyprune.patterns import weight_to_f
+from conftest import devices, rel_err
+from pruning import PATTERNS, make_mask
+
+KEEPS = (0.75, 0.5, 0.25)
+PATTERN_ARGS = {"element": {}, "vector": {"n_m": 4}, "block": {"block": (4, 2)}, "group": {}}
+DECLARED = {"element": {}, "vector": {"m": 4}, "block": {"block": [4, 2]}, "group": {}}
+TOL = 1e-5                                    # fp32
+
+
+def applies(path, pattern):
+    return path == "dense" or pattern in APPLIES[path]
+
+
+CASES = [(p, pat) for p in PATH_CLASSES for pat in PATTERNS if applies(p, pat)]
+
+
+def random_f_and_mask(rng, pattern, keep, R=96, K=40):
+    """A random F (R, K) float64 and its bool mask of `pattern`, through a linear weight."""
+    w = torch.from_numpy(rng.standard_normal((K, R)))                # (out, in): F = w.T
+    mask = make_mask(w, pattern, keep, **PATTERN_ARGS[pattern]).numpy().astype(bool)
+    return np.ascontiguousarray(w.numpy().T), np.ascontiguousarray(mask.T)
+
+
+def ctx_for(device):
+    return LoadContext(xp=array_module(device), dtype=np.float32, tensors={}, pruning={})
+
+
+def run_path(name, f, fm, x, device):
+    """Build the path as a layer does, feed it the columns it reads -> output (M, K)."""
+    ctx = ctx_for(device)
+    path = PATH_CLASSES[name](f, fm, ctx)
+    xd = ctx.xp.asarray(x)
+    if path.input_rows is not None:
+        xd = xd[:, path.input_rows]                                   # (M, T)
+    return path(xd), path.nbytes
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("keep", KEEPS)
+@pytest.mark.parametrize("name,pattern", CASES)
+def test_path_matches_reference(name, pattern, keep, device, rng):
+    f, fm = random_f_and_mask(rng, pattern, keep)
+    x = rng.standard_normal((37, f.shape[0])).astype(np.float32)     # (M, R)
+    ref = x.astype(np.float64) @ (f * fm)                             # (M, K)
+    out, nbytes = run_path(name, f, fm, x, device)
+    assert nbytes > 0
+    assert out.shape == ref.shape
+    assert out.dtype == np.float32
+    assert rel_err(out, ref) <= TOL
+
+
+@pytest.mark.parametrize("device", devices())
+def test_block_path_chunks_and_uneven_columns(device, rng, monkeypatch):
+    """A tiny gather budget forces one column block per chunk; pruned-out column blocks give 0."""
+    monkeypatch.setattr(block_path, "GATHER_BUDGET", 1)
+    f, fm = random_f_and_mask(rng, "block", 0.25)
+    fm[:, :2] = False                                                 # a column block all pruned
+    x = rng.standard_normal((11, f.shape[0])).astype(np.float32)
+    ref = x.astype(np.float64) @ (f * fm)
+    assert rel_err(run_path("block", f, fm, x, device)[0], ref) <= TOL
+
+
+@pytest.mark.parametrize("device", devices())
+def test_block_path_all_pruned(device, rng):
+    f = rng.standard_normal((16, 8))
+    x = rng.standard_normal((3, 16)).astype(np.float32)
+    out, nbytes = run_path("block", f, np.zeros(f.shape, dtype=bool), x, device)
+    assert to_numpy(out).shape == (3, 8) and not to_numpy(out).any() and nbytes == 0
+
+
+def test_block_shape_is_the_largest_tiling():
+    checker = (np.add.outer(np.arange(6), np.arange(5)) % 2).astype(bool)      # (6, 5)
+    fm = np.kron(checker, np.ones((4, 2), dtype=bool))                         # (24, 10)
+    assert block_path.block_shape(fm) == (4, 2)
+    assert block_path.block_shape(np.kron(checker, np.ones((8, 6), bool))) == (8, 6)
+    assert block_path.block_shape(np.ones((12, 6), dtype=bool)) == (12, 6)
+
+
+# -- one conv2d model file through each --path -------------------------------------------------
+GEOMETRIES = {"3x3": ((16, 8, 3, 3), 1, 1), "1x1-stride2": ((16, 8, 1, 1), 2, 0)}
+
+
+def declared(pattern, mask):
+    if pattern == "vector":
+        fm = weight_to_f(mask.numpy()).astype(bool)
+        return {"pattern": "vector", "n": int(fm[:4, 0].sum()), "m": 4}
+    return {"pattern": pattern, **DECLARED[pattern]}
+
+
+def write_conv(path, w, b, mask, pattern, stride, padding, image):
+    graph = {"inputs": ["image"], "outputs": ["y"], "nodes": [
+        {"name": "conv", "op": "conv2d", "inputs": ["image"], "outputs": ["y"],
+         "params": {"weight": "conv.weight", "bias": "conv.bias"},
+         "attrs": {"stride": [stride] * 2, "padding": [padding] * 2, "dilation": [1, 1]}}]}
+    spec = [{"name": "image", "shape": [None, w.shape[1], image, image], "dtype": "float32",
+             "layout": "NCHW", "kind": "image"}]
+    tensors = {"conv.weight": w.numpy(), "conv.bias": b.numpy(), "conv.weight.mask": mask.numpy()}
+    write_model_file(str(path), tensors, graph, spec,
+                     pruning={"conv.weight": declared(pattern, mask)},
+                     exporter="tests/test_paths.py")
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("geometry", GEOMETRIES)
+@pytest.mark.parametrize("path_name", tuple(PATH_CLASSES))
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_conv_model_file_matches_torch(pattern, path_name, geometry, device, rng, tmp_path):
+    shape, stride, padding = GEOMETRIES[geometry]
+    w = torch.from_numpy(rng.standard_normal(shape).astype(np.float32))
+    b = torch.from_numpy(rng.standard_normal(shape[0]).astype(np.float32))
+    mask = make_mask(w, pattern, 0.5, **PATTERN_ARGS[pattern])
+    write_conv(tmp_path / "conv.safetensors", w, b, mask, pattern, stride, padding, image=9)
+    model = cupyprune.load(str(tmp_path / "conv.safetensors"), device=device, path_choice=path_name)
+    (layer,) = model.layers()
+    assert layer.op.layer.pattern == pattern
+    assert layer.op.layer.path_name == (path_name if applies(path_name, pattern) else "dense")
+    x = rng.standard_normal((2, shape[1], 9, 9)).astype(np.float32)
+    ref = tF.conv2d(torch.from_numpy(x).double(), (w * mask).double(), b.double(),
+                    stride=stride, padding=padding).numpy()
+    out = model(model.xp.asarray(x))
+    assert out.shape == ref.shape
+    assert out.dtype == np.float32
+    assert rel_err(out, ref) <= TOL
