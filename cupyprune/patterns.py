@@ -7,13 +7,14 @@ feature) and one column per output. Legend: R rows of F, K outputs (columns).
   block    F cut into r x c blocks, each block kept or pruned whole
   group    whole rows kept or pruned (every output skips the same taps)
 """
+import math
+
 import numpy as np
 
 from .errors import ModelFileError
 from .format.keys import PATTERNS
 
-# what `infer_pattern` tries, most structured first
-BLOCK_SHAPES = ((16, 16), (8, 8), (4, 4), (2, 2))
+# the N:M vector sizes `infer_pattern` tries
 VECTOR_SIZES = (4, 8, 16)
 
 
@@ -45,6 +46,18 @@ def is_block(fm, r, c):
     return bool(np.all((blocks == 0) | (blocks == r * c)))
 
 
+def block_shape(fm):
+    """The largest (r, c) that tiles the bool F-mask (R, K) into all-kept/all-pruned blocks.
+
+    r is valid iff every row where the mask changes from the row above sits at a multiple of r,
+    so the largest r is gcd(R, those rows); c likewise over columns. (r, 1) and (1, c) valid
+    together make (r, c) valid: within a block, every column and every row is constant."""
+    R, K = fm.shape
+    row_breaks = np.flatnonzero((fm[1:] != fm[:-1]).any(axis=1)) + 1
+    col_breaks = np.flatnonzero((fm[:, 1:] != fm[:, :-1]).any(axis=0)) + 1
+    return math.gcd(R, *row_breaks.tolist()), math.gcd(K, *col_breaks.tolist())
+
+
 def is_vector(fm, n, m):
     R, K = fm.shape
     if R % m or not 0 < n <= m:
@@ -69,9 +82,9 @@ def infer_pattern(fm):
         return "dense", {}
     if is_group(fm):
         return "group", {}
-    for r, c in BLOCK_SHAPES:
-        if is_block(fm, r, c):
-            return "block", {"block": [r, c]}
+    r, c = block_shape(fm)
+    if r * c > 1:
+        return "block", {"block": [r, c]}
     for m in VECTOR_SIZES:
         R, K = fm.shape
         if R % m == 0:
@@ -93,22 +106,28 @@ def check_declared(fm, decl, name):
     elif pattern == "group":
         ok = is_group(fm)
     elif pattern == "block":
-        r, c = decl.get("block", (None, None))
-        if not r or not c:
-            raise ModelFileError(f"layer {name!r}: block pattern needs 'block': [r, c]")
+        shape = decl.get("block")
+        if not (isinstance(shape, list) and len(shape) == 2 and all(_positive_int(v) for v in shape)):
+            raise ModelFileError(f"layer {name!r}: block pattern needs 'block': [r, c] of two "
+                                 f"positive integers, got {shape!r}")
+        r, c = shape
         if fm.shape[0] % r or fm.shape[1] % c:
             raise ModelFileError(f"layer {name!r}: block {r}x{c} does not divide F of shape "
                                  f"{fm.shape}")
         ok = is_block(fm, r, c)
     elif pattern == "vector":
         n, m = decl.get("n"), decl.get("m")
-        if not n or not m or n > m or fm.shape[0] % m:
+        if not (_positive_int(n) and _positive_int(m)) or n > m or fm.shape[0] % m:
             raise ModelFileError(f"layer {name!r}: vector pattern {n}:{m} does not fit F of "
                                  f"shape {fm.shape}")
         ok = is_vector(fm, n, m)
     if not ok:
         raise ModelFileError(f"layer {name!r}: mask does not conform to its declared "
                              f"{pattern!r} pattern {describe(decl)}")
+
+
+def _positive_int(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v > 0
 
 
 def describe(decl):

@@ -296,3 +296,15 @@ def test_model_is_directory(tmp_path):
 ])
 def test_usage_errors_are_one_line(args, fragment):
     assert_one_line_error(run_cli(*args), fragment)
+
+
+@pytest.mark.parametrize("decl, fragment", [
+    ({"pattern": "block", "block": [4]}, "two positive integers"),
+    ({"pattern": "block", "block": "4x4"}, "two positive integers"),
+    ({"pattern": "vector", "n": "2", "m": 4}, "vector pattern"),
+    ({"pattern": "hexagonal"}, "unknown pruning pattern 'hexagonal'"),
+])
+def test_malformed_pruning_declaration(rng, tmp_path, decl, fragment):
+    p = tmp_path / "d.safetensors"
+    write_tiny(p, rng, pruning={"c.weight": decl})
+    assert_one_line_error(run_cli("infer", p), "layer 'c'", fragment)

@@ -9,6 +9,7 @@ addresses baked into the graph are never handed to anyone else. Inputs are copie
 buffers before each replay; outputs are copied out after it.
 """
 import warnings
+import weakref
 from dataclasses import dataclass
 
 
@@ -23,10 +24,14 @@ class _Captured:
 
 class CudaGraphRunner:
     def __init__(self, forward):
-        """forward: env (name -> device array) -> outputs (name -> device array)."""
-        self.forward = forward
+        """forward: a bound method, env (name -> device array) -> outputs (name -> device array).
+        Held weakly, so that a dropped model frees its GPU memory without waiting for the GC."""
+        self._forward = weakref.WeakMethod(forward)
         self.captured = {}
         self.failed = None          # the reason capture failed once; then we run eagerly
+
+    def forward(self, env):
+        return self._forward()(env)
 
     def __call__(self, env):
         import cupy

@@ -44,8 +44,6 @@ class PrunableWeight:
             self.pattern_params = {k: v for k, v in decl.items() if k != "pattern"}
         else:
             self.pattern, self.pattern_params = patterns.infer_pattern(fm)
-        if self.pattern == "dense" and not fm.all():  # declared dense but masked: element
-            self.pattern = patterns.infer_pattern(fm)[0]
         self.fmask = np.ascontiguousarray(fm)
         self.kept = float(fm.mean())
         self.params = int(fm.size)

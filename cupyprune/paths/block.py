@@ -12,25 +12,12 @@ block-wise was in the paper (Table 1). H100, fp32, the 512->512 3x3 conv at 28x2
 (M=50176, R=4608): dense 4.7 ms; keep 50%: block 4x4 149 ms, 16x16 38 ms, 32x32 19 ms, CSR on
 the 4x4 mask 99 ms. A fused BSR kernel (X tiles reused across column blocks) is the next step.
 """
-import math
-
 import numpy as np
 
+from ..patterns import block_shape
 from .base import GemmPath
 
 GATHER_BUDGET = 1 << 26     # elements of gathered X per chunk (256 MB in fp32)
-
-
-def block_shape(fmask):
-    """The largest (r, c) that tiles the bool F-mask (R, K) into all-kept/all-pruned blocks.
-
-    r is valid iff every row where the mask changes from the row above sits at a multiple of r,
-    so the largest r is gcd(R, those rows); c likewise over columns. (r, 1) and (1, c) valid
-    together make (r, c) valid: within a block, every column and every row is constant."""
-    R, K = fmask.shape
-    row_breaks = np.flatnonzero((fmask[1:] != fmask[:-1]).any(axis=1)) + 1
-    col_breaks = np.flatnonzero((fmask[:, 1:] != fmask[:, :-1]).any(axis=0)) + 1
-    return math.gcd(R, *row_breaks.tolist()), math.gcd(K, *col_breaks.tolist())
 
 
 def pack_blocks(w, fmask, r, c):

@@ -17,7 +17,7 @@ import numpy as np
 from cupyprune import load
 from cupyprune.format import write_model_file
 
-from .timing import captured, rel_err, time_gpu
+from .timing import captured, free_gpu_memory, rel_err, time_gpu
 
 CONV = dict(name="conv512", N=64, C=512, H=28, W=28, K=512, k=3)
 LINEARS = [dict(name="fc4096", M=64, fin=4096, fout=4096),
@@ -77,6 +77,8 @@ def _cells_for(store, layer, fns, ref, precision, keep, x_for_graph_ok=True):
             cell["rel_err"] = rel_err(y, ref)
             timed = captured(fn) if graph else fn
             cell.update(time_gpu(timed, repeat=10 if impl == "csr" else 20))
+            if graph:
+                timed.release()
             store.add("layers", cell)
             out.append(cell)
     return out
@@ -136,6 +138,8 @@ def conv_sweep(store, keeps, precisions, progress=print):
                     tcell.update(time_gpu(torch_dense))
                     store.add("layers", tcell)
                     cells.append(tcell)
+                del dense, group, fns
+                free_gpu_memory()
                 for cell in cells:
                     progress(f"{cell['layer']} {precision} keep {keep:.2f} {cell['impl']:12s} "
                              f"graph={cell['graph']!s:5s} {cell['median_ms']:.3f} ms  "
@@ -181,6 +185,8 @@ def linear_sweep(store, keeps, precisions, progress=print):
                         tcell.update(time_gpu(lambda: F.linear(xt_p, wt_p)))
                         store.add("layers", tcell)
                         cells.append(tcell)
+                    del dense, group, fns
+                    free_gpu_memory()
                     for cell in cells:
                         progress(f"{cell['layer']} {precision} keep {keep:.2f} "
                                  f"{cell['impl']:12s} graph={cell['graph']!s:5s} "

@@ -13,7 +13,7 @@ import numpy as np
 
 from cupyprune import load
 
-from .timing import rel_err, time_gpu
+from .timing import free_gpu_memory, rel_err, time_gpu
 
 PATTERNS = ("element", "vector", "block", "group")
 KEEPS = (0.75, 0.5, 0.25)
@@ -205,6 +205,6 @@ def _measure(cell, model, family, inputs, path, ref):
         cell["cuda_graph"] = ours.graph_runner is not None and ours.graph_runner.failed is None
         cell["paths_used"] = sorted({s.op.describe()["path"] for s in ours.layers()})
         del ours
-        cupy.get_default_memory_pool().free_all_blocks()
+        free_gpu_memory()
     cell["rel_err"] = rel_err(y, ref)
     cell["argmax_agree"] = float((y.argmax(-1) == ref.argmax(-1)).mean())

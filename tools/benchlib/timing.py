@@ -28,8 +28,29 @@ def captured(fn):
 
     def replay():
         graph.launch(current)
-    replay.keep_alive = (graph, pool, stream)
+
+    def release():
+        """Free the graph's private memory now (a sweep captures many graphs)."""
+        nonlocal graph
+        current.synchronize()
+        graph = None
+        pool.free_all_blocks()
+    replay.release = release
     return replay
+
+
+def free_gpu_memory():
+    """Return cached blocks of CuPy's and torch's allocators between cells."""
+    import gc
+
+    import cupy
+    gc.collect()
+    cupy.get_default_memory_pool().free_all_blocks()
+    try:
+        import torch
+        torch.cuda.empty_cache()
+    except ImportError:
+        pass
 
 
 def rel_err(out, ref):
