@@ -29,7 +29,12 @@ def main(argv=None):
     ap.add_argument("--keep", type=float, default=0.5, help="fraction of rows of F kept")
     ap.add_argument("--out", default=DEFAULT_OUT)
     args = ap.parse_args(argv)
-    command = "python tools/make_digits_model.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
+    if not 0 < args.keep <= 1:
+        ap.error(f"--keep {args.keep}: the kept fraction must lie in (0, 1]")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        ap.error(f"--out {args.out}: its directory does not exist")
+    command = "python tools/make_digits_model.py" + "".join(
+        f" {a}" for a in (sys.argv[1:] if argv is None else argv))
     start = time.perf_counter()
 
     data = digits.load_data(args.seed)
