@@ -31,10 +31,13 @@ def unfold_reference(x_nchw, kh, kw, stride, padding, dilation):
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("geom", GEOMETRIES)
 @pytest.mark.parametrize("keep", [1.0, 0.5, 0.1])
-def test_im2col_kept_taps(rng, device, dtype, geom, keep):
+@pytest.mark.parametrize("pad_to", [1, 4])
+def test_im2col_kept_taps(rng, device, dtype, geom, keep, pad_to):
+    if device == "cpu" and pad_to != 1:
+        pytest.skip("padding is a GPU-kernel detail")
     kh, kw, stride, padding, dilation, H, W = geom
     N, C = 2, 5
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    x = (rng.standard_normal((N, C, H, W)) + 0.5).astype(dtype)   # no exact zeros
     R = kh * kw * C
     taps = np.sort(rng.permutation(R)[: max(1, int(keep * R))])
     ref = unfold_reference(x.astype(np.float64), kh, kw, stride, padding, dilation)[:, taps]
@@ -44,8 +47,11 @@ def test_im2col_kept_taps(rng, device, dtype, geom, keep):
         out = im2col_numpy(x_nhwc, TapPlan(taps, kh, kw, C), geometry)
     else:
         import cupy
-        out = cupy.asnumpy(im2col_cupy(cupy.asarray(x_nhwc), TapTable(taps, geometry, C),
-                                       geometry))
+        table = TapTable(taps, geometry, C, pad_to=pad_to)
+        out = cupy.asnumpy(im2col_cupy(cupy.asarray(x_nhwc), table, geometry))
+        assert out.shape == (ref.shape[0], -(-ref.shape[1] // pad_to) * pad_to)
+        assert not out[:, ref.shape[1]:].any()                      # padding columns are zero
+        out = out[:, : ref.shape[1]]
     assert out.shape == ref.shape
     assert out.dtype == dtype
     np.testing.assert_array_equal(out.astype(np.float64), ref)   # a copy: exact

@@ -13,6 +13,19 @@ import weakref
 from dataclasses import dataclass
 
 
+_CAPTURE_STREAMS = {}
+
+
+def capture_stream():
+    """One non-blocking stream per device for every capture and replay: each stream gets its
+    own cuBLAS handle and workspace (cublas.py), so fresh streams per graph would leak them."""
+    import cupy
+    device = cupy.cuda.runtime.getDevice()
+    if device not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[device] = cupy.cuda.Stream(non_blocking=True)
+    return _CAPTURE_STREAMS[device]
+
+
 @dataclass
 class _Captured:
     graph: object
@@ -59,7 +72,7 @@ class CudaGraphRunner:
 
     def _capture(self, env):
         import cupy
-        stream = cupy.cuda.Stream(non_blocking=True)
+        stream = capture_stream()
         pool = cupy.cuda.MemoryPool()
         cupy.cuda.get_current_stream().synchronize()
         with cupy.cuda.using_allocator(pool.malloc), stream:

@@ -8,7 +8,7 @@ import numpy as np
 from ..errors import InputError
 from ..patterns import conv_weight_to_f
 from .epilogue import Epilogue
-from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
+from .im2col import VEC, TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import PrunableWeight
 from .registry import Op, pair, register, shape_error
 
@@ -56,7 +56,13 @@ class Conv2d(Op):
         if ctx.xp is np:
             self.taps = TapPlan(taps, kh, kw, self.C)
         elif not self.pointwise:
-            self.taps = TapTable(taps, self.geometry, self.C)
+            # dense and group paths hold one weight matrix: pad its rows with zeros so that
+            # im2col can write VEC columns per thread; other paths read exactly R columns
+            vec = VEC if hasattr(self.path, "w") else 1
+            self.taps = TapTable(taps, self.geometry, self.C, pad_to=vec)
+            if self.taps.count > self.taps.kept:
+                pad = ctx.xp.zeros((self.taps.count - self.taps.kept, self.K), self.path.w.dtype)
+                self.path.w = ctx.xp.concatenate([self.path.w, pad])     # (T_padded, K)
 
     def _columns(self, x):
         """x (N, H, W, C) -> im2col matrix (M, T) of the taps the path reads."""

@@ -43,58 +43,79 @@ def im2col_numpy(x, plan, geometry):
     return cols.reshape(N * OH * OW, plan.count)
 
 
-# One block per output pixel m; its threads walk the kept taps t. Per-tap offsets are
+# One output pixel m per row of threads; the threads walk its kept taps t. Per-tap offsets are
 # precomputed (TapTable), so the inner loop has no division; consecutive threads read consecutive
-# kept channels of one kernel position (coalesced, paper Fig. 6) and write consecutive columns.
-# The copy moves raw bits (16- or 32-bit words), so one kernel serves fp16 and fp32.
+# kept channels of one kernel position (coalesced, paper Fig. 6) and write consecutive columns,
+# VEC columns per thread as one vector store (8 bytes in fp16, 16 in fp32). The copy moves raw
+# bits (16- or 32-bit words), so one kernel serves fp16 and fp32. Taps padded up to a multiple
+# of VEC read nothing (dy out of range) and write zeros, which meet zero rows of the weight.
 _IM2COL_SOURCE = r"""
-extern "C" __global__ void cupyprune_im2col_taps_WORD(
+extern "C" __global__ void NAME(
         const WORD* __restrict__ x, const int* __restrict__ off, const int* __restrict__ dy,
-        const int* __restrict__ dx, WORD* __restrict__ out,
-        int H, int W, int C, int OH, int OW, int sh, int sw, int T) {
-    const long long m = blockIdx.x;
+        const int* __restrict__ dx, VECTOR* __restrict__ out,
+        int H, int W, int C, int OH, int OW, int sh, int sw, int TV, long long M) {
+    const long long m = (long long)blockIdx.x * blockDim.y + threadIdx.y;
+    if (m >= M) return;
     const int ow = (int)(m % OW);
     const long long r = m / OW;
     const int oh = (int)(r % OH);
     const long long n = r / OH;
     const int h0 = oh * sh, w0 = ow * sw;
     const WORD* xb = x + ((n * H + h0) * W + w0) * C;
-    WORD* ob = out + m * T;
-    for (int t = threadIdx.x; t < T; t += blockDim.x) {
-        const int ih = h0 + dy[t], iw = w0 + dx[t];
-        ob[t] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? xb[off[t]] : (WORD)0;
+    VECTOR* ob = out + m * TV;
+    for (int q = threadIdx.x; q < TV; q += blockDim.x) {
+        WORD v[VEC];
+        #pragma unroll
+        for (int k = 0; k < VEC; ++k) {
+            const int t = q * VEC + k;
+            const int ih = h0 + dy[t], iw = w0 + dx[t];
+            v[k] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? xb[off[t]] : (WORD)0;
+        }
+        ob[q] = PACK;
     }
 }
 """
-_WORDS = {2: ("unsigned short", "uint16"), 4: ("unsigned int", "uint32")}
+_WORDS = {2: ("unsigned short", "uint16", "ushort"), 4: ("unsigned int", "uint32", "uint")}
 _GPU_KERNELS = {}
+VEC = 4                 # columns per thread in the vectorised kernel
+_OUT_OF_RANGE = -(1 << 20)
 
 
-def _gpu_kernel(itemsize):
-    """Compiled on first use (never at import), one per word size."""
-    if itemsize not in _GPU_KERNELS:
+def _gpu_kernel(itemsize, vec):
+    """Compiled on first use (never at import), one per (word size, vector width)."""
+    key = (itemsize, vec)
+    if key not in _GPU_KERNELS:
         import cupy
-        word = _WORDS[itemsize][0]
-        name = f"cupyprune_im2col_taps_{word.replace(' ', '_')}"
-        src = _IM2COL_SOURCE.replace("cupyprune_im2col_taps_WORD", name).replace("WORD", word)
-        _GPU_KERNELS[itemsize] = cupy.RawKernel(src, name)
-    return _GPU_KERNELS[itemsize]
+        word, _, short = _WORDS[itemsize]
+        name = f"cupyprune_im2col_taps_{short}{vec}"
+        vector = word if vec == 1 else f"{short}{vec}"
+        pack = "v[0]" if vec == 1 else f"make_{short}{vec}(" + ", ".join(
+            f"v[{k}]" for k in range(vec)) + ")"
+        src = (_IM2COL_SOURCE.replace("NAME", name).replace("VECTOR", vector)
+               .replace("WORD", word).replace("PACK", pack).replace("VEC", str(vec)))
+        _GPU_KERNELS[key] = cupy.RawKernel(src, name)
+    return _GPU_KERNELS[key]
 
 
 class TapTable:
     """Device tables for the GPU kernel, per input width: for kept tap t = (i, j, c),
-    dy = i*dh - ph, dx = j*dw - pw, off = (dy*W + dx)*C + c."""
+    dy = i*dh - ph, dx = j*dw - pw, off = (dy*W + dx)*C + c. With pad_to > 1 the table is
+    padded with taps that read nothing, up to a multiple of pad_to (`count` >= `kept`)."""
 
-    def __init__(self, taps_host, geometry, C):
+    def __init__(self, taps_host, geometry, C, pad_to=1):
         import cupy
         kh, kw, _, (ph, pw), (dh, dw) = geometry
         taps = np.asarray(taps_host, dtype=np.int64)
-        ij, self.c = taps // C, taps % C
-        self.dy_host = (ij // kw) * dh - ph
-        self.dx_host = (ij % kw) * dw - pw
+        self.kept = int(taps.size)
+        self.count = -(-self.kept // pad_to) * pad_to
+        self.vec = pad_to
+        extra = self.count - self.kept
+        ij = taps // C
+        self.c = np.concatenate([taps % C, np.zeros(extra, np.int64)])
+        self.dy_host = np.concatenate([(ij // kw) * dh - ph, np.full(extra, _OUT_OF_RANGE)])
+        self.dx_host = np.concatenate([(ij % kw) * dw - pw, np.zeros(extra, np.int64)])
         self.dy = cupy.asarray(self.dy_host, dtype=cupy.int32)
         self.dx = cupy.asarray(self.dx_host, dtype=cupy.int32)
-        self.count = int(taps.size)
         self.C = C
         self._off = {}
 
@@ -102,12 +123,14 @@ class TapTable:
         if W not in self._off:
             import cupy
             off = (self.dy_host * W + self.dx_host) * self.C + self.c
+            off[self.kept:] = 0
             self._off[W] = cupy.asarray(off, dtype=cupy.int32)
         return self._off[W]
 
 
 def im2col_cupy(x, table, geometry):
-    """x (N, H, W, C) cupy, table: TapTable of the kept taps -> (M, T)."""
+    """x (N, H, W, C) cupy, table: TapTable of the kept taps -> (M, table.count); columns past
+    table.kept (padding) are zero."""
     import cupy
     kh, kw, (sh, sw), (ph, pw), (dh, dw) = geometry
     N, H, W, C = x.shape
@@ -115,10 +138,13 @@ def im2col_cupy(x, table, geometry):
     M, T = N * OH * OW, table.count
     out = cupy.empty((M, T), dtype=x.dtype)
     word = _WORDS[x.dtype.itemsize][1]
-    threads = min(256, 32 * ((T + 31) // 32))
+    tv = T // table.vec
+    tx = min(128, 32 * ((tv + 31) // 32))
+    ty = max(1, 256 // tx)                       # several pixels per block when T is small
     i32 = np.int32
-    _gpu_kernel(x.dtype.itemsize)(
-        (M,), (threads,),
+    _gpu_kernel(x.dtype.itemsize, table.vec)(
+        ((M + ty - 1) // ty,), (tx, ty),
         (cupy.ascontiguousarray(x).view(word), table.offsets(W), table.dy, table.dx,
-         out.view(word), i32(H), i32(W), i32(C), i32(OH), i32(OW), i32(sh), i32(sw), i32(T)))
+         out.view(word), i32(H), i32(W), i32(C), i32(OH), i32(OW), i32(sh), i32(sw), i32(tv),
+         np.int64(M)))
     return out

@@ -169,8 +169,15 @@ def run_preset(store, preset, progress=print, max_minutes=9.0):
                     _measure(cell, model, family, inputs, path, ref)
                     store.add("models", cell)
                     progress(f"{name} {pattern:7s} keep {keep:.2f} {precision} {impl:11s} "
-                             f"{cell['median_ms']:8.3f} ms  err {cell['rel_err']:.1e}")
+                             f"{cell['median_ms']:8.3f} ms  err {cell['rel_err']:.1e}  "
+                             f"gpu {_used_gib():.1f} GiB")
         del model
+
+
+def _used_gib():
+    import cupy
+    free, total = cupy.cuda.runtime.memGetInfo()
+    return (total - free) / 2**30
 
 
 def _kept_percent(export_sd):

@@ -14,7 +14,8 @@ def captured(fn):
     """fn() -> a callable that replays fn's kernels from one CUDA graph (fn must be capturable;
     its allocations come from a private pool kept alive with the graph)."""
     import cupy
-    stream = cupy.cuda.Stream(non_blocking=True)
+    from cupyprune.gpu.graph import capture_stream
+    stream = capture_stream()
     pool = cupy.cuda.MemoryPool()
     with cupy.cuda.using_allocator(pool.malloc), stream:
         fn()
@@ -36,6 +37,7 @@ def captured(fn):
         graph = None
         pool.free_all_blocks()
     replay.release = release
+    replay.stream = stream
     return replay
 
 
