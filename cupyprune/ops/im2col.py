@@ -71,7 +71,7 @@ extern "C" __global__ void NAME(
             const int ih = h0 + dy[t], iw = w0 + dx[t];
             v[k] = (ih >= 0 && ih < H && iw >= 0 && iw < W) ? xb[off[t]] : (WORD)0;
         }
-        ob[q] = PACK;
+        PACK
     }
 }
 """
@@ -89,8 +89,9 @@ def _gpu_kernel(itemsize, vec):
         word, _, short = _WORDS[itemsize]
         name = f"cupyprune_im2col_taps_{short}{vec}"
         vector = word if vec == 1 else f"{short}{vec}"
-        pack = "v[0]" if vec == 1 else f"make_{short}{vec}(" + ", ".join(
-            f"v[{k}]" for k in range(vec)) + ")"
+        pack = "ob[q] = v[0];" if vec == 1 else (
+            f"{vector} o; " + " ".join(f"o.{f} = v[{k}];" for k, f in enumerate("xyzw"[:vec]))
+            + " ob[q] = o;")
         src = (_IM2COL_SOURCE.replace("NAME", name).replace("VECTOR", vector)
                .replace("WORD", word).replace("PACK", pack).replace("VEC", str(vec)))
         _GPU_KERNELS[key] = cupy.RawKernel(src, name)
