@@ -47,6 +47,7 @@ def main(argv=None):
     ap.add_argument("--preset", choices=sorted(PRESETS) + ["cnn", "transformer"])
     ap.add_argument("--out", help="results JSON (resumed when it exists)")
     ap.add_argument("--merge", nargs="+", metavar="FILE", help="merge results files into --out")
+    ap.add_argument("--model", help="model presets: run only this model (in this process)")
     ap.add_argument("--max-minutes", type=float, default=9.0,
                     help="model presets start no new cell after this long (resume later)")
     args = ap.parse_args(argv)
@@ -64,13 +65,19 @@ def main(argv=None):
     if not gpu_available():
         print("error: paper_bench needs a CUDA GPU", file=sys.stderr)
         return 2
-    store = ResultStore(args.out, environment())
     t0 = time.time()
-    if args.preset in ("cnn", "transformer"):
+    if args.preset in ("cnn", "transformer") and args.model is None:
         from benchlib import models
-        models.run_preset(store, args.preset, progress=lambda s: print(s, flush=True),
-                          max_minutes=args.max_minutes)
+        ResultStore(args.out, environment()).save()
+        models.run_isolated(args.preset, args.out, args.max_minutes,
+                            progress=lambda s: print(s, flush=True))
+    elif args.preset in ("cnn", "transformer"):
+        from benchlib import models
+        models.run_preset(ResultStore(args.out, environment()), args.preset,
+                          progress=lambda s: print(s, flush=True),
+                          max_minutes=args.max_minutes, only=args.model)
     else:
+        store = ResultStore(args.out, environment())
         for fn, keeps, precisions in PRESETS[args.preset]:
             fn(store, keeps, precisions, progress=lambda s: print(s, flush=True))
     print(f"preset {args.preset} done in {time.time() - t0:.0f} s -> {args.out}", flush=True)

@@ -128,7 +128,25 @@ def _as_prune_reparam(sd, masks):
     return out
 
 
-def run_preset(store, preset, progress=print, max_minutes=9.0):
+def run_isolated(preset, out, max_minutes, progress=print):
+    """Each model of the preset in its own process, so that whatever one model's run leaves
+    allocated on the GPU (we saw device memory grow across CSR cells) cannot starve the next."""
+    import subprocess
+    import sys
+    t_end = time.time() + 60 * max_minutes
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "paper_bench.py")
+    for spec in PRESETS[preset]:
+        left = (t_end - time.time()) / 60
+        if left <= 0.2:
+            progress("time limit reached; run the preset again to resume")
+            return
+        progress(f"-- {spec[0]} (own process, {left:.1f} min left)")
+        subprocess.run([sys.executable, script, "--preset", preset, "--model", spec[0],
+                        "--out", out, "--max-minutes", f"{left:.2f}"], check=False)
+
+
+def run_preset(store, preset, progress=print, max_minutes=9.0, only=None):
     import torch
     t_end = time.time() + 60 * max_minutes
     rng = np.random.default_rng(0)
@@ -136,6 +154,8 @@ def run_preset(store, preset, progress=print, max_minutes=9.0):
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     for name, family, arch, variant, size, classes, batch, keeps in PRESETS[preset]:
+        if only is not None and name != only:
+            continue
         torch.manual_seed(0)
         model, cfg = _torch_model(family, arch, variant, size, classes)
         model = model.eval()
