@@ -48,6 +48,8 @@ def main(argv=None):
     ap.add_argument("--out", help="results JSON (resumed when it exists)")
     ap.add_argument("--merge", nargs="+", metavar="FILE", help="merge results files into --out")
     ap.add_argument("--model", help="model presets: run only this model (in this process)")
+    ap.add_argument("--patterns", help="model presets: comma-separated subset of "
+                    "element,vector,block,group (default: all four)")
     ap.add_argument("--max-minutes", type=float, default=9.0,
                     help="model presets start no new cell after this long (resume later)")
     args = ap.parse_args(argv)
@@ -75,7 +77,8 @@ def main(argv=None):
         from benchlib import models
         models.run_preset(ResultStore(args.out, environment()), args.preset,
                           progress=lambda s: print(s, flush=True),
-                          max_minutes=args.max_minutes, only=args.model)
+                          max_minutes=args.max_minutes, only=args.model,
+                          patterns=args.patterns.split(",") if args.patterns else None)
     else:
         store = ResultStore(args.out, environment())
         for fn, keeps, precisions in PRESETS[args.preset]:

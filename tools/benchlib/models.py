@@ -146,7 +146,7 @@ def run_isolated(preset, out, max_minutes, progress=print):
                         "--out", out, "--max-minutes", f"{left:.2f}"], check=False)
 
 
-def run_preset(store, preset, progress=print, max_minutes=9.0, only=None):
+def run_preset(store, preset, progress=print, max_minutes=9.0, only=None, patterns=None):
     import torch
     t_end = time.time() + 60 * max_minutes
     rng = np.random.default_rng(0)
@@ -162,7 +162,7 @@ def run_preset(store, preset, progress=print, max_minutes=9.0, only=None):
         original = {k: v.detach().clone() for k, v in model.state_dict().items()}
         model.cuda()
         inputs = _inputs(family, size, batch, cfg, rng)
-        rows = [("dense", 1.0)] + [(p, k) for p in PATTERNS for k in keeps]
+        rows = [("dense", 1.0)] + [(p, k) for p in (patterns or PATTERNS) for k in keeps]
         with tempfile.TemporaryDirectory() as tmp:
             for pattern, keep in rows:
                 if time.time() > t_end:
