@@ -12,6 +12,7 @@ from cupyprune.backend import array_module, to_numpy
 from cupyprune.format import write_model_file
 from cupyprune.ops import LoadContext
 from cupyprune.paths import APPLIES, PATH_CLASSES, block as block_path
+from cupyprune.paths.group import GroupPath
 from cupyprune.patterns import weight_to_f
 from conftest import devices, rel_err
 from pruning import PATTERNS, make_mask
@@ -136,3 +137,24 @@ def test_conv_model_file_matches_torch(pattern, path_name, geometry, device, rng
     assert out.shape == ref.shape
     assert out.dtype == np.float32
     assert rel_err(out, ref) <= TOL
+
+
+@pytest.mark.parametrize("keep_count", [1, 7, 8, 9, 461, 767, 768])
+def test_group_rows_are_aligned_with_pruned_rows(rng, keep_count):
+    """The compacted GEMM gets T rounded up to a multiple of 8 with pruned rows (zero weights):
+    every kept row is there, the extra rows are pruned ones, and the product is unchanged."""
+    from cupyprune.paths.group import ALIGN_ROWS, kept_rows
+    R, K = 768, 16
+    kept = np.zeros(R, dtype=bool)
+    kept[rng.permutation(R)[:keep_count]] = True
+    fm = np.broadcast_to(kept[:, None], (R, K))
+    rows = kept_rows(fm)
+    assert rows.size % ALIGN_ROWS == 0 or rows.size == R
+    assert set(np.flatnonzero(kept)) <= set(rows.tolist())
+    assert rows.size - keep_count < ALIGN_ROWS
+    assert np.all(np.diff(rows) > 0)
+    f = rng.standard_normal((R, K))
+    x = rng.standard_normal((5, R)).astype(np.float32)
+    ctx = LoadContext(xp=np, dtype=np.float32, tensors={}, pruning={})
+    path = GroupPath(f, fm, ctx)
+    assert rel_err(path(x[:, path.rows_host]), x.astype(np.float64) @ (f * fm)) <= 1e-5

@@ -28,6 +28,8 @@ PRESETS = {
               (steps.conv_steps, (0.5,), ("fp32", "fp16"))],
     "layers": [(layers.conv_sweep, SWEEP, ("fp32", "tf32", "fp16")),
                (layers.linear_sweep, SWEEP, ("fp32", "tf32", "fp16"))],
+    "layers-fp16": [(layers.conv_sweep, SWEEP, ("fp16",)),
+                    (layers.linear_sweep, SWEEP, ("fp16",))],
     "steps": [(steps.conv_steps, (0.25, 0.5, 0.75), ("fp32", "fp16")),
               (steps.linear_steps, (0.25, 0.5, 0.75), ("fp32", "fp16"))],
 }

@@ -57,7 +57,8 @@ class Conv2d(Op):
             self.taps = TapPlan(taps, kh, kw, self.C)
         elif not self.pointwise:
             # dense and group paths hold one weight matrix: pad its rows with zeros so that
-            # im2col can write VEC columns per thread; other paths read exactly R columns
+            # im2col can write VEC columns per thread (group rows come aligned already, see
+            # paths/group.py); other paths read exactly R columns
             vec = VEC if hasattr(self.path, "w") else 1
             self.taps = TapTable(taps, self.geometry, self.C, pad_to=vec)
             if self.taps.count > self.taps.kept:

@@ -5,9 +5,24 @@ import numpy as np
 from .base import GemmPath
 
 
-def kept_rows(fmask):
-    """bool F-mask (R, K), whole rows kept or pruned -> sorted int32 indices of kept rows (T,)."""
-    return np.flatnonzero(fmask.any(axis=1)).astype(np.int32)
+# The compacted GEMM's reduction size T is rounded up to a multiple of this: cuBLAS's tensor-core
+# kernels want 16-byte-aligned rows, and on the H100 a T of, say, 461 ran the fp16 GEMM 3-4x
+# slower than T = 384 or 464 (docs/BENCHMARKS.md, layer sweeps at 40/60/70/90% kept).
+ALIGN_ROWS = 8
+
+
+def kept_rows(fmask, align=ALIGN_ROWS):
+    """bool F-mask (R, K), whole rows kept or pruned -> sorted int32 row indices (T,): the kept
+    rows, plus as many pruned rows as make T a multiple of `align` (where R allows). A pruned
+    row's masked weights are zero, so the padding changes no output, exactly as in the masked
+    dense product, and every index still names a real input column."""
+    kept = fmask.any(axis=1)
+    short = -int(kept.sum()) % align
+    if short:
+        pruned = np.flatnonzero(~kept)[:short]
+        kept = kept.copy()
+        kept[pruned] = True
+    return np.flatnonzero(kept).astype(np.int32)
 
 
 class GroupPath(GemmPath):
@@ -18,7 +33,7 @@ class GroupPath(GemmPath):
         self.rows_host = rows
         self.input_rows = ctx.xp.asarray(rows)
         self.matmul = ctx.matmul
-        self.w = ctx.device(f[rows] * fmask[rows])   # (T, K)
+        self.w = ctx.device(f[rows] * fmask[rows])   # (T, K); padding rows are zero
 
     def __call__(self, x):
         return self.matmul(x, self.w)                # (M, T) @ (T, K) -> (M, K)
