@@ -92,6 +92,8 @@ class Model:
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
         passes.compact_producers(self)   # linears compute only the outputs their readers keep
+        if path == "auto" and self.device == "gpu":
+            passes.demote_gathering_linears(self)
         self._mark_checked_ids()
         self.graph_runner = self._graph_runner(cuda_graph)
 

@@ -9,6 +9,7 @@ pooler (dense -> tanh -> group-wise classifier) are the cases this was written f
 
 Legend: M rows of activations, R producer inputs, K producer outputs, T kept outputs.
 """
+from .paths import gather_pays
 from .paths.base import GemmPath
 from .paths.dense import DensePath
 from .paths.group import GroupPath
@@ -104,3 +105,19 @@ def compact_producers(model):
         op.path = Precompacted(op.path)
         op.in_features = len(rows)
         _note(op, "input pre-compacted (no gather)")
+
+
+def demote_gathering_linears(model, pays=gather_pays):
+    """`--path auto` on the GPU: a group-wise linear that still gathers its input after
+    compact_producers runs dense where the gather costs more than the smaller GEMM saves
+    (paths.GATHER_COST). Outputs are unchanged: the dense weight is the masked one."""
+    for step in model.steps:
+        op = step.op
+        if op.op_name != "linear" or type(op.path) is not GroupPath:
+            continue
+        R, (T, K) = op.in_features, op.path.w.shape
+        if pays(R, T, K, model.precision):
+            continue
+        op.path = DensePath.from_rows(op.path.w, op.path.rows_host, R, model.xp, op.path.matmul)
+        op.layer.path_name = "dense"
+        _note(op, f"auto: dense, gathering {T}/{R} inputs would cost more than it saves")

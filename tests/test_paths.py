@@ -158,3 +158,40 @@ def test_group_rows_are_aligned_with_pruned_rows(rng, keep_count):
     ctx = LoadContext(xp=np, dtype=np.float32, tensors={}, pruning={})
     path = GroupPath(f, fm, ctx)
     assert rel_err(path(x[:, path.rows_host]), x.astype(np.float64) @ (f * fm)) <= 1e-5
+
+
+def test_gather_rule_follows_the_measured_crossovers():
+    """paths.gather_pays against the H100 sweep's crossovers (docs/BENCHMARKS.md)."""
+    from cupyprune.paths import gather_pays
+    assert gather_pays(768, 384, 3072, "fp32")               # FFN1 fp32 at 50%: 1.82x
+    assert gather_pays(768, 614, 3072, "fp32")               # ... still 1.13x at 80%
+    assert gather_pays(768, 230, 3072, "fp16")               # FFN1 fp16 at 30%: 1.27x
+    assert not gather_pays(768, 538, 3072, "fp16")           # ... 0.78x at 70%
+    assert not gather_pays(3072, 1536, 768, "fp16")          # FFN2 fp16 at 50%: 0.52x
+    assert not gather_pays(4096, 2048, 4096, "fp16")         # fc4096 fp16 at 50%: 0.94x
+
+
+def test_demoted_linear_gives_the_same_outputs(rng, tmp_path):
+    """The demotion pass (GPU `auto`) rebuilds the masked dense weight from the kept rows."""
+    from cupyprune import passes
+    from cupyprune.paths.dense import DensePath
+    w = rng.standard_normal((6, 40)).astype(np.float32)
+    keep = rng.random(40) < 0.5
+    keep[0] = True
+    mask = np.broadcast_to(keep, w.shape).astype(np.float32)
+    graph = {"inputs": ["x"], "outputs": ["y"], "nodes": [
+        {"name": "fc", "op": "linear", "inputs": ["x"], "outputs": ["y"],
+         "params": {"weight": "fc.weight"}}]}
+    spec = [{"name": "x", "shape": [None, 40], "dtype": "float32", "kind": "features"}]
+    path = str(tmp_path / "fc.safetensors")
+    write_model_file(path, {"fc.weight": w, "fc.weight.mask": mask}, graph, spec)
+    model = cupyprune.load(path, device="cpu")
+    assert model.layers()[0].op.describe()["path"] == "group"
+    x = rng.standard_normal((3, 40)).astype(np.float32)
+    before = model(x)
+    passes.demote_gathering_linears(model, pays=lambda *a: False)
+    op = model.layers()[0].op
+    assert isinstance(op.path, DensePath) and op.describe()["path"] == "dense"
+    assert "auto: dense" in op.describe()["note"]
+    assert rel_err(model(x), before.astype(np.float64)) <= 1e-6
+    assert rel_err(model(x), x.astype(np.float64) @ (w * mask).T) <= 1e-5

@@ -103,6 +103,39 @@ def model_tables(cells):
     return "\n".join(out)
 
 
+LINEAR_SHAPES = {"fc4096": (4096, 4096), "bert-ffn1": (768, 3072), "bert-ffn2": (3072, 768)}
+
+
+def auto_rule_table(cells):
+    """paths.gather_pays against every measured linear sweep point (graph replay): does the
+    rule pick the faster of group-wise and dense?"""
+    from cupyprune.paths import gather_pays
+    from cupyprune.paths.group import ALIGN_ROWS
+    t = {(c["layer"], c["impl"], c["precision"], c["keep"]): c["median_ms"]
+         for c in cells if c.get("graph")}
+    rows, right, total = [], 0, 0
+    for (layer, impl, precision, keep), group in sorted(t.items()):
+        if impl != "ours-group" or layer not in LINEAR_SHAPES or keep >= 1.0:
+            continue
+        dense = t.get((layer, "ours-dense", precision, keep))
+        if dense is None:
+            continue
+        R, K = LINEAR_SHAPES[layer]
+        T = -(-round(keep * R) // ALIGN_ROWS) * ALIGN_ROWS
+        pick = "group" if gather_pays(R, T, K, precision) else "dense"
+        best = "group" if group < dense else "dense"
+        chosen = group if pick == "group" else dense
+        total += 1
+        right += pick == best
+        if pick != best:
+            rows.append([layer, precision, f"{100 * keep:.0f}%", pick, ms(chosen),
+                         ms(min(group, dense)), f"{chosen / min(group, dense):.2f}x"])
+    head = (f"The rule picked the faster path at {right} of {total} measured linear-layer "
+            "points. Where it did not:\n\n")
+    return head + table(["layer", "precision", "kept", "rule picks", "its ms", "best ms",
+                         "slower by"], rows) + "\n"
+
+
 def plots(sections, out_dir):
     """Latency vs kept for the layer sweeps (Figs. 11, 14), and per model (Figs. 7-10)."""
     import matplotlib
@@ -169,6 +202,9 @@ def main(argv=None):
              "### Environment\n\n" + table(["key", "value"], sorted(env.items()))]
     if sections.get("layers"):
         parts.append("### Layer sweeps (paper Figs. 11, 14)\n\n" + layer_tables(sections["layers"]))
+    if sections.get("layers"):
+        parts.append("### The `auto` rule for linear layers\n\n" + auto_rule_table(
+            sections["layers"]))
     if sections.get("steps"):
         parts.append("### Step breakdown (paper Figs. 12-13)\n\n" + step_tables(sections["steps"]))
     if sections.get("models"):

@@ -35,5 +35,19 @@ def choose_path(requested, pattern):
     return requested
 
 
+# A group-wise linear layer that must gather its kept input features pays only while the GEMM
+# work it saves outweighs the gather: (R - T) * K > c * T, with R inputs, T kept, K outputs.
+# c per precision was fitted to the H100 layer sweeps (docs/BENCHMARKS.md, "auto rule", which
+# lists every sweep point where the rule and the measurement disagree): BERT FFN1 (768 -> 3072)
+# breaks even near 45% kept in fp16 and near 85% in fp32; BERT FFN2 (3072 -> 768) and the
+# 4096x4096 layer at batch 64 hardly ever pay in fp16. Convolutions always pay (im2col shrinks
+# with T), and so does a linear whose input arrives pre-compacted (passes.compact_producers).
+GATHER_COST = {"fp32": 500, "tf32": 2500, "fp16": 4500}
+
+
+def gather_pays(R, T, K, precision):
+    return (R - T) * K > GATHER_COST[precision] * T
+
+
 def build_path(name, f, fmask, ctx):
     return PATH_CLASSES[name](f, fmask, ctx)

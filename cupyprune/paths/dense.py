@@ -11,6 +11,16 @@ class DensePath(GemmPath):
         self.matmul = ctx.matmul
         self.w = ctx.device(w)                       # (R, K)
 
+    @classmethod
+    def from_rows(cls, w_rows, rows, R, xp, matmul):
+        """The masked dense weight (R, K) rebuilt from a group path's kept rows (T, K): the
+        other rows are pruned, hence zero."""
+        path = cls.__new__(cls)
+        path.matmul = matmul
+        path.w = xp.zeros((R, w_rows.shape[1]), dtype=w_rows.dtype)
+        path.w[xp.asarray(rows)] = w_rows                               # (T, K) into (R, K)
+        return path
+
     def __call__(self, x):
         return self.matmul(x, self.w)                # (M, R) @ (R, K) -> (M, K)
 
