@@ -179,6 +179,27 @@ def targets_table(sections):
             "and precision (every row runs the same dense model).\n")
 
 
+def _line_plot(plt, series, title, path, log=False, hlines=()):
+    """latency vs kept %, one line per series key; hlines: (label, ms) reference lines."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([100 * k for k, _ in pts], [t for _, t in pts], marker="o", label=label)
+    for label, value in hlines:
+        ax.axhline(value, ls="--", lw=1, label=label,
+                   color="k" if "torch" in label else "grey")
+    ax.set_xlabel("parameters kept (%)")
+    ax.set_ylabel("latency (ms)")
+    if log:
+        ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plots(sections, out_dir):
     """Latency vs kept for the layer sweeps (Figs. 11, 14), and per model (Figs. 7-10)."""
     import matplotlib
@@ -191,44 +212,20 @@ def plots(sections, out_dir):
         impl = c["impl"] + (" (graph)" if c.get("graph") else "")
         by[(c["layer"], c["precision"])][impl].append((c["keep"], c["median_ms"]))
     for (layer, precision), series in sorted(by.items()):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for impl, pts in sorted(series.items()):
-            pts.sort()
-            ax.plot([100 * k for k, _ in pts], [t for _, t in pts], marker="o", label=impl)
-        ax.set_xlabel("parameters kept (%)")
-        ax.set_ylabel("latency (ms)")
-        ax.set_yscale("log")
-        ax.set_title(f"{layer}, {precision}")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
         name = f"layer-{layer}-{precision}.png"
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, name), dpi=110)
-        plt.close(fig)
+        _line_plot(plt, series, f"{layer}, {precision}", os.path.join(out_dir, name), log=True)
         made.append(name)
     mb = defaultdict(lambda: defaultdict(list))
     for c in sections.get("models", []):
         if c["impl"] == "ours-auto" and c["pattern"] != "dense":
             mb[(c["model"], c["precision"])][c["pattern"]].append((c["keep"], c["median_ms"]))
     for (model, precision), series in sorted(mb.items()):
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for pattern, pts in sorted(series.items()):
-            pts.sort()
-            ax.plot([100 * k for k, _ in pts], [t for _, t in pts], marker="o", label=pattern)
-        dense = [c for c in sections["models"] if c["model"] == model and c["pattern"] == "dense"
+        dense = [(f"dense, {c['impl']}", c["median_ms"]) for c in sections["models"]
+                 if c["model"] == model and c["pattern"] == "dense"
                  and c["precision"] == precision]
-        for c in dense:
-            ax.axhline(c["median_ms"], ls="--", lw=1, label=f"dense, {c['impl']}",
-                       color="k" if c["impl"] == "torch-eager" else "grey")
-        ax.set_xlabel("parameters kept (%)")
-        ax.set_ylabel("latency (ms)")
-        ax.set_title(f"{model}, {precision} (ours, auto path)")
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
         name = f"model-{model}-{precision}.png"
-        fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, name), dpi=110)
-        plt.close(fig)
+        _line_plot(plt, series, f"{model}, {precision} (ours, auto path)",
+                   os.path.join(out_dir, name), hlines=dense)
         made.append(name)
     return made
 

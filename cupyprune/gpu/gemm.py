@@ -25,6 +25,13 @@ def data_type(dtype):
     raise TypeError(f"no cuBLAS data type for {dtype}")
 
 
+def _compute_type(dt, tf32):
+    """fp32 data on TF32 tensor cores when asked; everything else accumulates in fp32."""
+    if tf32 and dt == cublas.CUDA_R_32F:
+        return cublas.COMPUTE_32F_FAST_TF32
+    return cublas.COMPUTE_32F
+
+
 _ONE = ctypes.c_float(1.0)
 _ZERO = ctypes.c_float(0.0)
 
@@ -34,8 +41,7 @@ def gemm_into(x, w, out, tf32=False):
     M, K = x.shape
     N = w.shape[1]
     dt = data_type(x.dtype)
-    compute = cublas.COMPUTE_32F_FAST_TF32 if tf32 and dt == cublas.CUDA_R_32F \
-        else cublas.COMPUTE_32F
+    compute = _compute_type(dt, tf32)
     h = cublas.handle_for_current_stream()
     status = cublas.library().cublasGemmEx(
         h.ptr, cublas.OP_N, cublas.OP_N, N, M, K, ctypes.byref(_ONE),
@@ -50,8 +56,7 @@ def batched_gemm_into(a, b, out, tf32=False):
     B, M, K = a.shape
     N = b.shape[2]
     dt = data_type(a.dtype)
-    compute = cublas.COMPUTE_32F_FAST_TF32 if tf32 and dt == cublas.CUDA_R_32F \
-        else cublas.COMPUTE_32F
+    compute = _compute_type(dt, tf32)
     h = cublas.handle_for_current_stream()
     status = cublas.library().cublasGemmStridedBatchedEx(
         h.ptr, cublas.OP_N, cublas.OP_N, N, M, K, ctypes.byref(_ONE),

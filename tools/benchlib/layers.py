@@ -84,6 +84,28 @@ def _cells_for(store, layer, fns, ref, precision, keep, x_for_graph_ok=True):
     return out
 
 
+def _torch_cell(store, layer, fn, ref, precision, keep, to_nhwc=False):
+    """PyTorch's dense layer (eager) as one cell -> [cell] or [] when the store has it."""
+    cell = {"layer": layer, "impl": "torch-dense", "precision": precision, "keep": keep,
+            "graph": False}
+    if store.has("layers", cell):
+        return []
+    y = fn()
+    y = (y.permute(0, 2, 3, 1) if to_nhwc else y).float().cpu().numpy()
+    cell["rel_err"] = float(np.abs(y - ref).max() / np.abs(ref).max())
+    cell.update(time_gpu(fn))
+    store.add("layers", cell)
+    return [cell]
+
+
+def _report(cells, progress):
+    free_gpu_memory()
+    for cell in cells:
+        progress(f"{cell['layer']} {cell['precision']} keep {cell['keep']:.2f} "
+                 f"{cell['impl']:12s} graph={cell['graph']!s:5s} {cell['median_ms']:.3f} ms  "
+                 f"err {cell['rel_err']:.1e}")
+
+
 def conv_sweep(store, keeps, precisions, progress=print):
     import cupy
     import torch
@@ -130,20 +152,10 @@ def conv_sweep(store, keeps, precisions, progress=print):
                     csr = _layer_op(path, "csr", precision)
                     fns.append(("csr", lambda: csr(x), False))
                 cells = _cells_for(store, c["name"], fns, ref, precision, keep)
-                tcell = {"layer": c["name"], "impl": "torch-dense", "precision": precision,
-                         "keep": keep, "graph": False}
-                if not store.has("layers", tcell):
-                    y = torch_dense().permute(0, 2, 3, 1).float().cpu().numpy()
-                    tcell["rel_err"] = float(np.abs(y - ref).max() / np.abs(ref).max())
-                    tcell.update(time_gpu(torch_dense))
-                    store.add("layers", tcell)
-                    cells.append(tcell)
+                cells += _torch_cell(store, c["name"], torch_dense, ref, precision, keep,
+                                     to_nhwc=True)
                 del dense, group, fns
-                free_gpu_memory()
-                for cell in cells:
-                    progress(f"{cell['layer']} {precision} keep {keep:.2f} {cell['impl']:12s} "
-                             f"graph={cell['graph']!s:5s} {cell['median_ms']:.3f} ms  "
-                             f"err {cell['rel_err']:.1e}")
+                _report(cells, progress)
 
 
 def linear_sweep(store, keeps, precisions, progress=print):
@@ -177,17 +189,7 @@ def linear_sweep(store, keeps, precisions, progress=print):
                         csr = _layer_op(path, "csr", precision)
                         fns.append(("csr", lambda: csr(x), False))
                     cells = _cells_for(store, spec["name"], fns, ref, precision, keep)
-                    tcell = {"layer": spec["name"], "impl": "torch-dense",
-                             "precision": precision, "keep": keep, "graph": False}
-                    if not store.has("layers", tcell):
-                        y = F.linear(xt_p, wt_p).float().cpu().numpy()
-                        tcell["rel_err"] = float(np.abs(y - ref).max() / np.abs(ref).max())
-                        tcell.update(time_gpu(lambda: F.linear(xt_p, wt_p)))
-                        store.add("layers", tcell)
-                        cells.append(tcell)
+                    cells += _torch_cell(store, spec["name"], lambda: F.linear(xt_p, wt_p),
+                                         ref, precision, keep)
                     del dense, group, fns
-                    free_gpu_memory()
-                    for cell in cells:
-                        progress(f"{cell['layer']} {precision} keep {keep:.2f} "
-                                 f"{cell['impl']:12s} graph={cell['graph']!s:5s} "
-                                 f"{cell['median_ms']:.3f} ms  err {cell['rel_err']:.1e}")
+                    _report(cells, progress)
