@@ -1,0 +1,110 @@
+"""Every model family x every pattern x kept {75, 50, 25}% x every path that applies, end to end:
+prune with tools/pruning, export with tools/export's exporters, run the runtime, and compare with
+PyTorch's masked-dense model (an independent reference). Small configs keep CPU CI fast; the full
+sizes ran on the H100 (docs/BENCHMARKS.md records each cell's error)."""
+import numpy as np
+import pytest
+import torch
+
+import cupyprune
+from conftest import devices, rel_err
+
+PATTERNS = {"element": {}, "vector": {"n_m": 4}, "block": {"block": (4, 4)}, "group": {}}
+KEEPS = (0.75, 0.5, 0.25)
+# the paths a pattern's layers can take (auto picks among them); dense applies to all
+PATHS = {"element": ("auto", "dense", "csr"), "vector": ("auto", "dense", "csr"),
+         "block": ("auto", "dense", "csr", "block"), "group": ("auto", "dense", "csr", "group")}
+TOL = {"cnn": 1e-5, "vit": 1e-4, "bert": 1e-4}
+SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+
+def _family_model(family):
+    import transformers
+    from archs import build
+    torch.manual_seed(0)
+    if family == "vgg16_bn":
+        model = build("vgg16_bn", 10, "cifar")
+    elif family == "resnet18":
+        model = build("resnet18", 10, "cifar")
+    elif family == "vit":
+        model = transformers.ViTForImageClassification(transformers.ViTConfig(
+            image_size=16, patch_size=4, num_labels=5, attn_implementation="eager", **SMALL))
+    else:
+        model = transformers.BertForSequenceClassification(transformers.BertConfig(
+            vocab_size=100, max_position_embeddings=32, num_labels=3,
+            attn_implementation="eager", **SMALL))
+    for m in model.modules():                     # BN statistics that make folding matter
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def _export(family, model, state, tmp_path):
+    out = str(tmp_path / "m.safetensors")
+    if family in ("vgg16_bn", "resnet18"):
+        from exporters.cnn import export_cnn
+        export_cnn(family, state, out, variant="cifar", num_classes=10, image_size=32)
+    else:
+        from exporters.hf import export_hf
+        model.config.to_json_file(tmp_path / "config.json")
+        export_hf(family, state, str(tmp_path / "config.json"), out)
+    return out
+
+
+def _inputs(family, rng):
+    if family in ("vgg16_bn", "resnet18"):
+        return {"image": rng.standard_normal((2, 3, 32, 32)).astype(np.float32)}
+    if family == "vit":
+        return {"pixel_values": rng.standard_normal((2, 3, 16, 16)).astype(np.float32)}
+    ids = rng.integers(0, 100, size=(2, 12))
+    mask = np.ones_like(ids)
+    mask[0, 9:] = 0
+    return {"input_ids": ids, "token_type_ids": np.zeros_like(ids), "attention_mask": mask}
+
+
+def _reference(family, model, inputs):
+    with torch.no_grad():
+        if family in ("vgg16_bn", "resnet18"):
+            return model(torch.from_numpy(inputs["image"])).numpy()
+        t = {k: torch.from_numpy(v) for k, v in inputs.items()}
+        return model(**t).logits.numpy()
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("pattern", sorted(PATTERNS))
+@pytest.mark.parametrize("family", ["vgg16_bn", "resnet18", "vit", "bert"])
+def test_every_pattern_keep_and_path(tmp_path, rng, device, family, pattern):
+    from pruning.masks import default_prunable_keys, prune_state_dict
+    model = _family_model(family)
+    original = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    keys = default_prunable_keys(original)
+    inputs = _inputs(family, rng)
+    tol = TOL.get(family, TOL["cnn"])
+    for keep in KEEPS:
+        masks = prune_state_dict(original, keys, pattern, keep, **PATTERNS[pattern])
+        reparam = {}
+        for k, v in original.items():
+            if k in masks:
+                reparam[k + "_orig"], reparam[k + "_mask"] = v, masks[k]
+            else:
+                reparam[k] = v
+        kept = sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+        assert abs(kept - keep) < 0.02, (pattern, keep, kept)
+        model.load_state_dict({k: original[k] * masks[k] if k in masks else v
+                               for k, v in original.items()})
+        ref = _reference(family, model, inputs)
+        path = _export(family, model, reparam, tmp_path)
+        for choice in PATHS[pattern]:
+            runtime = cupyprune.load(path, device=device, path_choice=choice)
+            used = {s.op.describe()["path"] for s in runtime.layers()}
+            if choice not in ("auto", "dense"):
+                assert choice in used, (choice, used)
+            patterns = {s.op.describe()["pattern"] for s in runtime.layers()
+                        if s.op.node.params["weight"] in masks}
+            assert patterns == {pattern}, patterns
+            out = runtime(**inputs)
+            err = rel_err(out, ref)
+            assert err <= (tol if family in ("vit", "bert") else TOL["cnn"]), \
+                (family, pattern, keep, choice, err)
+            assert (cupyprune.backend.to_numpy(out).argmax(-1) == ref.argmax(-1)).all()
