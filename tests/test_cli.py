@@ -77,3 +77,55 @@ def test_python_api_gpu(rng, tiny):
     y = model(cupy.asarray(x))
     assert isinstance(y, cupy.ndarray)
     assert rel_err(y, torch_reference(tensors, x)) <= 1e-5
+
+
+@pytest.fixture(scope="module")
+def bert_file(tmp_path_factory):
+    import torch
+    import transformers
+    from exporters.hf import export_hf
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=100, max_position_embeddings=32, num_labels=3,
+                                  hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64, attn_implementation="eager")
+    model = transformers.BertForSequenceClassification(cfg).eval()
+    tmp = tmp_path_factory.mktemp("bert")
+    cfg.to_json_file(tmp / "config.json")
+    export_hf("bert", model.state_dict(), str(tmp / "config.json"), str(tmp / "bert.safetensors"))
+    return tmp / "bert.safetensors", model
+
+
+def test_bert_cli_inputs(rng, tmp_path, bert_file):
+    """--input ids.npy (types and mask defaulted) and .npz by name give HF's logits."""
+    import torch
+    path, hf = bert_file
+    ids = rng.integers(0, 100, size=(3, 10))
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    np.save(tmp_path / "ids.npy", ids)
+    np.savez(tmp_path / "all.npz", input_ids=ids, attention_mask=mask)
+    for given, attention in (("ids.npy", np.ones_like(ids)), ("all.npz", mask)):
+        invoke("infer", path, "--input", tmp_path / given, "--output", tmp_path / "y.npy",
+               "--device", "cpu")
+        with torch.no_grad():
+            ref = hf(input_ids=torch.from_numpy(ids),
+                     attention_mask=torch.from_numpy(attention)).logits.numpy()
+        assert rel_err(np.load(tmp_path / "y.npy"), ref) <= 1e-4
+
+
+def test_bert_inspect(bert_file):
+    out = invoke("inspect", bert_file[0])
+    assert "bert.encoder.layer.0.attention.self.query" in out
+    assert "prunable parameters" in out
+    out = invoke("inspect", bert_file[0], "--all-ops")
+    assert "self_attention" in out and "4 heads" in out
+
+
+def test_bert_bad_token_id(tmp_path, bert_file):
+    ids = np.full((1, 5), 7)
+    ids[0, 2] = 150
+    np.save(tmp_path / "bad.npy", ids)
+    result = CliRunner().invoke(cli, ["infer", str(bert_file[0]), "--input",
+                                      str(tmp_path / "bad.npy")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "token id 150 is outside [0, 100)" in result.output

@@ -27,9 +27,9 @@ def inspect_cmd(model_path, all_ops, device, path_choice, precision):
     rows, total, kept, notes = [], 0, 0.0, []
     for step, shape in trace:
         d = step.op.describe()
-        if not d and not all_ops:
+        if not step.op.prunable and not all_ops:
             continue
-        if d:
+        if step.op.prunable:
             total += d["params"]
             kept += d["params"] * d["kept"]
             pattern = d["pattern"] + (f" {d['pattern_params']}" if d["pattern_params"] else "")
@@ -38,7 +38,8 @@ def inspect_cmd(model_path, all_ops, device, path_choice, precision):
             if d.get("note"):
                 notes.append(f"{step.node.name}: {d['note']}")
         else:
-            row = [step.node.name, step.node.op, "", _shape(shape), "", "", "", ""]
+            row = [step.node.name, step.node.op, d.get("detail", ""), _shape(shape), "", "", "",
+                   ""]
         if step.node.name in model.folded:
             row[2] = (row[2] + " +bn").strip()
         rows.append(row)
