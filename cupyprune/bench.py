@@ -1,8 +1,9 @@
 """Timing model files: one cell per (model, path, precision, batch), framework-free.
 
-GPU: medians of CUDA-event timings after warm-up; CPU: wall clock. Peak GPU memory is the
-CuPy pool's size after a run that started from an emptied pool: it holds every block the load
-and the forward asked for, so it is the high-water mark of this process's allocations."""
+GPU: medians of CUDA-event timings after warm-up; CPU: wall clock. Peak GPU memory is the size
+of CuPy's pool after a run that started from an emptied pool, plus the private pools of the
+model's captured CUDA graphs: together they hold every block the load and the forward asked for,
+so they are the high-water mark of this process's allocations for the model."""
 import os
 import platform
 
@@ -34,6 +35,14 @@ def _free_pool(xp):
         xp.get_default_memory_pool().free_all_blocks()
 
 
+def graph_bytes(model):
+    """Bytes held by the private memory pools of a model's captured CUDA graphs."""
+    runner = model.graph_runner
+    if runner is None:
+        return 0
+    return sum(int(entry.pool.total_bytes()) for entry in runner.captured.values())
+
+
 def bench_cell(model_path, path_choice, precision, batch, device, warmup, repeat,
                cuda_graph="auto"):
     """Load one model file, time it on synthetic inputs -> a result dict (CELL_KEYS)."""
@@ -44,7 +53,9 @@ def bench_cell(model_path, path_choice, precision, batch, device, warmup, repeat
                  cuda_graph=cuda_graph)
     inputs = {k: xp.asarray(v) for k, v in sample_inputs(model.file.input_spec, batch).items()}
     times = time_calls(lambda: model(**inputs), xp, warmup=warmup, repeat=repeat)
-    peak = int(xp.get_default_memory_pool().total_bytes()) if xp is not np else None
+    peak = None
+    if xp is not np:
+        peak = int(xp.get_default_memory_pool().total_bytes()) + graph_bytes(model)
     used = sorted({s.op.describe()["path"] for s in model.layers()})
     cell = {"model": os.path.basename(model_path), "path": path_choice, "precision": precision,
             "batch": batch, "device": device, "cuda_graph": model.graph_runner is not None,

@@ -12,6 +12,7 @@ import time
 import numpy as np
 
 from cupyprune import load
+from cupyprune.bench import graph_bytes
 
 from .timing import free_gpu_memory, rel_err, time_gpu
 
@@ -230,6 +231,7 @@ def _measure(cell, model, family, inputs, path, ref):
         repeat = 5 if impl == "ours-csr" else 20
         cell.update(time_gpu(lambda: ours(**x), warmup=3, repeat=repeat))
         cell["cuda_graph"] = ours.graph_runner is not None and ours.graph_runner.failed is None
+        cell["peak_bytes"] = int(cupy.get_default_memory_pool().total_bytes()) + graph_bytes(ours)
         cell["paths_used"] = sorted({s.op.describe()["path"] for s in ours.layers()})
         del ours
         free_gpu_memory()
