@@ -46,7 +46,7 @@ def test_infer_without_input_uses_sample(tiny):
 def test_inspect_table(tiny):
     out = invoke("inspect", tiny[0])
     rows = {line.split()[0]: line for line in out.splitlines() if line.startswith(("c ", "fc "))}
-    assert "group" in rows["c"] and "+bn" in rows["c"]
+    assert "group" in rows["c"] and "+bn" in rows["c"] and "+relu" in rows["c"]
     assert rows["fc"].split()[-1] == "dense"
     assert "prunable parameters: 376" in out
 

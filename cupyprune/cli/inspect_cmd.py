@@ -42,6 +42,8 @@ def inspect_cmd(model_path, all_ops, device, path_choice, precision):
                    ""]
         if step.node.name in model.folded:
             row[2] = (row[2] + " +bn").strip()
+        if step.node.name in model.fused:                   # activation fused in the epilogue
+            row[2] = (row[2] + f" +{model.fused[step.node.name]}").strip()
         rows.append(row)
     click.echo(f"{model_path}: format v1, exporter {model.file.exporter or '?'}; "
                f"inputs {', '.join(model.graph.inputs)}; device {model.device}, "

@@ -27,9 +27,6 @@ class ModelFile:
     exporter: str = ""
     description: str = ""
 
-    def mask_of(self, param):
-        return self.tensors.get(param + keys.MASK_SUFFIX)
-
     def sample_inputs(self):
         prefix = keys.SAMPLE_INPUT_PREFIX
         return {k[len(prefix):]: v for k, v in self.tensors.items() if k.startswith(prefix)}
