@@ -45,7 +45,8 @@ def plan_folding(graph):
     for node in graph.nodes:
         if node.op == "batch_norm":
             src = sole_producer(node, ("conv2d",))
-            if src is not None and src.name not in fold:
+            # not across an activation already fused into the conv (conv -> relu -> bn)
+            if src is not None and src.name not in fold and src.name not in activation:
                 fold[src.name] = node
                 alias[node.outputs[0]] = alias.get(node.inputs[0], node.inputs[0])
         elif node.op in FUSABLE_ACTIVATIONS:

@@ -129,3 +129,32 @@ def test_bert_bad_token_id(tmp_path, bert_file):
                                       str(tmp_path / "bad.npy")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "token id 150 is outside [0, 100)" in result.output
+
+
+def test_batch_norm_after_activation_is_not_folded_across_it(rng, tmp_path):
+    """conv -> relu -> batch_norm: the ReLU fuses into the conv, the BN must then run on its own
+    (folding it into the conv's weights would move it before the ReLU)."""
+    import torch
+    import torch.nn.functional as F
+    from cupyprune.format import write_model_file
+    t = {"c.weight": rng.standard_normal((4, 3, 3, 3)).astype(np.float32),
+         "bn.weight": rng.standard_normal(4).astype(np.float32),
+         "bn.bias": rng.standard_normal(4).astype(np.float32),
+         "bn.running_mean": rng.standard_normal(4).astype(np.float32),
+         "bn.running_var": (rng.random(4) + 0.5).astype(np.float32)}
+    bn = {r: f"bn.{r}" for r in ("weight", "bias", "running_mean", "running_var")}
+    graph = {"inputs": ["image"], "outputs": ["y"], "nodes": [
+        {"name": "c", "op": "conv2d", "inputs": ["image"], "outputs": ["t0"],
+         "params": {"weight": "c.weight"}, "attrs": {"padding": [1, 1]}},
+        {"name": "r", "op": "relu", "inputs": ["t0"], "outputs": ["t1"]},
+        {"name": "bn", "op": "batch_norm", "inputs": ["t1"], "outputs": ["y"], "params": bn}]}
+    spec = [{"name": "image", "shape": [None, 3, 6, 6], "dtype": "float32", "kind": "image"}]
+    path = tmp_path / "crb.safetensors"
+    write_model_file(str(path), t, graph, spec)
+    model = cupyprune.load(path, device="cpu")
+    assert model.fused == {"c": "relu"} and model.folded == {}
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    T = {k: torch.from_numpy(v) for k, v in t.items()}
+    ref = F.batch_norm(F.relu(F.conv2d(torch.from_numpy(x), T["c.weight"], padding=1)),
+                       T["bn.running_mean"], T["bn.running_var"], T["bn.weight"], T["bn.bias"])
+    assert rel_err(model(x), ref.numpy()) <= 1e-5
