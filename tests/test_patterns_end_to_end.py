@@ -75,6 +75,7 @@ def _reference(family, model, inputs):
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
 @pytest.mark.parametrize("family", ["vgg16_bn", "resnet18", "vit", "bert"])
 def test_every_pattern_keep_and_path(tmp_path, rng, device, family, pattern):
+    from checkpoint import reparametrize
     from pruning.masks import default_prunable_keys, prune_state_dict
     model = _family_model(family)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -83,12 +84,7 @@ def test_every_pattern_keep_and_path(tmp_path, rng, device, family, pattern):
     tol = TOL.get(family, TOL["cnn"])
     for keep in KEEPS:
         masks = prune_state_dict(original, keys, pattern, keep, **PATTERNS[pattern])
-        reparam = {}
-        for k, v in original.items():
-            if k in masks:
-                reparam[k + "_orig"], reparam[k + "_mask"] = v, masks[k]
-            else:
-                reparam[k] = v
+        reparam = reparametrize(original, masks)
         kept = sum(float(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
         assert abs(kept - keep) < 0.02, (pattern, keep, kept)
         model.load_state_dict({k: original[k] * masks[k] if k in masks else v

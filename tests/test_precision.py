@@ -17,6 +17,7 @@ MIN_ARGMAX_AGREEMENT = 0.9
 @pytest.fixture(scope="module")
 def resnet_file(tmp_path_factory):
     from archs import build
+    from checkpoint import reparametrize
     from exporters.cnn import export_cnn
     from pruning.masks import default_prunable_keys, prune_state_dict
     model = build("resnet18", 10, "cifar").eval()
@@ -26,12 +27,7 @@ def resnet_file(tmp_path_factory):
             m.running_var.uniform_(0.5, 1.5)
     sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     masks = prune_state_dict(sd, default_prunable_keys(sd), "group", 0.5)
-    export = {}
-    for k, v in sd.items():
-        if k in masks:
-            export[k + "_orig"], export[k + "_mask"] = v, masks[k]
-        else:
-            export[k] = v
+    export = reparametrize(sd, masks)
     path = tmp_path_factory.mktemp("prec") / "resnet18.safetensors"
     export_cnn("resnet18", export, str(path), variant="cifar", num_classes=10, image_size=32)
     model.load_state_dict({k: sd[k] * masks[k] if k in masks else v for k, v in sd.items()})

@@ -61,6 +61,19 @@ def _fold(key, orig, mask):
     return _numpy(orig * mask), _numpy(mask != 0)
 
 
+def reparametrize(state_dict, masks):
+    """{key: tensor} + {weight key: mask} -> torch.nn.utils.prune naming (`X_orig`, `X_mask`),
+    key order kept: the inverse of fold_pruning."""
+    out = {}
+    for k, v in state_dict.items():
+        if k in masks:
+            out[k + ORIG] = v
+            out[k + MASK] = masks[k]
+        else:
+            out[k] = v
+    return out
+
+
 def fold_pruning(state):
     """{key: tensor} -> (tensors {key: ndarray}, masks {key: bool ndarray}), in state order."""
     tensors, masks = {}, {}

@@ -29,14 +29,13 @@ import tempfile
 import torch
 
 from archs import build
-from checkpoint import check_keys, first_line, fold_pruning, load_state_dict
+from checkpoint import check_keys, first_line, fold_pruning, load_state_dict, reparametrize
 from export import CNN_ARCHS, HF_ARCHS, check_out, export
 from exporters.cnn import DEFAULTS
 from exporters.errors import ExportError
 from pruning import PATTERNS, SCOPES, PruningError, default_prunable_keys, prune_state_dict
 from pruning.units import check_keep, resolve_block, resolve_n_m
 
-ORIG, MASK = "_orig", "_mask"      # torch.nn.utils.prune's suffixes of a pruned parameter
 PT_SUFFIXES = (".pt", ".pth")
 MODEL_SUFFIX = ".safetensors"
 
@@ -133,18 +132,6 @@ def select_keys(state_dict, regex):
     if not chosen:
         raise UsageError(f"--layers {regex!r} matches none of the {len(keys)} prunable weights")
     return chosen
-
-
-def reparametrize(state_dict, masks):
-    """{key: tensor} + {weight key: mask} -> torch.nn.utils.prune naming, key order kept."""
-    out = {}
-    for k, v in state_dict.items():
-        if k in masks:
-            out[k + ORIG] = v
-            out[k + MASK] = masks[k]
-        else:
-            out[k] = v
-    return out
 
 
 def save_atomic(obj, path):

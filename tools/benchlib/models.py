@@ -105,6 +105,7 @@ def _export(family, arch, variant, size, classes, state_dict, cfg, out, tmp):
 def _masked_state(sd, pattern, keep):
     """original state dict -> (masked-dense state dict for torch, prune re-param state dict for
     the exporter)"""
+    from checkpoint import reparametrize
     from pruning.masks import default_prunable_keys, prune_state_dict
     if pattern == "dense":
         return sd, sd
@@ -114,19 +115,7 @@ def _masked_state(sd, pattern, keep):
         kw["block"] = BLOCK
     masks = prune_state_dict(sd, keys, pattern, keep, **kw)
     masked = {k: (sd[k] * masks[k] if k in masks else v) for k, v in sd.items()}
-    return masked, _as_prune_reparam(sd, masks)
-
-
-def _as_prune_reparam(sd, masks):
-    """torch.nn.utils.prune naming: weight_orig + weight_mask (what the exporter folds)."""
-    out = {}
-    for k, v in sd.items():
-        if k in masks:
-            out[k + "_orig"] = v
-            out[k + "_mask"] = masks[k]
-        else:
-            out[k] = v
-    return out
+    return masked, reparametrize(sd, masks)
 
 
 def run_isolated(preset, out, max_minutes, progress=print):
