@@ -144,7 +144,7 @@ class Model:
             if name not in bound:
                 env[name] = default_input(spec, env[names[0]], self.xp)
                 continue
-            arr = check_input(spec, bound[name], self.dtype)
+            arr = check_input(spec, bound[name])
             kind = spec.get("kind", IMAGE)
             if kind == IMAGE:
                 arr = self.xp.asarray(arr, dtype=self.dtype)

@@ -36,7 +36,7 @@ def _check_sequence(spec, ids):
                              f"has {vocab} {table}")
 
 
-def check_input(spec, arr, dtype):
+def check_input(spec, arr):
     """One input array (NumPy or CuPy) -> array ready for the graph (NumPy or CuPy)."""
     name, kind = spec["name"], spec.get("kind", IMAGE)
     if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
