@@ -7,6 +7,7 @@ import numpy as np
 from . import backend, passes
 from .errors import DeviceError, InputError
 from .format import read_model_file
+from .folding import plan_folding
 from .graph import check_tensors, parse_graph
 from .inputs import FEATURES, IMAGE, check_input, default_input
 from .gpu.gemm import Matmul
@@ -21,40 +22,7 @@ GPU_ONLY_PRECISIONS = ("tf32", "fp16")
 class Step:
     node: object
     op: object
-
-
-FUSABLE_ACTIVATIONS = ("relu", "gelu", "tanh")
-
-
-def plan_folding(graph):
-    """Nodes folded into the conv2d/linear before them, when they are its output's only reader:
-    batch_norm into a conv's weights, then an activation into the layer's epilogue.
-    -> ({conv name: bn node}, {layer name: activation name}, {folded output: layer output})"""
-    producers = {v: n for n in graph.nodes for v in n.outputs}
-    readers = graph.consumers()
-    fold, activation, alias = {}, {}, {}
-
-    def sole_producer(node, ops):
-        """The conv/linear whose output `node` alone reads (through folded nodes), or None."""
-        value = node.inputs[0]
-        if len(readers.get(value, [])) != 1 or value in graph.outputs:
-            return None
-        src = producers.get(alias.get(value, value))      # None for a graph input
-        return src if src is not None and src.op in ops else None
-
-    for node in graph.nodes:
-        if node.op == "batch_norm":
-            src = sole_producer(node, ("conv2d",))
-            # not across an activation already fused into the conv (conv -> relu -> bn)
-            if src is not None and src.name not in fold and src.name not in activation:
-                fold[src.name] = node
-                alias[node.outputs[0]] = alias.get(node.inputs[0], node.inputs[0])
-        elif node.op in FUSABLE_ACTIVATIONS:
-            src = sole_producer(node, ("conv2d", "linear"))
-            if src is not None and src.name not in activation:
-                activation[src.name] = activation_name(node)
-                alias[node.outputs[0]] = alias.get(node.inputs[0], node.inputs[0])
-    return fold, activation, alias
+    inputs: list         # value names the op is called with: the node's, then a fused residual
 
 
 def _warn_non_finite(tensors):
@@ -81,15 +49,19 @@ class Model:
         self.graph = parse_graph(model_file.graph, OPS)
         check_tensors(self.graph, model_file.tensors)
         _warn_non_finite(model_file.tensors)
-        fold, activation, self.alias = plan_folding(self.graph)
+        folding = plan_folding(self.graph, activation_name)
+        self.alias = folding.alias
         ctx = LoadContext(xp=self.xp, dtype=self.dtype, tensors=model_file.tensors,
-                          pruning=model_file.pruning, path=path, fold=fold,
-                          activation=activation, matmul=Matmul(self.xp, tf32=precision == "tf32"))
-        folded = {bn.name for bn in fold.values()} | {
-            n.name for n in self.graph.nodes if n.outputs[0] in self.alias and n.op != "batch_norm"}
-        self.steps = [Step(n, OPS[n.op](n, ctx)) for n in self.graph.nodes if n.name not in folded]
-        self.folded = {conv: bn.name for conv, bn in fold.items()}
-        self.fused = activation
+                          pruning=model_file.pruning, path=path, fold=folding.bn,
+                          activation=folding.activation, residual=folding.residual,
+                          post=folding.post, matmul=Matmul(self.xp, tf32=precision == "tf32"))
+        folded = folding.folded_nodes(self.graph)
+        self.steps = [Step(n, OPS[n.op](n, ctx), list(n.inputs) + (
+            [folding.residual[n.name]] if n.name in folding.residual else []))
+            for n in self.graph.nodes if n.name not in folded]
+        self.folded = {conv: bn.name for conv, bn in folding.bn.items()}
+        self.fused = folding.activation
+        self.residual, self.post = folding.residual, folding.post
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
         passes.compact_producers(self)   # linears compute only the outputs their readers keep
@@ -170,7 +142,7 @@ class Model:
         """Every step, in order, on bound device inputs -> graph outputs (internal layouts)."""
         env = dict(env)
         for step in self.steps:
-            outs = step.op(*(env[self.alias.get(v, v)] for v in step.node.inputs))
+            outs = step.op(*(env[self.alias.get(v, v)] for v in step.inputs))
             if len(step.node.outputs) == 1:
                 outs = (outs,)
             for name, value in zip(step.node.outputs, outs):

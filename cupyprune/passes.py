@@ -89,7 +89,7 @@ def compact_producers(model):
     by_output = {alias.get(v, v): s for s in model.steps for v in s.node.outputs}
     readers = {}
     for s in model.steps:
-        for v in s.node.inputs:
+        for v in s.inputs:
             readers.setdefault(alias.get(v, v), []).append(s)
     outputs = {alias.get(v, v) for v in model.graph.outputs}
     for step in model.steps:
@@ -98,7 +98,7 @@ def compact_producers(model):
             continue
         src = _producer(step, alias, by_output, readers, outputs)
         if src is None or not isinstance(src.op.path, (DensePath, GroupPath, Precompacted)) \
-                or src.op.out_features != op.in_features:
+                or src.op.out_features != op.in_features or src.op.epilogue.residual:
             continue
         rows = op.path.rows_host
         _compact_producer(src.op, rows, model.xp)

@@ -14,6 +14,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from benchlib import deploy_report  # noqa: E402
+from benchlib.markdown import ms, ratio, table, verdict_at_least  # noqa: E402
 from benchlib.results import SECTION_KEYS, cell_key  # noqa: E402
 
 
@@ -27,20 +29,6 @@ def load(paths):
             for c in cells:
                 sections[name][cell_key(c, SECTION_KEYS[name])] = c
     return env, {k: list(v.values()) for k, v in sections.items()}
-
-
-def table(headers, rows):
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
-def ms(v):
-    return "-" if v is None else f"{v:.3f}"
-
-
-def ratio(a, b):
-    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
 
 
 def layer_tables(cells):
@@ -86,7 +74,8 @@ def model_tables(cells):
         by[(c["model"], c["precision"])][(c["pattern"], c["keep"], c["impl"])] = c
     for (model, precision), d in sorted(by.items()):
         rows = []
-        torch_dense = d.get(("dense", 1.0, "torch-eager"), {}).get("median_ms")
+        eager = [c["median_ms"] for (_, _, i), c in d.items() if i == "torch-eager"]
+        torch_dense = float(np.median(eager)) if eager else None   # same dense model every row
         for pattern, keep in sorted({(p, k) for p, k, _ in d}, key=lambda t: (t[0] != "dense",
                                                                               t[0], -t[1])):
             get = lambda i: d.get((pattern, keep, i), {})                  # noqa: E731
@@ -101,7 +90,7 @@ def model_tables(cells):
         batch = next(iter(d.values()))["batch"]
         out.append(f"#### {model}, {precision}, batch {batch}\n\n" + table(
             ["pattern", "kept %", "ours (auto) ms", "ours CSR ms", "ours dense ms",
-             "torch eager ms", "torch dense / ours", "paths", "rel err"], rows) + "\n")
+             "torch eager ms", "torch dense (median) / ours", "paths", "rel err"], rows) + "\n")
     return "\n".join(out)
 
 
@@ -138,10 +127,6 @@ def auto_rule_table(cells):
                          "slower by"], rows) + "\n"
 
 
-def _verdict(value, target):
-    return f"{value:.2f}x ({'met' if value >= target else 'not met'}, target {target:.2f}x)"
-
-
 def targets_table(sections):
     """The GPU-performance targets, each computed from the cells (graph replay for ours)."""
     lay = {(c["layer"], c["impl"], c["precision"], c["keep"], c.get("graph")): c["median_ms"]
@@ -154,11 +139,11 @@ def targets_table(sections):
                 g = lay.get((layer, "ours-group", precision, keep, True))
                 if d and g:
                     rows.append([f"1. {layer} group vs our dense", precision,
-                                 f"{100 * keep:.0f}%", _verdict(d / g, 0.9 / keep)])
+                                 f"{100 * keep:.0f}%", verdict_at_least(d / g, 0.9 / keep)])
     t = lay.get(("conv512", "torch-dense", "fp16", 0.5, False))
     g = lay.get(("conv512", "ours-group", "fp16", 0.5, True))
     if t and g:
-        rows.append(["2. conv512 group vs torch cuDNN", "fp16", "50%", _verdict(t / g, 1.5)])
+        rows.append(["2. conv512 group vs torch cuDNN", "fp16", "50%", verdict_at_least(t / g, 1.5)])
     mod = {(c["model"], c["impl"], c["precision"], c["pattern"], c["keep"]): c["median_ms"]
            for c in sections.get("models", [])}
     eager = defaultdict(list)     # torch runs the same dense GEMMs on every row of a model:
@@ -173,8 +158,9 @@ def targets_table(sections):
             g = mod.get((model, "ours-auto", precision, "group", keep))
             if t and g:
                 rows.append([f"3. {model} group vs torch eager dense", precision,
-                             f"{100 * keep:.0f}%", _verdict(t / g, target)])
-    return (table(["target", "precision", "kept", "speed-up (ratio of medians)"], rows)
+                             f"{100 * keep:.0f}%", verdict_at_least(t / g, target)])
+    rows += deploy_report.target_rows(sections)
+    return (table(["target", "precision", "kept", "ratio of medians"], rows)
             + "\n\nTarget 3's PyTorch figure is the median over all torch-eager cells of the model "
             "and precision (every row runs the same dense model).\n")
 
@@ -250,6 +236,14 @@ def main(argv=None):
         parts.append("### Step breakdown (paper Figs. 12-13)\n\n" + step_tables(sections["steps"]))
     if sections.get("models"):
         parts.append("### Model tables (paper Tables 1-8)\n\n" + model_tables(sections["models"]))
+    for section, title, render in (
+            ("overhead", "Batch-1 overhead", deploy_report.overhead_table),
+            ("memory", "Peak GPU memory", deploy_report.memory_table),
+            ("compile", "torch.compile", deploy_report.compile_table),
+            ("profile", "Where the time goes (kernel breakdown, top kernels)",
+             deploy_report.profile_tables)):
+        if sections.get(section):
+            parts.append(f"### {title}\n\n" + render(sections[section]))
     if args.plots:
         names = plots(sections, args.plots)
         rel = os.path.relpath(args.plots, os.path.dirname(os.path.abspath(args.out)))

@@ -9,6 +9,8 @@ Presets (each sized to finish within 10 minutes on an H100):
   steps   step breakdown, paper Figs. 12-13
   cnn     model tables for VGG-16 / ResNet-18 (paper Tables 1-2, 5-6, 8)
   transformer  model tables for ViT and BERT-base (paper Tables 3-4, 7)
+  deploy  batch-1 overhead, peak memory group-wise vs dense, kernel breakdown (performance issue)
+  compile torch.compile (fp16) of the dense models beside ours group-wise at 50% kept
 The results file is resumable: cells already in it are skipped; merge files with --merge.
 Needs a CUDA GPU, CuPy and torch; accuracy is not measured here (random weights).
 """
@@ -30,9 +32,39 @@ PRESETS = {
                (layers.linear_sweep, SWEEP, ("fp32", "tf32", "fp16"))],
     "layers-fp16": [(layers.conv_sweep, SWEEP, ("fp16",)),
                     (layers.linear_sweep, SWEEP, ("fp16",))],
+    "layers-tf32": [(layers.conv_sweep, SWEEP, ("tf32",)),
+                    (layers.linear_sweep, SWEEP, ("tf32",))],
     "steps": [(steps.conv_steps, (0.25, 0.5, 0.75), ("fp32", "fp16")),
               (steps.linear_steps, (0.25, 0.5, 0.75), ("fp32", "fp16"))],
 }
+
+
+def _model_names(preset):
+    def names():
+        from benchlib import models
+        return [spec[0] for spec in models.PRESETS[preset]]
+    return names
+
+
+def _deploy_names():
+    from benchlib import deploy
+    return list(deploy.MODELS)
+
+
+MODEL_PRESETS = {"cnn": _model_names("cnn"), "transformer": _model_names("transformer"),
+                 "deploy": _deploy_names, "compile": _deploy_names}
+
+
+def run_model_preset(args, name, progress):
+    store = ResultStore(args.out, environment())
+    if args.preset in ("deploy", "compile"):
+        from benchlib import deploy
+        deploy.run_preset(store, args.preset, progress, args.max_minutes, only=name,
+                          precisions=("fp16",) if args.preset == "compile" else deploy.PRECISIONS)
+    else:
+        from benchlib import models
+        models.run_preset(store, args.preset, progress, max_minutes=args.max_minutes, only=name,
+                          patterns=args.patterns.split(",") if args.patterns else None)
 
 
 def environment():
@@ -46,10 +78,10 @@ def environment():
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS) + ["cnn", "transformer"])
+    ap.add_argument("--preset", choices=sorted(PRESETS) + sorted(MODEL_PRESETS))
     ap.add_argument("--out", help="results JSON (resumed when it exists)")
     ap.add_argument("--merge", nargs="+", metavar="FILE", help="merge results files into --out")
-    ap.add_argument("--model", help="model presets: run only this model (in this process)")
+    ap.add_argument("--model", help="model presets: run only these models (comma-separated)")
     ap.add_argument("--patterns", help="model presets: comma-separated subset of "
                     "element,vector,block,group (default: all four)")
     ap.add_argument("--max-minutes", type=float, default=9.0,
@@ -70,17 +102,21 @@ def main(argv=None):
         print("error: paper_bench needs a CUDA GPU", file=sys.stderr)
         return 2
     t0 = time.time()
-    if args.preset in ("cnn", "transformer") and args.model is None:
-        from benchlib import models
-        ResultStore(args.out, environment()).save()
-        models.run_isolated(args.preset, args.out, args.max_minutes,
-                            progress=lambda s: print(s, flush=True))
-    elif args.preset in ("cnn", "transformer"):
-        from benchlib import models
-        models.run_preset(ResultStore(args.out, environment()), args.preset,
-                          progress=lambda s: print(s, flush=True),
-                          max_minutes=args.max_minutes, only=args.model,
-                          patterns=args.patterns.split(",") if args.patterns else None)
+    progress = lambda s: print(s, flush=True)                # noqa: E731
+    if args.preset in MODEL_PRESETS:
+        names = MODEL_PRESETS[args.preset]()
+        wanted = args.model.split(",") if args.model else names
+        unknown = sorted(set(wanted) - set(names))
+        if unknown:
+            ap.error(f"--model: {', '.join(unknown)} not in preset {args.preset} "
+                     f"({', '.join(names)})")
+        if len(wanted) > 1:            # each model in its own process
+            ResultStore(args.out, environment()).save()
+            extra = ("--patterns", args.patterns) if args.patterns else ()
+            from benchlib import models
+            models.run_isolated(args.preset, wanted, args.out, args.max_minutes, progress, extra)
+        else:
+            run_model_preset(args, wanted[0], progress)
     else:
         store = ResultStore(args.out, environment())
         for fn, keeps, precisions in PRESETS[args.preset]:

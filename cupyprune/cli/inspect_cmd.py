@@ -42,8 +42,11 @@ def inspect_cmd(model_path, all_ops, device, path_choice, precision):
                    ""]
         if step.node.name in model.folded:
             row[2] = (row[2] + " +bn").strip()
-        if step.node.name in model.fused:                   # activation fused in the epilogue
-            row[2] = (row[2] + f" +{model.fused[step.node.name]}").strip()
+        name = step.node.name                               # what its epilogue fuses, in order
+        for fused in (model.fused.get(name), name in model.residual and "add",
+                      model.post.get(name)):
+            if fused:
+                row[2] = (row[2] + f" +{fused}").strip()
         rows.append(row)
     click.echo(f"{model_path}: format v1, exporter {model.file.exporter or '?'}; "
                f"inputs {', '.join(model.graph.inputs)}; device {model.device}, "

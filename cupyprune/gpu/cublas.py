@@ -16,7 +16,7 @@ _lock = threading.Lock()
 # cudaDataType_t / cublasComputeType_t / cublasOperation_t values from cublas_api.h
 CUDA_R_32F, CUDA_R_16F, CUDA_R_16BF = 0, 2, 14
 COMPUTE_32F, COMPUTE_32F_FAST_TF32 = 68, 77
-OP_N = 0
+OP_N, OP_T = 0, 1
 GEMM_DEFAULT = -1
 WORKSPACE_BYTES = 32 * 1024 * 1024
 
@@ -50,6 +50,8 @@ def library():
         lib.cublasGemmStridedBatchedEx.argtypes = [
             p, i, i, i, i, i, p, p, i, i, ctypes.c_longlong, p, i, i, ctypes.c_longlong,
             p, p, i, i, ctypes.c_longlong, i, i, i]
+        lib.cublasGemmBatchedEx.argtypes = [p, i, i, i, i, i, p, p, i, i, p, i, i, p, p, i, i,
+                                            i, i, i]
         _lib = lib
     return _lib
 

@@ -7,7 +7,6 @@ import numpy as np
 
 from ..errors import InputError
 from ..patterns import conv_weight_to_f
-from .epilogue import Epilogue
 from .im2col import VEC, TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import PrunableWeight
 from .registry import Op, pair, register, shape_error
@@ -48,8 +47,7 @@ class Conv2d(Op):
             f = f * scale[None, :]
             bias = (0.0 if bias is None else bias) * scale + shift
         self.path = self.layer.build(f, ctx)
-        self.epilogue = Epilogue(ctx.xp, None if bias is None else ctx.device(bias),
-                                 ctx.activation.get(node.name, "none"))
+        self.epilogue = ctx.epilogue(node, bias)
         self.pointwise = (kh, kw) == (1, 1) and self.geometry[3] == (0, 0)
         taps = np.arange(kh * kw * self.C) if self.path.input_rows is None \
             else self.path.rows_host                           # kept taps, (T,)
@@ -75,7 +73,7 @@ class Conv2d(Op):
             return im2col_numpy(x, self.taps, self.geometry)
         return im2col_cupy(x, self.taps, self.geometry)
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None):
         N, H, W, C = x.shape
         if C != self.C:
             raise InputError(f"layer {self.node.name!r} expects {self.C} input channels, got {C}")
@@ -84,7 +82,7 @@ class Conv2d(Op):
         if OH < 1 or OW < 1:
             raise InputError(f"layer {self.node.name!r}: input {H}x{W} is too small for its "
                              f"{kh}x{kw} kernel")
-        y = self.epilogue(self.path(self._columns(x)))   # (M, T) @ (T, K) -> (M, K)
+        y = self.epilogue(self.path(self._columns(x)), residual)   # (M, T) @ (T, K) -> (M, K)
         return y.reshape(N, OH, OW, self.K)       # (M, K) -> (N, OH, OW, K), no transpose
 
     @property

@@ -1,12 +1,16 @@
-"""What follows a GEMM, fused: y = act(y + bias), in place, one pass (one kernel on the GPU).
+"""What follows a GEMM, fused: y = post(act(y + bias) + residual), in place, one pass (one
+kernel on the GPU).
 
-The graph's relu/gelu/tanh node that directly follows a conv2d or linear (as its only reader) is
-folded into that layer at load (engine.plan_folding), so the GEMM output is read and written once
-instead of twice, and one launch disappears.
+The graph's relu/gelu/tanh node that directly follows a conv2d or linear (as its only reader), a
+residual add of that output, and an activation after the add, are folded into the layer at load
+(engine.plan_folding), so the GEMM output is read and written once instead of up to three
+times, and as many launches disappear.
 """
 import math
 
 import numpy as np
+
+from ..gpu.cuda_source import compile_kernel, storage_type
 
 _GPU_KERNELS = {}
 _ACTIVATIONS = {
@@ -40,37 +44,114 @@ def _numpy_activation(name, y):
     return y
 
 
-def _gpu_kernel(name, with_bias):
-    key = (name, with_bias)
-    if key not in _GPU_KERNELS:
-        import cupy
-        load = "float v = (float)y" + (" + (float)b[i % n]" if with_bias else "") + ";"
-        _GPU_KERNELS[key] = cupy.ElementwiseKernel(
-            "raw T b, int64 n", "T y", f"{load} y = (T)({_ACTIVATIONS[name]});",
-            f"cupyprune_epilogue_{name}{'_bias' if with_bias else ''}")
-    return _GPU_KERNELS[key]
+_EPILOGUE_SOURCE = r"""
+#define ACT(v) (%(act)s)
+#define POST(v) (%(post)s)
+struct __align__(%(pack_bytes)d) Pack { %(T)s v[%(pack)d]; };
+// y (rows, cols) <- POST(ACT(y + bias) + res), %(pack)d columns per thread; a thread keeps its
+// bias values and walks rows gridDim.y apart.
+extern "C" __global__ void %(name)s(%(T)s* y, const %(T)s* bias, const %(T)s* res,
+                                    long long rows, int packs_per_row) {
+    int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= packs_per_row) return;
+    float b[%(pack)d];
+    Pack bp;
+    if (%(has_bias)d) bp = ((const Pack*)bias)[p];
+    #pragma unroll
+    for (int k = 0; k < %(pack)d; ++k) b[k] = %(has_bias)d ? to_f(bp.v[k]) : 0.f;
+    for (long long r = blockIdx.y; r < rows; r += gridDim.y) {
+        size_t i = (size_t)r * packs_per_row + p;
+        Pack yp = ((Pack*)y)[i], rp;
+        if (%(has_res)d) rp = ((const Pack*)res)[i];
+        #pragma unroll
+        for (int k = 0; k < %(pack)d; ++k) {
+            float v = to_f(yp.v[k]) + b[k];
+            v = ACT(v);
+            if (%(has_res)d) v += to_f(rp.v[k]);
+            v = POST(v);
+            store_f(&yp.v[k], v);
+        }
+        ((Pack*)y)[i] = yp;
+    }
+}
+"""
+_THREADS = 128
+_TARGET_THREADS = 1 << 18            # enough resident threads to keep an H100's memory busy
+
+
+def _pack(arrays, cols):
+    """Columns per thread: 4 when every row and pointer allows aligned 4-element accesses."""
+    itemsize = arrays[0].dtype.itemsize
+    if cols % 4 == 0 and all(a.data.ptr % (4 * itemsize) == 0 for a in arrays):
+        return 4
+    return 1
+
+
+def _epilogue_source(T, pack, activation, post, has_bias, has_res):
+    name = "cupyprune_epilogue_{}_{}{}{}_{}{}".format(
+        activation, post, "_bias" if has_bias else "", "_res" if has_res else "",
+        "f32" if T == "float" else "f16", pack)
+    return name, _EPILOGUE_SOURCE % {
+        "act": _ACTIVATIONS[activation], "post": _ACTIVATIONS[post], "T": T, "pack": pack,
+        "pack_bytes": pack * (4 if T == "float" else 2), "name": name,
+        "has_bias": int(has_bias), "has_res": int(has_res)}
+
+
+def kernel_sources():
+    """(name, CUDA source) of a spread of this module's kernels (for an NVRTC check): every
+    activation in each slot, each storage type and pack width."""
+    for T in ("float", "unsigned short"):
+        for pack in (1, 4):
+            for act in _ACTIVATIONS:
+                yield _epilogue_source(T, pack, act, "none", True, False)
+                yield _epilogue_source(T, pack, "none", act, False, True)
+
+
+def _gpu_epilogue(y, bias, residual, activation, post):
+    """y (rows, cols) in place on the GPU: one kernel launch."""
+    rows, cols = y.shape
+    arrays = [a for a in (y, bias, residual) if a is not None]
+    pack = _pack(arrays, cols)
+    name, source = _epilogue_source(storage_type(y.dtype), pack, activation, post,
+                                    bias is not None, residual is not None)
+    kernel = compile_kernel(_GPU_KERNELS, name, source, name)
+    packs = cols // pack
+    gx = -(-packs // _THREADS)
+    gy = int(min(rows, 65535, max(1, _TARGET_THREADS // (gx * _THREADS))))
+    kernel((gx, gy), (_THREADS,), (y, y if bias is None else bias,
+                                   y if residual is None else residual,
+                                   np.int64(rows), np.int32(packs)))
 
 
 class Epilogue:
-    """y (M, N) -> act(y + bias) in place. bias: (N,) device array or None."""
+    """y (M, N) -> post(act(y + bias) + residual) in place. bias: (N,) device array or None;
+    residual (an input of the fused add node) is given per call; post: an activation after
+    the add (ResNet's relu after the shortcut sum)."""
 
-    def __init__(self, xp, bias, activation="none"):
-        if activation not in _ACTIVATIONS:
-            raise ValueError(f"no fused epilogue for activation {activation!r}")
+    def __init__(self, xp, bias, activation="none", residual=False, post="none"):
+        for a in (activation, post):
+            if a not in _ACTIVATIONS:
+                raise ValueError(f"no fused epilogue for activation {a!r}")
         self.xp, self.bias, self.activation = xp, bias, activation
+        self.residual, self.post = residual, post
 
     @property
     def is_identity(self):
-        return self.bias is None and self.activation == "none"
+        return (self.bias is None and self.activation == "none" and not self.residual
+                and self.post == "none")
 
-    def __call__(self, y):
+    def __call__(self, y, residual=None):
+        """y (M, N); residual: any array of M * N values (the add's other input) or None."""
         if self.is_identity:
             return y
+        if self.residual:
+            residual = self.xp.ascontiguousarray(residual).reshape(y.shape)
         if self.xp is np:
             if self.bias is not None:
                 y += self.bias
-            return _numpy_activation(self.activation, y)
-        b = self.bias if self.bias is not None else y
-        n = self.bias.size if self.bias is not None else 1
-        _gpu_kernel(self.activation, self.bias is not None)(b, np.int64(n), y)
+            _numpy_activation(self.activation, y)
+            if residual is not None:
+                y += residual
+            return _numpy_activation(self.post, y)
+        _gpu_epilogue(y, self.bias, residual, self.activation, self.post)
         return y

@@ -7,6 +7,8 @@ group-wise conv cheap (paper Fig. 13; shared notes: 1.5x faster on the H100).
 """
 import numpy as np
 
+from ..gpu.cuda_source import compile_kernel
+
 
 def out_size(size, k, stride, pad, dilation):
     return (size + 2 * pad - dilation * (k - 1) - 1) // stride + 1
@@ -84,21 +86,28 @@ VEC = 4                 # columns per thread in the vectorised kernel
 _OUT_OF_RANGE = -(1 << 20)
 
 
+def _im2col_source(itemsize, vec):
+    word, _, short = _WORDS[itemsize]
+    name = f"cupyprune_im2col_taps_{short}{vec}"
+    vector = word if vec == 1 else f"{short}{vec}"
+    pack = "ob[q] = v[0];" if vec == 1 else (
+        f"{vector} o; " + " ".join(f"o.{f} = v[{k}];" for k, f in enumerate("xyzw"[:vec]))
+        + " ob[q] = o;")
+    return name, (_IM2COL_SOURCE.replace("NAME", name).replace("VECTOR", vector)
+                  .replace("WORD", word).replace("PACK", pack).replace("VEC", str(vec)))
+
+
+def kernel_sources():
+    """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
+    for itemsize in _WORDS:
+        for vec in (1, VEC):
+            yield _im2col_source(itemsize, vec)
+
+
 def _gpu_kernel(itemsize, vec):
     """Compiled on first use (never at import), one per (word size, vector width)."""
-    key = (itemsize, vec)
-    if key not in _GPU_KERNELS:
-        import cupy
-        word, _, short = _WORDS[itemsize]
-        name = f"cupyprune_im2col_taps_{short}{vec}"
-        vector = word if vec == 1 else f"{short}{vec}"
-        pack = "ob[q] = v[0];" if vec == 1 else (
-            f"{vector} o; " + " ".join(f"o.{f} = v[{k}];" for k, f in enumerate("xyzw"[:vec]))
-            + " ob[q] = o;")
-        src = (_IM2COL_SOURCE.replace("NAME", name).replace("VECTOR", vector)
-               .replace("WORD", word).replace("PACK", pack).replace("VEC", str(vec)))
-        _GPU_KERNELS[key] = cupy.RawKernel(src, name)
-    return _GPU_KERNELS[key]
+    name, source = _im2col_source(itemsize, vec)
+    return compile_kernel(_GPU_KERNELS, name, source, name)
 
 
 class TapTable:

@@ -1,7 +1,6 @@
 """linear (paper formula (3)): x (..., in) @ F (in, out) + bias. Group-wise: gather the kept input
 features, one smaller GEMM (paper Algorithm 2)."""
 from ..errors import InputError
-from .epilogue import Epilogue
 from .prunable import PrunableWeight
 from .registry import Op, register, shape_error
 
@@ -26,10 +25,9 @@ class Linear(Op):
         f = _linear_f(w)                                       # (in, out)
         self.layer = PrunableWeight(node, ctx, f, _linear_f)
         self.path = self.layer.build(f, ctx)
-        self.epilogue = Epilogue(ctx.xp, None if bias is None else ctx.device(bias),
-                                 ctx.activation.get(node.name, "none"))
+        self.epilogue = ctx.epilogue(node, bias)
 
-    def __call__(self, x):
+    def __call__(self, x, residual=None):
         if x.shape[-1] != self.in_features:
             raise InputError(f"layer {self.node.name!r} expects {self.in_features} input "
                              f"features, got {x.shape[-1]}")
@@ -37,7 +35,7 @@ class Linear(Op):
         x2 = x.reshape(-1, self.in_features)                   # (M, in)
         if self.path.input_rows is not None:
             x2 = x2[:, self.path.input_rows]                   # (M, T): kept features only
-        y = self.epilogue(self.path(x2))                       # (M, out)
+        y = self.epilogue(self.path(x2), residual)             # (M, out)
         return y.reshape(*lead, self.out_features)
 
     @property

@@ -32,7 +32,9 @@ class LoadContext:
     pruning: dict               # param key -> {"pattern": ..., ...}
     path: str = "auto"          # requested execution path for prunable layers
     fold: dict = field(default_factory=dict)   # conv name -> batch_norm node folded into it
-    activation: dict = field(default_factory=dict)  # conv/linear name -> activation node fused
+    activation: dict = field(default_factory=dict)  # conv/linear name -> activation fused
+    residual: dict = field(default_factory=dict)    # conv/linear name -> value added after it
+    post: dict = field(default_factory=dict)        # conv/linear name -> activation after the add
     matmul: object = None       # gpu.gemm.Matmul: x @ w at the model's precision
 
     def __post_init__(self):
@@ -49,6 +51,13 @@ class LoadContext:
             return None
         arr = self.tensors[key]
         return arr.astype(dtype or np.float64)
+
+    def epilogue(self, node, bias):
+        """The fused epilogue of a conv/linear node: bias (host array or None) and what folds."""
+        from .epilogue import Epilogue
+        return Epilogue(self.xp, None if bias is None else self.device(bias),
+                        self.activation.get(node.name, "none"), node.name in self.residual,
+                        self.post.get(node.name, "none"))
 
     def device(self, host_array, dtype=None):
         return self.xp.asarray(np.ascontiguousarray(host_array), dtype=dtype or self.dtype)

@@ -45,6 +45,9 @@ class LayerNorm(Op):
         if x.shape[-1] != self.weight.shape[0]:
             raise InputError(f"layer {self.node.name!r} normalises {self.weight.shape[0]} "
                              f"features, got {x.shape[-1]}")
+        if self.xp is not np:                                         # one fused kernel
+            from ..gpu.rowwise import layer_norm
+            return layer_norm(x, self.weight, self.bias, self.eps)
         mean = x.mean(axis=-1, keepdims=True)                         # (..., 1)
         centred = x - mean
         var = (centred * centred).mean(axis=-1, keepdims=True)        # (..., 1), biased
@@ -151,6 +154,7 @@ class SelfAttention(Op):
             shape_error(node, "attr num_heads must be a positive integer")
         self.dtype = np.dtype(ctx.dtype)
         self.bmm = ctx.matmul.batched              # the model's GEMM precision; capturable
+        self.tf32 = ctx.matmul.tf32
 
     def _split(self, x):
         N, T, D = x.shape
@@ -158,11 +162,14 @@ class SelfAttention(Op):
         x = x.transpose(0, 2, 1, 3)                                   # (N, H, T, dh)
         return self.xp.ascontiguousarray(x).reshape(N * self.heads, T, -1)   # (N*H, T, dh)
 
-    def _mask_bias(self, mask, N, T):
-        """HF's extended mask: (1 - mask) * dtype min on padded keys -> (N, 1, 1, T)."""
-        if tuple(mask.shape) != (N, T):
+    @staticmethod
+    def _check_mask(mask, N, T):
+        if mask is not None and tuple(mask.shape) != (N, T):
             raise InputError(f"attention mask has shape {tuple(mask.shape)}, but the token ids "
                              f"have shape {(N, T)}")
+
+    def _mask_bias(self, mask, N, T):
+        """HF's extended mask: (1 - mask) * dtype min on padded keys -> (N, 1, 1, T)."""
         keep = mask.astype(self.dtype)
         return ((1 - keep) * np.finfo(self.dtype).min).reshape(N, 1, 1, T)
 
@@ -171,6 +178,11 @@ class SelfAttention(Op):
         H = self.heads
         if D % H:
             shape_error(self.node, f"hidden size {D} is not divisible by {H} heads")
+        self._check_mask(attention_mask, N, T)
+        if self.xp is not np:            # heads read in place, one fused softmax (gpu/attention)
+            from ..gpu.attention import self_attention
+            c = self.xp.ascontiguousarray
+            return self_attention(c(q), c(k), c(v), H, attention_mask, self.tf32)
         q, k, v = self._split(q), self._split(k), self._split(v)     # (N*H, T, dh) each
         scores = self.bmm(q, k.transpose(0, 2, 1))                   # (N*H, T, dh) @ (N*H, dh, T)
         scores *= 1.0 / math.sqrt(D // H)                             # (N*H, T, T)

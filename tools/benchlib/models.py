@@ -118,22 +118,22 @@ def _masked_state(sd, pattern, keep):
     return masked, reparametrize(sd, masks)
 
 
-def run_isolated(preset, out, max_minutes, progress=print):
-    """Each model of the preset in its own process, so that whatever one model's run leaves
+def run_isolated(preset, names, out, max_minutes, progress=print, extra=()):
+    """Each named model of the preset in its own process, so that whatever one model's run leaves
     allocated on the GPU (we saw device memory grow across CSR cells) cannot starve the next."""
     import subprocess
     import sys
     t_end = time.time() + 60 * max_minutes
     script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                           "paper_bench.py")
-    for spec in PRESETS[preset]:
+    for name in names:
         left = (t_end - time.time()) / 60
         if left <= 0.2:
             progress("time limit reached; run the preset again to resume")
             return
-        progress(f"-- {spec[0]} (own process, {left:.1f} min left)")
-        subprocess.run([sys.executable, script, "--preset", preset, "--model", spec[0],
-                        "--out", out, "--max-minutes", f"{left:.2f}"], check=False)
+        progress(f"-- {name} (own process, {left:.1f} min left)")
+        subprocess.run([sys.executable, script, "--preset", preset, "--model", name,
+                        "--out", out, "--max-minutes", f"{left:.2f}", *extra], check=False)
 
 
 def run_preset(store, preset, progress=print, max_minutes=9.0, only=None, patterns=None):

@@ -12,6 +12,10 @@ SECTION_KEYS = {
     "layers": ("layer", "impl", "precision", "keep", "graph"),
     "steps": ("layer", "step", "precision", "keep"),
     "models": ("model", "shape", "impl", "pattern", "keep", "precision", "batch"),
+    "overhead": ("model", "precision", "batch", "keep"),
+    "memory": ("model", "precision", "batch", "impl"),
+    "profile": ("model", "precision", "batch", "impl"),
+    "compile": ("model", "precision", "batch"),
 }
 
 

@@ -1,0 +1,53 @@
+"""Shared CUDA C for the runtime's own kernels: storage types, float conversion, reductions.
+
+Kernels keep activations in their storage type (float for fp32/tf32 runs, IEEE half for fp16
+runs) and compute in float. Half values are moved as raw 16-bit words and converted with PTX
+`cvt`, so no CUDA header is needed when NVRTC compiles a kernel on the user's machine.
+"""
+import numpy as np
+
+PRELUDE = r"""
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(unsigned short h) {
+    float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ void store_f(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store_f(unsigned short* p, float v) {
+    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v)); *p = h;
+}
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+__device__ float block_sum(float v, float* scratch) {
+    v = warp_sum(v);
+    int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, warps = blockDim.x >> 5;
+    __syncthreads();                      // scratch may still be read by a previous call
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    return warp_sum(lane < warps ? scratch[lane] : 0.f);
+}
+"""
+
+_STORAGE = {np.dtype(np.float32): "float", np.dtype(np.float16): "unsigned short"}
+
+
+def storage_type(dtype):
+    """numpy dtype -> the C type a kernel stores it as (float or raw half bits)."""
+    try:
+        return _STORAGE[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"no GPU kernel for dtype {np.dtype(dtype)}") from None
+
+
+def compile_kernel(cache, key, source, name):
+    """A cupy.RawKernel compiled once per key (lazily: importing this module touches no GPU)."""
+    if key not in cache:
+        import cupy
+        cache[key] = cupy.RawKernel(PRELUDE + source, name)
+    return cache[key]

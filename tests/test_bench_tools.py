@@ -1,0 +1,93 @@
+"""The GPU benchmark's host-side pieces, on the CPU: kernel-trace parsing, the resumable results
+file, and the report's tables and target verdicts computed from synthetic cells."""
+import json
+
+import pytest
+
+import bench_report
+from benchlib import kernels
+from benchlib.results import ResultStore, merge
+
+TRACE = {"traceEvents": [
+    {"ph": "X", "cat": "kernel", "name": "gemm", "dur": 30.0},
+    {"ph": "X", "cat": "kernel", "name": "gemm", "dur": 50.0},
+    {"ph": "X", "cat": "kernel", "name": "softmax", "dur": 10.0},
+    {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoD", "dur": 4.0},
+    {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "dur": 500.0},       # host: not counted
+    {"ph": "i", "cat": "kernel", "name": "marker"},                         # not a span
+]}
+
+
+def test_kernel_trace_summary():
+    events = kernels.device_events(TRACE)
+    assert sorted(n for _, n, _ in events) == ["Memcpy DtoD", "gemm", "gemm", "softmax"]
+    s = kernels.summarize(events, calls=2, top=2)
+    assert s["kernel_sum_ms"] == pytest.approx(0.047)            # 94 us over 2 calls
+    assert s["kernels_per_call"] == 2
+    assert [k["name"] for k in s["top_kernels"]] == ["gemm", "softmax"]
+    assert s["top_kernels"][0]["ms_per_call"] == pytest.approx(0.04)
+    assert s["top_kernels"][0]["count_per_call"] == 1
+
+
+def _cells():
+    return {
+        "overhead": [{"model": "m", "precision": "fp16", "batch": 1, "keep": 0.5,
+                      "graph_ms": 0.25, "eager_ms": 3.0, "kernel_sum_ms": 0.2,
+                      "kernels_per_call": 60, "torch_eager_ms": 3.3,
+                      "torch_kernel_sum_ms": 0.4, "torch_kernels_per_call": 120}],
+        "memory": [{"model": "m", "precision": "fp16", "batch": 64, "impl": i, "peak_bytes": b}
+                   for i, b in (("ours-dense", 200 << 20), ("ours-group", 150 << 20),
+                                ("torch-eager", 100 << 20))],
+        "compile": [{"model": "m", "precision": "fp16", "batch": 64, "compile_s": 20.0,
+                     "torch_compile_ms": 1.1, "torch_eager_ms": 2.0, "ours_group_ms": 0.5,
+                     "compile_rel_err": 1e-3}],
+        "profile": [{"model": "m", "precision": "fp16", "batch": 64, "impl": "ours-dense",
+                     "kernel_sum_ms": 0.5, "kernels_per_call": 60,
+                     "top_kernels": [{"name": "gemm", "ms_per_call": 0.3,
+                                      "count_per_call": 10}]}],
+        "models": [{"model": "m", "shape": "32", "pattern": p, "keep": k, "impl": i,
+                    "precision": "fp16", "batch": 64, "median_ms": t, "kept_percent": 100 * k,
+                    "rel_err": 1e-3, "paths_used": ["dense"]}
+                   for p, k, i, t in (("dense", 1.0, "torch-eager", 2.6),
+                                      ("group", 0.5, "ours-auto", 1.0),
+                                      ("group", 0.5, "torch-eager", 2.6))],
+    }
+
+
+def test_store_resumes_and_merges(tmp_path):
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    store = ResultStore(str(a), {"gpu": "x"})
+    for section, cells in _cells().items():
+        for c in cells:
+            store.add(section, c)
+    again = ResultStore(str(a), {"gpu": "x"})
+    assert again.has("memory", {"model": "m", "precision": "fp16", "batch": 64,
+                                "impl": "ours-group"})
+    assert not again.has("memory", {"model": "m", "precision": "fp32", "batch": 64,
+                                    "impl": "ours-group"})
+    other = ResultStore(str(b), {"gpu": "x"})
+    other.add("overhead", dict(_cells()["overhead"][0], graph_ms=0.3))
+    merge([str(a), str(b)], str(tmp_path / "m.json"))
+    merged = json.loads((tmp_path / "m.json").read_text())["sections"]
+    assert [c["graph_ms"] for c in merged["overhead"]] == [0.3]       # the later file wins
+    assert len(merged["memory"]) == 3
+
+
+def test_report_targets_from_cells(tmp_path):
+    path = tmp_path / "r.json"
+    store = ResultStore(str(path), {"gpu": "x"})
+    for section, cells in _cells().items():
+        for c in cells:
+            store.add(section, c)
+    out = tmp_path / "report.md"
+    assert bench_report.main([str(path), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "| 3. m group vs torch eager dense | fp16 | 50% | 2.60x (met, target 1.30x) |" in text
+    assert "| 3s. m group vs torch.compile dense | fp16 | 50% | 2.20x (met, target 1.00x) |" \
+        in text
+    assert "| 5. m batch 1, end to end / kernel sum | fp16 | 50% | 1.25x (met, target <= " \
+           "1.30x) |" in text
+    assert "| 7. m peak memory, group / dense | fp16 | 50% | 0.75x (met, target <= 1.00x) |" \
+        in text
+    for title in ("Batch-1 overhead", "Peak GPU memory", "torch.compile", "Where the time goes"):
+        assert f"### {title}" in text

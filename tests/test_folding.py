@@ -1,0 +1,115 @@
+"""Residual adds and the activations after them fold into the conv/linear epilogue; outputs equal
+torch.nn.functional's on fresh random inputs, on every device; the GPU epilogue kernel equals a
+float64 NumPy reference for every activation, pack width and precision."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import cupyprune
+from conftest import devices, rel_err
+from cupyprune.format import write_model_file
+
+
+def _conv(name, x, y, weight):
+    return {"name": name, "op": "conv2d", "inputs": [x], "outputs": [y],
+            "params": {"weight": weight, "bias": weight.replace("weight", "bias")},
+            "attrs": {"padding": [1, 1]}}
+
+
+def _block_graph(shortcut_first):
+    """a -> relu -> b; shortcut s on the input; y = relu(b + s). Node order decides which conv
+    runs last, and so which one can take the sum in its epilogue."""
+    nodes = [_conv("a", "image", "ta", "a.weight"),
+             {"name": "ra", "op": "relu", "inputs": ["ta"], "outputs": ["ra"]}]
+    b, s = _conv("b", "ra", "tb", "b.weight"), _conv("s", "image", "ts", "s.weight")
+    nodes += [s, b] if shortcut_first else [b, s]
+    nodes += [{"name": "sum", "op": "add", "inputs": ["tb", "ts"], "outputs": ["t"]},
+              {"name": "out", "op": "relu", "inputs": ["t"], "outputs": ["y"]}]
+    return {"inputs": ["image"], "outputs": ["y"], "nodes": nodes}
+
+
+def _block_tensors(rng):
+    t = {}
+    for name, cin in (("a", 3), ("b", 4), ("s", 3)):
+        t[f"{name}.weight"] = (rng.standard_normal((4, cin, 3, 3)) / 4).astype(np.float32)
+        t[f"{name}.bias"] = rng.standard_normal(4).astype(np.float32)
+    return t
+
+
+def _block_reference(t, x):
+    T = {k: torch.from_numpy(v).double() for k, v in t.items()}
+    conv = lambda v, n: F.conv2d(v, T[f"{n}.weight"], T[f"{n}.bias"], padding=1)  # noqa: E731
+    xt = torch.from_numpy(x).double()
+    return F.relu(conv(F.relu(conv(xt, "a")), "b") + conv(xt, "s")).numpy()
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("shortcut_first", [False, True])
+def test_residual_block_folds_into_the_conv_that_runs_last(rng, tmp_path, device,
+                                                           shortcut_first):
+    t = _block_tensors(rng)
+    spec = [{"name": "image", "shape": [None, 3, 8, 8], "dtype": "float32", "kind": "image"}]
+    path = tmp_path / "block.safetensors"
+    write_model_file(str(path), t, _block_graph(shortcut_first), spec)
+    model = cupyprune.load(path, device=device)
+    last, other = ("b", "ts") if shortcut_first else ("s", "tb")
+    assert model.residual == {last: other}
+    assert model.post == {last: "relu"} and model.fused == {"a": "relu"}
+    assert [s.node.name for s in model.steps] == [n["name"] for n in
+                                                  _block_graph(shortcut_first)["nodes"][:4]
+                                                  if n["name"] != "ra"]
+    x = rng.standard_normal((3, 3, 8, 8)).astype(np.float32)
+    assert rel_err(model(x), _block_reference(t, x)) <= 1e-5
+
+
+@pytest.mark.parametrize("device", devices())
+def test_add_of_a_value_read_twice_is_not_folded(rng, tmp_path, device):
+    """The conv output also feeds the graph's second output: the add must run on its own."""
+    t = _block_tensors(rng)
+    graph = _block_graph(False)
+    graph["outputs"] = ["y", "tb"]
+    spec = [{"name": "image", "shape": [None, 3, 8, 8], "dtype": "float32", "kind": "image"}]
+    path = tmp_path / "two.safetensors"
+    write_model_file(str(path), t, graph, spec)
+    model = cupyprune.load(path, device=device)
+    assert model.residual == {"s": "tb"}          # s's output is read once: still folds
+    graph["outputs"] = ["y", "ts", "tb"]
+    write_model_file(str(path), t, graph, spec)
+    model = cupyprune.load(path, device=device)
+    assert model.residual == {} and model.post == {}
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert rel_err(model.run(x)["y"], _block_reference(t, x)) <= 1e-5
+
+
+ACTS = {"none": lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
+        "gelu": lambda v: 0.5 * v * (1 + _erf(v / np.sqrt(2)))}
+
+
+def _erf(v):
+    from scipy.special import erf
+    return erf(v)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("cols", [12, 10])            # pack of 4 columns per thread, and of 1
+@pytest.mark.parametrize("act,post", [("none", "none"), ("relu", "none"), ("gelu", "none"),
+                                      ("none", "relu"), ("tanh", "relu")])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_gpu_epilogue_kernel(rng, precision, cols, act, post, with_residual):
+    import cupy
+    from cupyprune.ops.epilogue import Epilogue
+    dt = np.float16 if precision == "fp16" else np.float32
+    y = rng.standard_normal((333, cols)).astype(dt)
+    bias = rng.standard_normal(cols).astype(dt)
+    res = rng.standard_normal((333, cols)).astype(dt) if with_residual else None
+    if post != "none" and not with_residual:
+        pytest.skip("a post activation only exists after a fused add")
+    ref = ACTS[act](y.astype(np.float64) + bias)
+    if res is not None:
+        ref = ref + res
+    ref = ACTS[post](ref)
+    ep = Epilogue(cupy, cupy.asarray(bias), act, with_residual, post)
+    out = ep(cupy.asarray(y), None if res is None else cupy.asarray(res))
+    assert rel_err(cupy.asnumpy(out), ref) <= (2e-3 if precision == "fp16" else 1e-6)

@@ -1,0 +1,85 @@
+"""Markdown for the deploy and compile presets (benchlib/deploy.py): batch-1 overhead, peak
+memory, kernel breakdown, torch.compile; and their rows of the targets table."""
+from collections import defaultdict
+
+from .markdown import ms, table, verdict_at_least, verdict_at_most
+
+OVERHEAD_TARGET = 1.3            # end to end <= 1.3x the sum of kernel times, at batch 1
+
+
+def mib(b):
+    return "-" if b is None else f"{b / 2**20:.0f}"
+
+
+def overhead_table(cells):
+    rows = []
+    for c in sorted(cells, key=lambda c: (c["model"], c["precision"])):
+        rows.append([c["model"], c["precision"], ms(c["graph_ms"]), ms(c["eager_ms"]),
+                     ms(c["kernel_sum_ms"]), f"{c['kernels_per_call']:.0f}",
+                     f"{c['graph_ms'] / c['kernel_sum_ms']:.2f}x",
+                     ms(c["torch_eager_ms"]), ms(c["torch_kernel_sum_ms"]),
+                     f"{c['torch_eager_ms'] / c['torch_kernel_sum_ms']:.2f}x"])
+    return ("Batch 1, group-wise at 50% kept, `--path auto`. Kernel sums are the GPU time of every "
+            "kernel, copy and memset of one forward pass, traced with CUPTI (torch.profiler), "
+            "ours from the CUDA-graph replays.\n\n" + table(
+                ["model", "precision", "ours graph ms", "ours eager ms", "ours kernel sum ms",
+                 "kernels", "ours end to end / kernels", "torch eager ms",
+                 "torch kernel sum ms", "torch end to end / kernels"], rows) + "\n")
+
+
+def memory_table(cells):
+    by = defaultdict(dict)
+    for c in cells:
+        by[(c["model"], c["precision"], c["batch"])][c["impl"]] = c
+    rows = []
+    for (model, precision, batch), d in sorted(by.items()):
+        dense, group = (d.get(i, {}).get("peak_bytes") for i in ("ours-dense", "ours-group"))
+        rows.append([model, precision, batch, mib(dense), mib(group),
+                     "-" if not dense or not group else f"{group / dense:.2f}",
+                     mib(d.get("torch-eager", {}).get("peak_bytes"))])
+    return ("Peak GPU memory of one forward pass, weights included: ours is CuPy's pool after a "
+            "run from an emptied pool plus the CUDA graph's private pool; PyTorch's is "
+            "`max_memory_allocated`.\n\n" + table(
+                ["model", "precision", "batch", "ours dense MiB", "ours group-wise 50% MiB",
+                 "group / dense", "torch eager dense MiB"], rows) + "\n")
+
+
+def profile_tables(cells):
+    out = []
+    for c in sorted(cells, key=lambda c: (c["model"], c["precision"], c["impl"])):
+        rows = [[k["name"], ms(k["ms_per_call"]), f"{k['count_per_call']:.0f}"]
+                for k in c["top_kernels"]]
+        out.append(f"#### {c['model']}, {c['precision']}, batch {c['batch']}, {c['impl']}: "
+                   f"{c['kernel_sum_ms']:.3f} ms of kernels, {c['kernels_per_call']:.0f} per "
+                   f"pass\n\n" + table(["kernel", "ms per pass", "launches"], rows) + "\n")
+    return "\n".join(out)
+
+
+def compile_table(cells):
+    rows = [[c["model"], c["precision"], c["batch"], f"{c['compile_s']:.0f}",
+             ms(c["torch_compile_ms"]), ms(c["torch_eager_ms"]), ms(c["ours_group_ms"]),
+             f"{c['torch_compile_ms'] / c['ours_group_ms']:.2f}x"]
+            for c in sorted(cells, key=lambda c: (c["model"], c["precision"]))]
+    return ("`torch.compile` in its default mode (Inductor, no CUDA graphs) of the dense model, "
+            "against ours group-wise at 50% kept on `auto`, in the same process.\n\n" + table(
+                ["model", "precision", "batch", "compile s", "torch.compile ms",
+                 "torch eager ms", "ours group 50% ms", "compile / ours"], rows) + "\n")
+
+
+def target_rows(sections):
+    """Rows (target, precision, kept, verdict) for targets 3-stretch, 5 and 7."""
+    rows = []
+    for c in sorted(sections.get("compile", []), key=lambda c: c["model"]):
+        rows.append([f"3s. {c['model']} group vs torch.compile dense", c["precision"], "50%",
+                     verdict_at_least(c["torch_compile_ms"] / c["ours_group_ms"], 1.0)])
+    for c in sorted(sections.get("overhead", []), key=lambda c: (c["model"], c["precision"])):
+        rows.append([f"5. {c['model']} batch 1, end to end / kernel sum", c["precision"], "50%",
+                     verdict_at_most(c["graph_ms"] / c["kernel_sum_ms"], OVERHEAD_TARGET)])
+    by = defaultdict(dict)
+    for c in sections.get("memory", []):
+        by[(c["model"], c["precision"])][c["impl"]] = c.get("peak_bytes")
+    for (model, precision), d in sorted(by.items()):
+        if d.get("ours-dense") and d.get("ours-group"):
+            rows.append([f"7. {model} peak memory, group / dense", precision, "50%",
+                         verdict_at_most(d["ours-group"] / d["ours-dense"], 1.0)])
+    return rows
