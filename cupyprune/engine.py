@@ -68,6 +68,7 @@ class Model:
         if path == "auto" and self.device == "gpu":
             passes.demote_gathering_linears(self)
         self._mark_checked_ids()
+        self._release = self._plan_release()
         self.graph_runner = self._graph_runner(cuda_graph)
 
     def _mark_checked_ids(self):
@@ -81,6 +82,20 @@ class Model:
             if spec is not None and spec.get("vocab_size") is not None \
                     and spec["vocab_size"] <= step.op.table.shape[0]:
                 step.op.checked_upstream = True
+
+    def _plan_release(self):
+        """For each step, the values no later step reads: dropped once it has run, so a forward
+        pass holds only live activations (and a captured graph's pool only as much)."""
+        keep = {self.alias.get(v, v) for v in self.graph.outputs}
+        last = {}
+        for i, step in enumerate(self.steps):
+            for v in step.inputs:
+                last[self.alias.get(v, v)] = i
+        release = [[] for _ in self.steps]
+        for value, i in last.items():
+            if value not in keep:
+                release[i].append(value)
+        return release
 
     def _graph_runner(self, cuda_graph):
         """CUDA-graph replay on the GPU when every op can be captured ('auto'), or on demand."""
@@ -141,12 +156,14 @@ class Model:
     def _forward(self, env, trace=None):
         """Every step, in order, on bound device inputs -> graph outputs (internal layouts)."""
         env = dict(env)
-        for step in self.steps:
+        for step, release in zip(self.steps, self._release):
             outs = step.op(*(env[self.alias.get(v, v)] for v in step.inputs))
             if len(step.node.outputs) == 1:
                 outs = (outs,)
             for name, value in zip(step.node.outputs, outs):
                 env[name] = value
+            for name in release:                      # no later step reads it
+                env.pop(name, None)
             if trace is not None:
                 trace.append((step, _logical_shape(outs[0])))
         return {name: env[self.alias.get(name, name)] for name in self.graph.outputs}

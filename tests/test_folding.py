@@ -113,3 +113,19 @@ def test_gpu_epilogue_kernel(rng, precision, cols, act, post, with_residual):
     ep = Epilogue(cupy, cupy.asarray(bias), act, with_residual, post)
     out = ep(cupy.asarray(y), None if res is None else cupy.asarray(res))
     assert rel_err(cupy.asnumpy(out), ref) <= (2e-3 if precision == "fp16" else 1e-6)
+
+
+def test_forward_drops_each_value_after_its_last_reader(rng, tmp_path):
+    """The executor frees activations as it goes: every value a step reads is released exactly
+    once, after its last reader, and graph outputs never are."""
+    t = _block_tensors(rng)
+    spec = [{"name": "image", "shape": [None, 3, 8, 8], "dtype": "float32", "kind": "image"}]
+    path = tmp_path / "block.safetensors"
+    write_model_file(str(path), t, _block_graph(False), spec)
+    model = cupyprune.load(path, device="cpu")
+    names = [s.node.name for s in model.steps]                       # a, b, s
+    released = {names[i]: r for i, r in enumerate(model._release)}
+    assert released["a"] == [] and released["b"] == ["ta"]       # relu output = a's
+    assert sorted(released["s"]) == ["image", "tb"]                  # s reads both last
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert rel_err(model(x), _block_reference(t, x)) <= 1e-5
