@@ -130,62 +130,56 @@ def test_value_used_before_defined(rng, tmp_path):
     assert_one_line_error(run_cli("infer", p), "reads 't9' before it is defined")
 
 
+def infer_tiny(rng, tmp_path, tensors, **write_kw):
+    """Write the tiny model with `tensors` (edited by the test) and run `infer` on it."""
+    p = tmp_path / "m.safetensors"
+    write_tiny(p, rng, tensors=tensors, **write_kw)
+    return run_cli("infer", p)
+
+
 def test_missing_tensor(rng, tmp_path):
     t = tiny_tensors(rng)
     del t["fc.bias"]
-    p = tmp_path / "m.safetensors"
-    write_tiny(p, rng, tensors=t)
-    assert_one_line_error(run_cli("infer", p), "'fc.bias'", "missing")
+    assert_one_line_error(infer_tiny(rng, tmp_path, t), "'fc.bias'", "missing")
 
 
 def test_extra_tensor(rng, tmp_path):
     t = tiny_tensors(rng)
     t["stowaway.weight"] = rng.standard_normal(3).astype(np.float32)
-    p = tmp_path / "e.safetensors"
-    write_tiny(p, rng, tensors=t)
-    assert_one_line_error(run_cli("infer", p), "'stowaway.weight'", "no graph node uses it")
+    assert_one_line_error(infer_tiny(rng, tmp_path, t), "'stowaway.weight'",
+                          "no graph node uses it")
 
 
 def test_mask_shape_mismatch(rng, tmp_path):
     t = tiny_tensors(rng)
     t["c.weight.mask"] = np.ones((8, 3, 3, 2), dtype=np.float32)
-    p = tmp_path / "s.safetensors"
-    write_tiny(p, rng, tensors=t)
-    assert_one_line_error(run_cli("infer", p), "'c.weight.mask' has shape (8, 3, 3, 2)")
+    assert_one_line_error(infer_tiny(rng, tmp_path, t), "'c.weight.mask' has shape (8, 3, 3, 2)")
 
 
 def test_bias_shape_mismatch(rng, tmp_path):
     t = tiny_tensors(rng)
     t["fc.bias"] = rng.standard_normal(7).astype(np.float32)
-    p = tmp_path / "b.safetensors"
-    write_tiny(p, rng, tensors=t)
-    assert_one_line_error(run_cli("infer", p), "'fc'", "bias has shape (7,)")
+    assert_one_line_error(infer_tiny(rng, tmp_path, t), "'fc'", "bias has shape (7,)")
 
 
 def test_weight_dtype_mismatch(rng, tmp_path):
     t = tiny_tensors(rng)
     t["fc.weight"] = rng.integers(0, 5, size=t["fc.weight"].shape).astype(np.int32)
-    p = tmp_path / "i.safetensors"
-    write_tiny(p, rng, tensors=t)
-    assert_one_line_error(run_cli("infer", p), "'fc.weight' has dtype int32")
+    assert_one_line_error(infer_tiny(rng, tmp_path, t), "'fc.weight' has dtype int32")
 
 
 def test_graph_weight_shape_mismatch(rng, tmp_path):
     """A linear layer whose input size does not match what the graph feeds it."""
     t = tiny_tensors(rng)
     t["fc.weight"] = rng.standard_normal((5, 31)).astype(np.float32)
-    p = tmp_path / "w.safetensors"
-    write_tiny(p, rng, tensors=t)
-    assert_one_line_error(run_cli("infer", p), "'fc'", "31 input features", "got 32")
+    assert_one_line_error(infer_tiny(rng, tmp_path, t), "'fc'", "31 input features", "got 32")
 
 
 def test_mask_not_binary(rng, tmp_path):
     t = tiny_tensors(rng)
     t["c.weight.mask"] = t["c.weight.mask"] * 0.5
     t["c.weight.mask"][0, 0, 0, 0] = 0.5
-    p = tmp_path / "n.safetensors"
-    write_tiny(p, rng, tensors=t)
-    assert_one_line_error(run_cli("infer", p), "mask of 'c.weight' holds 0.5")
+    assert_one_line_error(infer_tiny(rng, tmp_path, t), "mask of 'c.weight' holds 0.5")
 
 
 def test_declared_pattern_violated(rng, tmp_path):
@@ -193,9 +187,8 @@ def test_declared_pattern_violated(rng, tmp_path):
     t["c.weight.mask"] = np.ascontiguousarray(t["c.weight.mask"])
     kept = np.argwhere(t["c.weight.mask"][0] > 0)[0]
     t["c.weight.mask"][3, kept[0], kept[1], kept[2]] = 0       # one output skips a kept tap
-    p = tmp_path / "pv.safetensors"
-    write_tiny(p, rng, tensors=t, pruning={"c.weight": {"pattern": "group"}})
-    assert_one_line_error(run_cli("infer", p), "layer 'c'", "declared 'group' pattern")
+    result = infer_tiny(rng, tmp_path, t, pruning={"c.weight": {"pattern": "group"}})
+    assert_one_line_error(result, "layer 'c'", "declared 'group' pattern")
 
 
 @pytest.fixture

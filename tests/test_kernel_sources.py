@@ -69,3 +69,24 @@ def test_a_broken_kernel_fails_the_check():
     broken = 'extern "C" __global__ void k(float* y) { *y = -INFINITY; }'
     ok, log = _compile(cuda_source.PRELUDE + broken, "k.cu")
     assert not ok and "INFINITY" in log
+
+
+def test_sources_are_built_once_per_key(monkeypatch):
+    """A launch on the hot path must not rebuild its source: make_source runs on a cache miss
+    only, and the compiled kernel gets the shared prelude."""
+    import sys
+    import types
+    built, compiled = [], []
+    fake = types.SimpleNamespace(RawKernel=lambda src, name: compiled.append((src, name)) or name)
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+
+    def make():
+        built.append(1)
+        return "k", 'extern "C" __global__ void k() {}'
+
+    cache = {}
+    assert [cuda_source.compile_kernel(cache, ("k", 1), make) for _ in range(3)] == ["k"] * 3
+    assert len(built) == 1 and len(compiled) == 1
+    assert compiled[0][0].startswith(cuda_source.PRELUDE)
+    cuda_source.compile_kernel(cache, ("k", 2), make)
+    assert len(built) == 2

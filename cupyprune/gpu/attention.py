@@ -10,13 +10,11 @@ graph. Between the GEMMs, one fused kernel applies the scale, the padding mask a
 
 Legend: N batch, T tokens, H heads, dh head size, D = H * dh, B = N * H.
 """
-import ctypes
-
 import numpy as np
 
 from . import cublas
 from .cuda_source import compile_kernel
-from .gemm import _compute_type, data_type
+from .gemm import pointer_batched_gemm
 from .rowwise import attention_softmax_
 
 _KERNELS = {}
@@ -39,24 +37,13 @@ extern "C" __global__ void cupyprune_attention_pointers(
 """
 
 
+def _pointers_source():
+    return "cupyprune_attention_pointers", _POINTERS
+
+
 def kernel_sources():
     """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
-    yield "cupyprune_attention_pointers", _POINTERS
-
-
-_ONE = ctypes.c_float(1.0)
-_ZERO = ctypes.c_float(0.0)
-
-
-def _gemm_batched(transa, transb, m, n, k, alpha, a, lda, b, ldb, c, ldc, count, dtype, tf32):
-    """Column-major C_i (m, n) = alpha op(A_i) (m, k) op(B_i) (k, n), pointer arrays a, b, c."""
-    dt = data_type(dtype)
-    h = cublas.handle_for_current_stream()
-    status = cublas.library().cublasGemmBatchedEx(
-        h.ptr, transa, transb, m, n, k, ctypes.byref(alpha), ctypes.c_void_p(a), dt, lda,
-        ctypes.c_void_p(b), dt, ldb, ctypes.byref(_ZERO), ctypes.c_void_p(c), dt, ldc, count,
-        _compute_type(dt, tf32), cublas.GEMM_DEFAULT)
-    cublas.check(status, f"cublasGemmBatchedEx ({count}x {m}x{k} @ {k}x{n})")
+    yield _pointers_source()
 
 
 def self_attention(q, k, v, heads, mask=None, tf32=False):
@@ -69,7 +56,7 @@ def self_attention(q, k, v, heads, mask=None, tf32=False):
     scores = cupy.empty((B, T, T), dtype=q.dtype)
     out = cupy.empty_like(q)
     ptr = cupy.empty(5 * B, dtype=cupy.uint64)
-    kernel = compile_kernel(_KERNELS, "pointers", _POINTERS, "cupyprune_attention_pointers")
+    kernel = compile_kernel(_KERNELS, "pointers", _pointers_source)
     kernel((-(-B // 128),), (128,), (
         ptr, np.uint64(q.data.ptr), np.uint64(k.data.ptr), np.uint64(v.data.ptr),
         np.uint64(out.data.ptr), np.uint64(scores.data.ptr), np.int32(B), np.int32(H),
@@ -77,12 +64,11 @@ def self_attention(q, k, v, heads, mask=None, tf32=False):
     p = ptr.data.ptr
     P = lambda i: p + 8 * i * B                                           # noqa: E731
     # scores_b (T, T) = q_b k_b^T * scale; column-major: (T_k x T_q) = k_b^T' q_b'
-    scale = ctypes.c_float(1.0 / float(np.sqrt(dh)))
-    _gemm_batched(cublas.OP_T, cublas.OP_N, T, T, dh, scale, P(1), D, P(0), D, P(4), T, B,
-                  q.dtype, tf32)
+    pointer_batched_gemm(cublas.OP_T, cublas.OP_N, T, T, dh, 1.0 / float(np.sqrt(dh)), P(1), D,
+                         P(0), D, P(4), T, B, q.dtype, tf32)
     attention_softmax_(scores, 1.0, mask, H)                            # (B, T, T) in place
     # out_b (T, dh) = probs_b v_b, written at column h*dh of (N, T, D); column-major:
     # (dh x T_q) = v_b' (dh x T_k) probs_b' (T_k x T_q)
-    _gemm_batched(cublas.OP_N, cublas.OP_N, dh, T, T, _ONE, P(2), D, P(4), T, P(3), D, B,
-                  q.dtype, tf32)
+    pointer_batched_gemm(cublas.OP_N, cublas.OP_N, dh, T, T, 1.0, P(2), D, P(4), T, P(3), D, B,
+                         q.dtype, tf32)
     return out

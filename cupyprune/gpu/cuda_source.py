@@ -45,9 +45,12 @@ def storage_type(dtype):
         raise TypeError(f"no GPU kernel for dtype {np.dtype(dtype)}") from None
 
 
-def compile_kernel(cache, key, source, name):
-    """A cupy.RawKernel compiled once per key (lazily: importing this module touches no GPU)."""
+def compile_kernel(cache, key, make_source):
+    """A cupy.RawKernel compiled once per key, lazily (importing this module touches no GPU):
+    make_source() -> (kernel name, CUDA source) runs only on the first call for a key, so a
+    launch on the hot path costs one dict lookup."""
     if key not in cache:
         import cupy
+        name, source = make_source()
         cache[key] = cupy.RawKernel(PRELUDE + source, name)
     return cache[key]

@@ -36,17 +36,26 @@ _ONE = ctypes.c_float(1.0)
 _ZERO = ctypes.c_float(0.0)
 
 
+def _begin(dtype, tf32):
+    """What every GEMM call here needs: (cuBLAS library, handle of the current stream, data type
+    of dtype, compute type)."""
+    dt = data_type(dtype)
+    return (cublas.library(), cublas.handle_for_current_stream().ptr, dt,
+            _compute_type(dt, tf32))
+
+
+def _ptr(a):
+    return ctypes.c_void_p(a.data.ptr)
+
+
 def gemm_into(x, w, out, tf32=False):
     """out (M, N) = x (M, K) @ w (K, N); all C-contiguous CuPy arrays of one dtype."""
     M, K = x.shape
     N = w.shape[1]
-    dt = data_type(x.dtype)
-    compute = _compute_type(dt, tf32)
-    h = cublas.handle_for_current_stream()
-    status = cublas.library().cublasGemmEx(
-        h.ptr, cublas.OP_N, cublas.OP_N, N, M, K, ctypes.byref(_ONE),
-        ctypes.c_void_p(w.data.ptr), dt, N, ctypes.c_void_p(x.data.ptr), dt, K,
-        ctypes.byref(_ZERO), ctypes.c_void_p(out.data.ptr), dt, N, compute, cublas.GEMM_DEFAULT)
+    lib, h, dt, compute = _begin(x.dtype, tf32)
+    status = lib.cublasGemmEx(
+        h, cublas.OP_N, cublas.OP_N, N, M, K, ctypes.byref(_ONE), _ptr(w), dt, N, _ptr(x), dt, K,
+        ctypes.byref(_ZERO), _ptr(out), dt, N, compute, cublas.GEMM_DEFAULT)
     cublas.check(status, f"cublasGemmEx ({M}x{K} @ {K}x{N})")
     return out
 
@@ -55,16 +64,26 @@ def batched_gemm_into(a, b, out, tf32=False):
     """out (B, M, N) = a (B, M, K) @ b (B, K, N), C-contiguous CuPy arrays of one dtype."""
     B, M, K = a.shape
     N = b.shape[2]
-    dt = data_type(a.dtype)
-    compute = _compute_type(dt, tf32)
-    h = cublas.handle_for_current_stream()
-    status = cublas.library().cublasGemmStridedBatchedEx(
-        h.ptr, cublas.OP_N, cublas.OP_N, N, M, K, ctypes.byref(_ONE),
-        ctypes.c_void_p(b.data.ptr), dt, N, K * N, ctypes.c_void_p(a.data.ptr), dt, K, M * K,
-        ctypes.byref(_ZERO), ctypes.c_void_p(out.data.ptr), dt, N, M * N, B, compute,
+    lib, h, dt, compute = _begin(a.dtype, tf32)
+    status = lib.cublasGemmStridedBatchedEx(
+        h, cublas.OP_N, cublas.OP_N, N, M, K, ctypes.byref(_ONE), _ptr(b), dt, N, K * N,
+        _ptr(a), dt, K, M * K, ctypes.byref(_ZERO), _ptr(out), dt, N, M * N, B, compute,
         cublas.GEMM_DEFAULT)
     cublas.check(status, f"cublasGemmStridedBatchedEx ({B}x {M}x{K} @ {K}x{N})")
     return out
+
+
+def pointer_batched_gemm(transa, transb, m, n, k, alpha, a, lda, b, ldb, c, ldc, count, dtype,
+                         tf32=False):
+    """Column-major C_i (m, n) = alpha op(A_i) (m, k) op(B_i) (k, n) for i < count, where a, b, c
+    are device addresses of arrays of `count` matrix pointers (cublasGemmBatchedEx): each
+    matrix may sit anywhere, with the leading dimensions given. alpha: a Python float."""
+    lib, h, dt, compute = _begin(dtype, tf32)
+    status = lib.cublasGemmBatchedEx(
+        h, transa, transb, m, n, k, ctypes.byref(ctypes.c_float(alpha)), ctypes.c_void_p(a), dt,
+        lda, ctypes.c_void_p(b), dt, ldb, ctypes.byref(_ZERO), ctypes.c_void_p(c), dt, ldc,
+        count, compute, cublas.GEMM_DEFAULT)
+    cublas.check(status, f"cublasGemmBatchedEx ({count}x {m}x{k} @ {k}x{n})")
 
 
 class Matmul:

@@ -76,8 +76,8 @@ def kernel_sources():
 
 
 def _kernel(kind, dtype):
-    name, source = _source(kind, storage_type(dtype))
-    return compile_kernel(_KERNELS, name, source, name)
+    key = (kind, storage_type(dtype))
+    return compile_kernel(_KERNELS, key, lambda: _source(*key))
 
 
 def layer_norm(x, weight, bias, eps):

@@ -3,7 +3,7 @@ kernel on the GPU).
 
 The graph's relu/gelu/tanh node that directly follows a conv2d or linear (as its only reader), a
 residual add of that output, and an activation after the add, are folded into the layer at load
-(engine.plan_folding), so the GEMM output is read and written once instead of up to three
+(folding.plan_folding), so the GEMM output is read and written once instead of up to three
 times, and as many launches disappear.
 """
 import math
@@ -112,9 +112,8 @@ def _gpu_epilogue(y, bias, residual, activation, post):
     rows, cols = y.shape
     arrays = [a for a in (y, bias, residual) if a is not None]
     pack = _pack(arrays, cols)
-    name, source = _epilogue_source(storage_type(y.dtype), pack, activation, post,
-                                    bias is not None, residual is not None)
-    kernel = compile_kernel(_GPU_KERNELS, name, source, name)
+    key = (storage_type(y.dtype), pack, activation, post, bias is not None, residual is not None)
+    kernel = compile_kernel(_GPU_KERNELS, key, lambda: _epilogue_source(*key))
     packs = cols // pack
     gx = -(-packs // _THREADS)
     gy = int(min(rows, 65535, max(1, _TARGET_THREADS // (gx * _THREADS))))

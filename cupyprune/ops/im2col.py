@@ -106,8 +106,7 @@ def kernel_sources():
 
 def _gpu_kernel(itemsize, vec):
     """Compiled on first use (never at import), one per (word size, vector width)."""
-    name, source = _im2col_source(itemsize, vec)
-    return compile_kernel(_GPU_KERNELS, name, source, name)
+    return compile_kernel(_GPU_KERNELS, (itemsize, vec), lambda: _im2col_source(itemsize, vec))
 
 
 class TapTable:
