@@ -40,7 +40,10 @@ def _cells():
                                 ("torch-eager", 100 << 20))],
         "compile": [{"model": "m", "precision": "fp16", "batch": 64, "compile_s": 20.0,
                      "torch_compile_ms": 1.1, "torch_eager_ms": 2.0, "ours_group_ms": 0.5,
-                     "compile_rel_err": 1e-3}],
+                     "compile_rel_err": 1e-3},
+                    {"model": "m", "precision": "fp32", "batch": 64, "compile_s": 20.0,
+                     "torch_compile_ms": 3.0, "torch_eager_ms": 4.0, "ours_group_ms": 2.0,
+                     "compile_rel_err": 1e-6}],
         "profile": [{"model": "m", "precision": "fp16", "batch": 64, "impl": "ours-dense",
                      "kernel_sum_ms": 0.5, "kernels_per_call": 60,
                      "top_kernels": [{"name": "gemm", "ms_per_call": 0.3,
@@ -85,9 +88,31 @@ def test_report_targets_from_cells(tmp_path):
     assert "| 3. m group vs torch eager dense | fp16 | 50% | 2.60x (met, target 1.30x) |" in text
     assert "| 3s. m group vs torch.compile dense | fp16 | 50% | 2.20x (met, target 1.00x) |" \
         in text
+    assert "3s. m group vs torch.compile dense | fp32" not in text     # the stretch is fp16's
+    assert "| m | fp32 | 64 | 20 | 3.000 | 4.000 | 2.000 | 1.50x |" in text  # still tabled
+    # the model table's torch.compile figure, after the table (a blank line ends a table)
+    assert ("| 2.60x | dense | 1e-03 |\n\ntorch.compile (default mode) of the dense model: 1.100 "
+            "ms; ours group-wise 50% beside it: 0.500 ms (torch.compile / ours 2.20x).") in text
     assert "| 5. m batch 1, end to end / kernel sum | fp16 | 50% | 1.25x (met, target <= " \
            "1.30x) |" in text
     assert "| 7. m peak memory, group / dense | fp16 | 50% | 0.75x (met, target <= 1.00x) |" \
         in text
     for title in ("Batch-1 overhead", "Peak GPU memory", "torch.compile", "Where the time goes"):
         assert f"### {title}" in text
+
+
+def test_junit_figures_tabulates_recorded_properties_with_outcomes(tmp_path):
+    from junit_figures import markdown
+    junit = tmp_path / "j.xml"
+    junit.write_text(
+        '<testsuites><testsuite name="pytest">'
+        '<testcase name="t_ok"><properties>'
+        '<property name="rel_err keep=0.5 path=group" value="3.1e-07"/></properties></testcase>'
+        '<testcase name="t_bad"><properties><property name="rel_err" value="0.2"/></properties>'
+        '<failure message="too large"/></testcase>'
+        '<testcase name="t_none"/>'
+        '</testsuite></testsuites>')
+    lines = markdown(junit).splitlines()
+    assert lines[2] == "| t_ok | passed | rel_err keep=0.5 path=group | 3.1e-07 |"
+    assert lines[3] == "| t_bad | failed | rel_err | 0.2 |"
+    assert len(lines) == 4          # a test that recorded nothing adds no row

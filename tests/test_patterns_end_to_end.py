@@ -1,7 +1,9 @@
 """Every model family x every pattern x kept {75, 50, 25}% x every path that applies, end to end:
 prune with tools/pruning, export with tools/export's exporters, run the runtime, and compare with
 PyTorch's masked-dense model (an independent reference). Small configs keep CPU CI fast; the full
-sizes ran on the H100 (docs/BENCHMARKS.md records each cell's error)."""
+sizes ran on the H100 (docs/BENCHMARKS.md records each cell's error). Each error is recorded as
+a junit property: `pytest --junitxml=J.xml`, then `python tools/junit_figures.py J.xml` tabulates
+them."""
 import numpy as np
 import pytest
 import torch
@@ -74,7 +76,7 @@ def _reference(family, model, inputs):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("pattern", sorted(PATTERNS))
 @pytest.mark.parametrize("family", ["vgg16_bn", "resnet18", "vit", "bert"])
-def test_every_pattern_keep_and_path(tmp_path, rng, device, family, pattern):
+def test_every_pattern_keep_and_path(tmp_path, rng, record_property, device, family, pattern):
     from checkpoint import reparametrize
     from pruning.masks import default_prunable_keys, prune_state_dict
     model = _family_model(family)
@@ -101,6 +103,7 @@ def test_every_pattern_keep_and_path(tmp_path, rng, device, family, pattern):
             assert patterns == {pattern}, patterns
             out = runtime(**inputs)
             err = rel_err(out, ref)
+            record_property(f"rel_err keep={keep} path={choice}", f"{err:.3g}")
             assert err <= (tol if family in ("vit", "bert") else TOL["cnn"]), \
                 (family, pattern, keep, choice, err)
             assert (cupyprune.backend.to_numpy(out).argmax(-1) == ref.argmax(-1)).all()

@@ -67,8 +67,20 @@ def step_tables(cells):
     return "\n".join(out)
 
 
-def model_tables(cells):
+def _compile_note(cell):
+    """The model tables' torch.compile column, one figure per table (every row's model is the
+    same dense one): from the compile preset, measured beside ours in its own process."""
+    if not cell:
+        return ""
+    compiled, ours = cell["torch_compile_ms"], cell["ours_group_ms"]
+    return (f"\ntorch.compile (default mode) of the dense model: {ms(compiled)} ms; ours "
+            f"group-wise 50% beside it: {ms(ours)} ms "
+            f"(torch.compile / ours {ratio(compiled, ours)}).\n")
+
+
+def model_tables(cells, compiled=()):
     out = []
+    compiled = {(c["model"], c["precision"]): c for c in compiled}
     by = defaultdict(dict)
     for c in cells:
         by[(c["model"], c["precision"])][(c["pattern"], c["keep"], c["impl"])] = c
@@ -90,7 +102,8 @@ def model_tables(cells):
         batch = next(iter(d.values()))["batch"]
         out.append(f"#### {model}, {precision}, batch {batch}\n\n" + table(
             ["pattern", "kept %", "ours (auto) ms", "ours CSR ms", "ours dense ms",
-             "torch eager ms", "torch dense (median) / ours", "paths", "rel err"], rows) + "\n")
+             "torch eager ms", "torch dense (median) / ours", "paths", "rel err"], rows) + "\n"
+            + _compile_note(compiled.get((model, precision))))
     return "\n".join(out)
 
 
@@ -235,7 +248,8 @@ def main(argv=None):
     if sections.get("steps"):
         parts.append("### Step breakdown (paper Figs. 12-13)\n\n" + step_tables(sections["steps"]))
     if sections.get("models"):
-        parts.append("### Model tables (paper Tables 1-8)\n\n" + model_tables(sections["models"]))
+        parts.append("### Model tables (paper Tables 1-8)\n\n" + model_tables(
+            sections["models"], sections.get("compile", ())))
     for section, title, render in (
             ("overhead", "Batch-1 overhead", deploy_report.overhead_table),
             ("memory", "Peak GPU memory", deploy_report.memory_table),

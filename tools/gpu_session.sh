@@ -14,6 +14,8 @@ cat "$OUT/gpu.txt"
 echo "== GPU tests"
 python3 -m pytest -q -m gpu -p no:cacheprovider -x --junitxml="$OUT/junit-gpu.xml" 2>&1 \
   | tee "$OUT/pytest-gpu.log" | tail -25
+# the parity errors the tests recorded (every family x pattern x kept x path on this GPU)
+python3 tools/junit_figures.py "$OUT/junit-gpu.xml" --out "$OUT/gpu-figures.md"
 if [ -f tools/gpu_check_torchvision.py ]; then
   echo "== torchvision checkpoints"
   python3 tools/gpu_check_torchvision.py --out "$OUT/torchvision.json" 2>&1 | tail -15

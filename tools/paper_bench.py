@@ -10,7 +10,8 @@ Presets (each sized to finish within 10 minutes on an H100):
   cnn     model tables for VGG-16 / ResNet-18 (paper Tables 1-2, 5-6, 8)
   transformer  model tables for ViT and BERT-base (paper Tables 3-4, 7)
   deploy  batch-1 overhead, peak memory group-wise vs dense, kernel breakdown (performance issue)
-  compile torch.compile (fp16) of the dense models beside ours group-wise at 50% kept
+  compile torch.compile (fp32, fp16) of every model-table model, dense, beside ours group-wise
+          at 50% kept (the model tables' torch.compile column)
 The results file is resumable: cells already in it are skipped; merge files with --merge.
 Needs a CUDA GPU, CuPy and torch; accuracy is not measured here (random weights).
 """
@@ -51,16 +52,20 @@ def _deploy_names():
     return list(deploy.MODELS)
 
 
+def _table_names():
+    """Every model of the model tables (cnn, then transformer)."""
+    return _model_names("cnn")() + _model_names("transformer")()
+
+
 MODEL_PRESETS = {"cnn": _model_names("cnn"), "transformer": _model_names("transformer"),
-                 "deploy": _deploy_names, "compile": _deploy_names}
+                 "deploy": _deploy_names, "compile": _table_names}
 
 
 def run_model_preset(args, name, progress):
     store = ResultStore(args.out, environment())
     if args.preset in ("deploy", "compile"):
         from benchlib import deploy
-        deploy.run_preset(store, args.preset, progress, args.max_minutes, only=name,
-                          precisions=("fp16",) if args.preset == "compile" else deploy.PRECISIONS)
+        deploy.run_preset(store, args.preset, progress, args.max_minutes, only=name)
     else:
         from benchlib import models
         models.run_preset(store, args.preset, progress, max_minutes=args.max_minutes, only=name,

@@ -195,9 +195,7 @@ def run_preset(store, preset, progress=print, max_minutes=9.0, only=None, precis
     torch.backends.cudnn.allow_tf32 = False
     t_end = time.time() + 60 * max_minutes
     rng = np.random.default_rng(0)
-    for name in MODELS:
-        if only is not None and name != only:
-            continue
+    for name in MODELS if only is None else (only,):
         with tempfile.TemporaryDirectory() as tmp:
             case = _Case(name, tmp, rng)
             for precision in precisions:
