@@ -31,9 +31,13 @@ def devices():
 
 @pytest.fixture
 def rng():
-    """A fresh generator per test, seeded from the OS: tests must pass on any draw."""
+    """A fresh generator per test, seeded from the OS: tests must pass on any draw. torch's
+    global generator (weights drawn by torch modules) gets the same seed, so a failure is
+    reproduced from the printed seed alone."""
     seed = int.from_bytes(os.urandom(4), "little")
     print(f"rng seed {seed}")
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
     return np.random.default_rng(seed)
 
 
@@ -45,3 +49,20 @@ def rel_err(out, ref):
     assert out.shape == ref.shape, f"shape {out.shape} != reference {ref.shape}"
     assert np.isfinite(out).all(), "output holds NaN or Inf"
     return float(np.abs(out - ref).max() / np.abs(ref).max())
+
+
+def he_scaled(state, masks):
+    """A CNN state dict (torch tensors) with every conv/linear weight rescaled so that its
+    masked weight (masks: key -> 0/1 tensor) has He variance over its kept fan-in: activations
+    keep their scale through 13-18 pruned layers and the logits depend on the image
+    (torchvision's default init makes VGG's logits almost constant, and then a layer that
+    misread its input would pass). Scaling keeps each weight's magnitude order, so masks drawn
+    from `state` still hold."""
+    out = dict(state)
+    for k, w in state.items():
+        if k.endswith(".weight") and w.ndim in (2, 4):
+            kept = w * masks[k] if k in masks else w
+            fan_in = w[0].numel() * (float(masks[k].mean()) if k in masks else 1.0)
+            mean_square = float(kept.pow(2).sum()) / (kept.shape[0] * fan_in)
+            out[k] = w * float(np.sqrt(2.0 / fan_in / mean_square))
+    return out

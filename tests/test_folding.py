@@ -37,11 +37,17 @@ def _block_tensors(rng):
     return t
 
 
-def _block_reference(t, x):
+def _block_values(t, x):
+    """Every named value of the block graph, float64: y, and the two branch outputs tb, ts."""
     T = {k: torch.from_numpy(v).double() for k, v in t.items()}
     conv = lambda v, n: F.conv2d(v, T[f"{n}.weight"], T[f"{n}.bias"], padding=1)  # noqa: E731
     xt = torch.from_numpy(x).double()
-    return F.relu(conv(F.relu(conv(xt, "a")), "b") + conv(xt, "s")).numpy()
+    tb, ts = conv(F.relu(conv(xt, "a")), "b"), conv(xt, "s")
+    return {"y": F.relu(tb + ts).numpy(), "tb": tb.numpy(), "ts": ts.numpy()}
+
+
+def _block_reference(t, x):
+    return _block_values(t, x)["y"]
 
 
 @pytest.mark.parametrize("device", devices())
@@ -72,14 +78,20 @@ def test_add_of_a_value_read_twice_is_not_folded(rng, tmp_path, device):
     spec = [{"name": "image", "shape": [None, 3, 8, 8], "dtype": "float32", "kind": "image"}]
     path = tmp_path / "two.safetensors"
     write_model_file(str(path), t, graph, spec)
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    ref = _block_values(t, x)
     model = cupyprune.load(path, device=device)
     assert model.residual == {"s": "tb"}          # s's output is read once: still folds
+    out = model.run(x)
+    for name in ("y", "tb"):                      # the folded sum, and tb as it was before it
+        assert rel_err(out[name], ref[name]) <= 1e-5, name
     graph["outputs"] = ["y", "ts", "tb"]
     write_model_file(str(path), t, graph, spec)
     model = cupyprune.load(path, device=device)
     assert model.residual == {} and model.post == {}
-    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
-    assert rel_err(model.run(x)["y"], _block_reference(t, x)) <= 1e-5
+    out = model.run(x)
+    for name in ("y", "ts", "tb"):
+        assert rel_err(out[name], ref[name]) <= 1e-5, name
 
 
 ACTS = {"none": lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,

@@ -114,7 +114,7 @@ def check_parity(out_path, model, size, device, path_choice, masked):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("masks", ["prune", None], ids=["group-masks", "no-masks"])
 @pytest.mark.parametrize("arch,variant,size", CASES)
-def test_parity(tmp_path, device, arch, variant, size, masks):
+def test_parity(tmp_path, rng, device, arch, variant, size, masks):    # rng seeds torch
     model, masked = random_model(arch, variant, masks)
     _, out = save_and_export(tmp_path, model, arch, variant, size)
     for path_choice in ("dense", "group") if masks else ("dense",):
@@ -122,7 +122,7 @@ def test_parity(tmp_path, device, arch, variant, size, masks):
 
 
 @pytest.mark.parametrize("device", devices())
-def test_zeros_instead_of_masks_select_group_path(tmp_path, device):
+def test_zeros_instead_of_masks_select_group_path(tmp_path, rng, device):
     model, zeroed = random_model("resnet18", "cifar", "zeros")
     assert not any(k.endswith("_mask") for k in model.state_dict())
     _, out = save_and_export(tmp_path, model, "resnet18", "cifar", 32)
