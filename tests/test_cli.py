@@ -172,3 +172,57 @@ def test_batch_norm_after_activation_is_not_folded_across_it(rng, tmp_path):
     ref = F.batch_norm(F.relu(F.conv2d(torch.from_numpy(x), T["c.weight"], padding=1)),
                        T["bn.running_mean"], T["bn.running_var"], T["bn.weight"], T["bn.bias"])
     assert rel_err(model(x), ref.numpy()) <= 1e-5
+
+
+def test_readme_first_command_on_the_shipped_model(monkeypatch):
+    """`cupyprune infer weights/digits_group50.safetensors`: the shipped samples, their true
+    labels beside the predictions, and the accuracy line, all against torch's forward of the
+    file's tensors (test_digits.torch_reference, float64, written with torch.nn.functional)."""
+    from safetensors.numpy import load_file
+    from test_digits import MODEL, SAMPLE_IMAGES, SAMPLE_LABELS, torch_reference as digits_ref
+    monkeypatch.setenv("CUPYPRUNE_DEVICE", "cpu")
+    out = invoke("infer", MODEL)
+    t = load_file(MODEL)
+    truth, want = t[SAMPLE_LABELS], digits_ref(t, t[SAMPLE_IMAGES]).argmax(1)
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert [(int(r[1]), int(r[2])) for r in rows] == list(zip(truth.tolist(), want.tolist()))
+    right = int((want == truth).sum())
+    assert f"accuracy on these inputs: {right}/{len(truth)} " in out
+    assert "device:  cpu (NumPy)" in out
+
+
+def test_image_npz_input_and_block_path(rng, tmp_path, tiny):
+    """An image .npz by input name, on the block path (runs dense where the pattern is not
+    block-wise): same logits as torch."""
+    p, tensors = tiny
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", image=x)
+    out = invoke("infer", p, "--input", tmp_path / "x.npz", "--output", tmp_path / "y.npy",
+                 "--device", "cpu", "--path", "block")
+    assert rel_err(np.load(tmp_path / "y.npy"), torch_reference(tensors, x)) <= 1e-5
+    assert "path block" in out
+
+
+def test_bench_default_paths_and_csv_equal_json(rng, tmp_path, tiny):
+    import csv
+    import json
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    invoke("bench", tiny[0], "--device", "cpu", "--batch", "2", "--repeat", "2",
+           "--json", out_json, "--csv", out_csv)
+    cells = json.loads(out_json.read_text())["cells"]
+    assert sorted(c["path"] for c in cells) == ["auto", "dense"]       # the defaults
+    rows = list(csv.DictReader(out_csv.open()))
+    for row, cell in zip(rows, cells):
+        assert float(row["median_ms"]) == pytest.approx(cell["median_ms"])
+        assert row["path"] == cell["path"]
+
+
+def test_inspect_columns(tiny):
+    """Output shape (batch 1, NCHW), parameters and kept % of the group-masked conv."""
+    p, tensors = tiny
+    out = invoke("inspect", p)
+    row = next(line for line in out.splitlines() if line.startswith("c ")).split()
+    mask = tensors["c.weight.mask"]
+    assert f"{int(mask.size):,}" in row
+    assert f"{100 * mask.mean():.1f}" in row
+    assert any(cell.startswith("1x") and cell.count("x") == 3 for cell in row)
