@@ -7,7 +7,6 @@ export to a model file and evaluate that file with cupyprune (CPU) on the held-o
     python tools/accuracy_table.py                         # docs/ACCURACY.md, docs/accuracy.json
     python tools/accuracy_table.py --quick --out-dir DIR   # 1 seed, keep 0.5, 1 epoch (tests)
 """
-import argparse
 import copy
 import json
 import os
@@ -23,7 +22,9 @@ import cupyprune
 import digits
 from accuracy_report import render_markdown
 from cupyprune.patterns import describe
+from export import can_create_in
 from exporters.graph_builder import parse_pattern
+from oneline import OneLineParser, non_negative_int, parse_or_exit, seed as seed_type
 from pruning import default_prunable_keys, prune_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,15 +112,40 @@ def summarise(pattern, keep, runs, dense_by_seed, control_by_seed):
     }
 
 
+OUTPUTS = ("ACCURACY.md", "accuracy.json")
+
+
+def check_out_dir(path):
+    """-> None, or why --out-dir cannot take the outputs: checked before the (long) run.
+    A missing directory is made at the end, so its nearest existing ancestor must be a
+    writable directory."""
+    if os.path.exists(path):
+        if not os.path.isdir(path):
+            return f"--out-dir {path} is not a directory"
+        for name in OUTPUTS:
+            if os.path.isdir(os.path.join(path, name)):
+                return f"--out-dir {path}: {name} in it is a directory"
+    ancestor = os.path.abspath(path)
+    while not os.path.exists(ancestor):
+        ancestor = os.path.dirname(ancestor)
+    if not os.path.isdir(ancestor):
+        return f"--out-dir {path}: {ancestor} is not a directory"
+    if not can_create_in(ancestor):
+        return f"--out-dir {path}: directory {ancestor} is not writable"
+    return None
+
+
 def parse_args(argv):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """Every option checked before the run: a bad one is one line `error: ...`, exit 2."""
+    ap = OneLineParser(prog="tools/accuracy_table.py", description=__doc__.splitlines()[0])
     ap.add_argument("--out-dir", default=None,
                     help="where ACCURACY.md and accuracy.json go (default: docs/)")
-    ap.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+    ap.add_argument("--seeds", type=seed_type, nargs="+", default=list(SEEDS),
                     help="one dense training and one fine-tuning per cell for each seed")
-    ap.add_argument("--split-seed", type=int, default=digits.SEED)
-    ap.add_argument("--epochs", type=int, default=30, help="dense training epochs")
-    ap.add_argument("--finetune-epochs", type=int, default=10, help="the same for every cell")
+    ap.add_argument("--split-seed", type=seed_type, default=digits.SEED)
+    ap.add_argument("--epochs", type=non_negative_int, default=30, help="dense training epochs")
+    ap.add_argument("--finetune-epochs", type=non_negative_int, default=10,
+                    help="the same for every cell")
     ap.add_argument("--patterns", nargs="+", choices=PATTERNS, default=list(PATTERNS))
     ap.add_argument("--keep", type=float, nargs="+", default=list(KEEPS))
     ap.add_argument("--quick", action="store_true",
@@ -134,11 +160,14 @@ def parse_args(argv):
             ap.error("--quick needs --out-dir: its figures must not replace docs/ACCURACY.md")
         args.seeds, args.keep, args.epochs, args.finetune_epochs = [args.seeds[0]], [0.5], 1, 1
     args.out_dir = args.out_dir or os.path.join(ROOT, "docs")
+    problem = check_out_dir(args.out_dir)
+    if problem:
+        ap.error(problem)
     return args
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_or_exit(parse_args, argv)
     command = "python tools/accuracy_table.py" + "".join(
         f" {a}" for a in (sys.argv[1:] if argv is None else argv))
     start = time.perf_counter()

@@ -5,6 +5,7 @@ torch.nn.utils.prune leaves each pruned parameter X as a parameter `X_orig` and 
 file keeps as `X.mask` (docs/FORMAT.md).
 """
 import os
+import warnings
 
 import torch
 
@@ -27,7 +28,9 @@ def load_state_dict(path):
     if not os.path.isfile(path):
         raise ExportError(f"{path}: no such checkpoint file")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():     # e.g. quantized tensors' deprecation: stderr stays
+            warnings.simplefilter("ignore")  # the one `error: ...` line of the CLIs
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:   # pickle, zip and weights_only errors alike: the file is unusable
         raise ExportError(f"{path}: cannot read the checkpoint: {first_line(e)}") from None
     for key in WRAPPERS:
@@ -38,9 +41,22 @@ def load_state_dict(path):
         raise ExportError(f"{path}: not a state dict (a dict of tensors, or one under "
                           f"{' or '.join(map(repr, WRAPPERS))})")
     for key, value in obj.items():
-        if not isinstance(value, torch.Tensor):
-            raise ExportError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+        _check_tensor(path, key, value)
     return obj
+
+
+def _check_tensor(path, key, value):
+    """A checkpoint entry must be a dense tensor that holds data (not sparse, meta or quantized)."""
+    if not isinstance(value, torch.Tensor):
+        raise ExportError(f"{path}: entry {key!r} is a {type(value).__name__}, not a tensor")
+    if value.layout != torch.strided:
+        raise ExportError(f"{path}: entry {key!r} is a {value.layout} tensor, not a dense one "
+                          f"(call .to_dense() before saving)")
+    if value.is_meta:
+        raise ExportError(f"{path}: entry {key!r} is a meta tensor: it holds no data")
+    if value.is_quantized:
+        raise ExportError(f"{path}: entry {key!r} is quantized ({value.dtype}): dequantize it "
+                          f"before saving")
 
 
 def _numpy(t):

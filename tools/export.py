@@ -8,9 +8,9 @@ Every input it cannot use prints one line `error: ...` on stderr and exits with 
 model file is written atomically, so a failed export leaves no file behind.
 Python API: `export(arch, state_dict, out, ...)` and `main(argv)`.
 """
-import argparse
 import os
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 for _path in (HERE, os.path.dirname(HERE)):        # tools/ (archs, exporters) and the repo root
@@ -21,25 +21,22 @@ from checkpoint import first_line, load_state_dict  # noqa: E402
 from exporters.cnn import export_cnn  # noqa: E402
 from exporters.errors import ExportError  # noqa: E402
 from exporters.graph_builder import PATTERN_HELP  # noqa: E402
+from oneline import OneLineParser, UsageError  # noqa: E402
 
 CNN_ARCHS = ("vgg16", "vgg16_bn", "resnet18")
 HF_ARCHS = ("vit", "bert")
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):             # argparse prints usage and exits; we want one line
-        raise ExportError(message)
+MODEL_SUFFIX = ".safetensors"
 
 
 def _parser():
-    p = _Parser(prog="tools/export.py", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="tools/export.py", description=__doc__.splitlines()[0])
     p.add_argument("--arch", required=True, choices=CNN_ARCHS + HF_ARCHS)
     p.add_argument("--checkpoint", required=True, help="CKPT.pt: a state dict, or a dict "
                    "holding one under 'state_dict' or 'model'")
     p.add_argument("--out", required=True, help="the model file to write (.safetensors)")
     p.add_argument("--num-classes", type=int, help="default 10 (cifar), 1000 (imagenet)")
     p.add_argument("--image-size", type=int, help="default 32 (cifar), 224 (imagenet)")
-    p.add_argument("--variant", choices=("imagenet", "cifar"), default="cifar",
+    p.add_argument("--variant", choices=("imagenet", "cifar"),
                    help="CNN head and stem (default cifar); see tools/archs")
     p.add_argument("--config", help="vit/bert: the Hugging Face config.json")
     p.add_argument("--labels", help="a text file of class names, one a line")
@@ -63,8 +60,28 @@ def check_out(path):
         raise ExportError(f"--out {path} is a directory")
     if not os.path.isdir(directory):
         raise ExportError(f"--out {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK):
+    if not can_create_in(directory):
         raise ExportError(f"--out {path}: directory {directory} is not writable")
+
+
+def can_create_in(directory):
+    """Whether a file can be made in `directory`, tried for real: os.access answers yes to root
+    whatever the mode, and for virtual file systems such as /proc."""
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            return True
+    except OSError:
+        return False
+
+
+def check_args(args):
+    """Options that cannot apply: a model file not named .safetensors, --variant for vit/bert.
+    Fills in the default --variant."""
+    if not args.out.endswith(MODEL_SUFFIX):
+        raise ExportError(f"--out {args.out}: a model file must end in {MODEL_SUFFIX}")
+    if args.variant is not None and args.arch in HF_ARCHS:
+        raise ExportError(f"--variant is for the CNNs, not {args.arch}")
+    args.variant = args.variant or "cifar"
 
 
 def export(arch, state_dict, out, variant="cifar", num_classes=None, image_size=None,
@@ -89,12 +106,13 @@ def main(argv=None):
     try:
         args = _parser().parse_args(argv)
         check_out(args.out)
+        check_args(args)
         labels = None if args.labels is None else read_labels(args.labels)
         state = load_state_dict(args.checkpoint)
         export(args.arch, state, args.out, variant=args.variant, num_classes=args.num_classes,
                image_size=args.image_size, config=args.config, labels=labels,
                pattern=args.pattern)
-    except ExportError as e:
+    except (ExportError, UsageError) as e:
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 2
     print(f"wrote {args.out}")

@@ -7,13 +7,15 @@ split. The figures go to weights/digits_group50.json beside the model.
 
     python tools/make_digits_model.py            # about 15 s on 2 CPU cores
 """
-import argparse
 import json
 import os
 import sys
 import time
 
 import digits
+from export import MODEL_SUFFIX, check_out
+from exporters.errors import ExportError
+from oneline import OneLineParser, non_negative_int, parse_or_exit, seed
 from pruning import default_prunable_keys, prune_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,18 +23,30 @@ DEFAULT_OUT = os.path.join(ROOT, "weights", "digits_group50.safetensors")
 SAMPLES = 16             # held-out test images shipped in the file
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seed", type=int, default=digits.SEED)
-    ap.add_argument("--epochs", type=int, default=30, help="dense training epochs")
-    ap.add_argument("--finetune-epochs", type=int, default=10)
+def parse_args(argv):
+    """Every option checked before the (15 s) run: a bad one is one line `error: ...`, exit 2."""
+    ap = OneLineParser(prog="tools/make_digits_model.py", description=__doc__.splitlines()[0])
+    ap.add_argument("--seed", type=seed, default=digits.SEED)
+    ap.add_argument("--epochs", type=non_negative_int, default=30, help="dense training epochs")
+    ap.add_argument("--finetune-epochs", type=non_negative_int, default=10)
     ap.add_argument("--keep", type=float, default=0.5, help="fraction of rows of F kept")
-    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--out", default=DEFAULT_OUT, help=f"the model file ({MODEL_SUFFIX}); its "
+                    f"record goes beside it as .json")
     args = ap.parse_args(argv)
     if not 0 < args.keep <= 1:
         ap.error(f"--keep {args.keep}: the kept fraction must lie in (0, 1]")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        ap.error(f"--out {args.out}: its directory does not exist")
+    if not args.out.endswith(MODEL_SUFFIX):
+        ap.error(f"--out {args.out}: a model file must end in {MODEL_SUFFIX}")
+    try:
+        check_out(args.out)
+        check_out(os.path.splitext(args.out)[0] + ".json")
+    except ExportError as e:
+        ap.error(str(e))
+    return args
+
+
+def main(argv=None):
+    args = parse_or_exit(parse_args, argv)
     command = "python tools/make_digits_model.py" + "".join(
         f" {a}" for a in (sys.argv[1:] if argv is None else argv))
     start = time.perf_counter()

@@ -13,40 +13,33 @@ weight but the first conv, the classifier and embeddings (pruning.default_prunab
 --layers REGEX narrows that set. A checkpoint pruned before is folded (weight = orig * mask)
 and pruned afresh.
 
-The checkpoint must fit --arch (tools/checkpoint.py names the first key that does not): CNNs
-are checked here against tools/archs (--variant, --num-classes); vit and bert are checked by the
-export, so only for a .safetensors output (which needs --config).
+The checkpoint must fit --arch (tools/checkpoint.py names the first key that does not), before
+anything is pruned: CNNs against tools/archs (--variant, --num-classes); vit and bert against
+the graph of tools/exporters/hf.py, key names and shapes with --config (a .safetensors output),
+key names alone without it (a .pt output).
 
 Every bad input prints one line `error: ...` on stderr and exits with code 2; outputs are
 written to a temporary file beside them and renamed, so a failed run leaves no partial file.
 """
 import argparse
-import os
 import re
 import sys
-import tempfile
 
 import torch
 
 from archs import build
 from checkpoint import check_keys, first_line, fold_pruning, load_state_dict, reparametrize
+from cupyprune.atomic import atomic_path
 from export import CNN_ARCHS, HF_ARCHS, check_out, export
 from exporters.cnn import DEFAULTS
 from exporters.errors import ExportError
+from exporters.hf import check_checkpoint
+from oneline import OneLineParser, UsageError, positive_int
 from pruning import PATTERNS, SCOPES, PruningError, default_prunable_keys, prune_state_dict
 from pruning.units import check_keep, resolve_block, resolve_n_m
 
 PT_SUFFIXES = (".pt", ".pth")
 MODEL_SUFFIX = ".safetensors"
-
-
-class UsageError(Exception):
-    """A bad option: printed as one line, exit code 2."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    def error(self, message):
-        raise UsageError(message)
 
 
 def _pair(text, sep):
@@ -69,9 +62,10 @@ def parse_args(argv):
     p.add_argument("--block", type=lambda s: _pair(s, "x"), help="block: RxC on F (default 4x4)")
     p.add_argument("--scope", choices=SCOPES, default="layer")
     p.add_argument("--layers", help="prune only the default prunable weights matching REGEX")
-    p.add_argument("--variant", choices=("imagenet", "cifar"), default="cifar",
-                   help="CNN head and stem, as tools/export.py")
-    p.add_argument("--num-classes", type=int, help="CNN classes (default 10 cifar, 1000 imagenet)")
+    p.add_argument("--variant", choices=("imagenet", "cifar"),
+                   help="CNN head and stem, as tools/export.py (default cifar)")
+    p.add_argument("--num-classes", type=positive_int,
+                   help="CNN classes (default 10 cifar, 1000 imagenet)")
     p.add_argument("--config", help="vit/bert: the Hugging Face config.json (.safetensors output)")
     p.add_argument("--out", required=True, help=f"pruned state dict ({' or '.join(PT_SUFFIXES)}) "
                    f"or model file ({MODEL_SUFFIX})")
@@ -95,6 +89,9 @@ def check_options(args):
     if (args.config is not None) != (args.arch in HF_ARCHS and args.out.endswith(MODEL_SUFFIX)):
         raise UsageError("--config is needed, and only used, to export vit or bert to "
                          f"{MODEL_SUFFIX}")
+    if args.variant is not None and args.arch in HF_ARCHS:
+        raise UsageError(f"--variant is for the CNNs, not {args.arch}")
+    args.variant = args.variant or "cifar"
     check_out(args.out)
     return n_m, block
 
@@ -117,6 +114,8 @@ def read_checkpoint(args):
             model = build(args.arch, classes, args.variant)
         expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
         check_keys(tensors, expected, f"{args.arch} ({args.variant}, {classes} classes)")
+    else:
+        check_checkpoint(args.arch, tensors, args.config)
     return {k: torch.from_numpy(v) for k, v in tensors.items()}
 
 
@@ -135,15 +134,12 @@ def select_keys(state_dict, regex):
 
 
 def save_atomic(obj, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".prune-", suffix=".tmp", dir=directory)
-    os.close(fd)
+    """torch.save to a temporary file beside `path`, renamed onto it once complete."""
     try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        with atomic_path(path, prefix=".prune-") as tmp:
+            torch.save(obj, tmp)
+    except (OSError, RuntimeError) as e:                 # torch's writer raises RuntimeError
+        raise UsageError(f"cannot write {path}: {first_line(e)}") from None
 
 
 def run(argv):

@@ -1,10 +1,9 @@
 """Write a model file atomically: a temporary file beside the target, renamed when complete."""
 import json
-import os
-import tempfile
 
 import numpy as np
 
+from ..atomic import atomic_path
 from . import keys
 
 
@@ -26,15 +25,5 @@ def write_model_file(path, tensors, graph, input_spec, pruning=None, labels=None
     if description:
         meta[keys.META_DESCRIPTION] = description
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".cupyprune-", suffix=".tmp", dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(arrays, tmp, metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)               # mkstemp makes 0600; a model file is data
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

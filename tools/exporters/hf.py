@@ -253,6 +253,35 @@ def check_options(arch, c, num_classes, image_size):
                           f"{c.get('image_size')}")
 
 
+LAYER_INDEX = re.compile(r"^(?:bert\.encoder\.layer|vit\.encoder\.layer|vit\.layers)\.(\d+)\.")
+QKV_BIAS = re.compile(r"\.(?:query|q_proj)\.bias$")
+
+
+def key_names_config(arch, tensors):
+    """A Config for checking key NAMES only (no config.json): the layer count and ViT's qkv
+    bias read off the checkpoint, sizes left at 1 (shapes are not checked)."""
+    layers = [int(m.group(1)) for m in map(LAYER_INDEX.match, tensors) if m]
+    raw = {"qkv_bias": any(QKV_BIAS.search(k) for k in tensors)} if arch == "vit" else {}
+    return Config(raw, 1, 1, 1, max(layers, default=-1) + 1, 1e-12, ACTIVATIONS["gelu"], 1)
+
+
+def check_checkpoint(arch, tensors, config_path=None):
+    """Raise ExportError naming the first key of `tensors` ({key: array}, pruning folded) that
+    does not fit `arch`: its shape too when config.json is given, else its name alone."""
+    if arch not in ARCHS:
+        raise ExportError(f"unknown Hugging Face arch {arch!r}: use one of {', '.join(ARCHS)}")
+    build, _, hf_class = ARCHS[arch]
+    tensors = {k: v for k, v in tensors.items() if not NON_PERSISTENT.search(k)}
+    c = key_names_config(arch, tensors) if config_path is None else read_config(config_path, arch)
+    g = Recorder()
+    build(g, c, tensors)
+    expected = g.expected
+    if config_path is None:          # names only: a present key is taken at its own shape
+        expected = {k: tuple(tensors[k].shape) if k in tensors else s for k, s in expected.items()}
+    check_keys(tensors, expected, f"{hf_class} of {config_path}" if config_path
+               else f"{hf_class} (key names; give --config to check shapes too)")
+
+
 def export_hf(arch, state_dict, config_path, out, labels=None, pattern=None, num_classes=None,
               image_size=None):
     """state_dict: the HF classifier's {key: torch.Tensor}, torch.nn.utils.prune re-params

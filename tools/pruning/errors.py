@@ -17,5 +17,9 @@ class ShapeError(PruningError):
     """A vector size or block shape that does not divide a layer's F matrix (names the layer)."""
 
 
+class WeightError(PruningError):
+    """A weight that cannot be ranked: it holds NaN or Inf (names the layer)."""
+
+
 class NMError(PruningError):
     """An N:M vector pattern that is not 1 <= N <= M, or pattern parameters that do not apply."""

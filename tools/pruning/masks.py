@@ -19,8 +19,8 @@ import torch
 
 from .criteria import importance
 from .errors import NMError, UnknownPatternError
-from .units import (check_divides, check_keep, check_pattern, expand_units, layer_f_mask,
-                    resolve_block, resolve_n_m, unit_scores)
+from .units import (check_divides, check_finite, check_keep, check_pattern, expand_units,
+                    layer_f_mask, resolve_block, resolve_n_m, unit_scores)
 
 SCOPES = ("layer", "global")
 
@@ -56,6 +56,7 @@ def _prepare(weight, pattern, keep, n_m, block, criterion, name):
     block = resolve_block(block) if pattern == "block" else None
     f = weight_to_f(w.to(torch.float64))
     check_divides(f.shape, pattern, n_m, block, name)
+    check_finite(f, name)
     return importance(f, criterion), n_m, block
 
 

@@ -9,7 +9,7 @@ U units of a layer. F is what the runtime multiplies by, so every pattern is def
 """
 import torch
 
-from .errors import KeepError, NMError, ShapeError, UnknownPatternError
+from .errors import KeepError, NMError, ShapeError, UnknownPatternError, WeightError
 
 PATTERNS = ("element", "vector", "block", "group")
 DEFAULT_VECTOR_SIZE = 4          # m of N:M when neither n_m nor a vector size is given
@@ -66,6 +66,14 @@ def check_divides(shape, pattern, n_m, block, name):
     if pattern == "block" and (R % block[0] or K % block[1]):
         raise ShapeError(f"layer {name!r}: block {block[0]}x{block[1]} does not divide its F "
                          f"matrix ({R}x{K})")
+
+
+def check_finite(f, name):
+    """Magnitude cannot rank NaN or Inf: refuse such a layer, naming it."""
+    bad = ~torch.isfinite(f)
+    if bool(bad.any()):
+        raise WeightError(f"layer {name!r}: {int(bad.sum())} of its {f.numel()} weights are NaN "
+                          f"or Inf, which cannot be ranked for pruning")
 
 
 def unit_scores(score, pattern, block):

@@ -1,0 +1,26 @@
+"""Files that appear whole or not at all: every writer of the project (model files, the CLI's
+outputs, the tools' checkpoints) writes a temporary file beside the target and renames it over
+the target once complete, so a failed run never leaves a partial file."""
+import contextlib
+import os
+import tempfile
+
+
+@contextlib.contextmanager
+def atomic_path(path, prefix=".cupyprune-"):
+    """Yield a temporary path in path's folder; on a clean exit it becomes `path` (with the
+    permissions of a normal new file: mkstemp makes 0600), else it is removed.
+    OSError from creating it (folder missing or not writable) reaches the caller."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=directory)
+    os.close(fd)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,49 @@
+"""argparse for the tools' command lines, with the project's rule for bad input: one line
+`error: ...` on stderr (no usage block) and exit code 2. Also argparse types for seeds and
+counts, so that a bad value is refused before any work starts."""
+import argparse
+import sys
+
+SEED_LIMIT = 2 ** 32          # NumPy and scikit-learn take seeds in [0, 2**32)
+
+
+class UsageError(Exception):
+    """A bad option or option value: one line, exit code 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Raises UsageError where argparse would print its usage block and exit."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def parse_or_exit(parse, argv):
+    """parse(argv) -> its result; a UsageError is printed as `error: ...` and exits with 2."""
+    try:
+        return parse(argv)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _int(text, what, low, high=None):
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value >= high):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def seed(text):
+    return _int(text, f"an integer in [0, {SEED_LIMIT})", 0, SEED_LIMIT)
+
+
+def non_negative_int(text):
+    return _int(text, "a non-negative integer", 0)
+
+
+def positive_int(text):
+    return _int(text, "a positive integer", 1)
