@@ -24,3 +24,10 @@ def atomic_path(path, prefix=".cupyprune-"):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def probe_directory(directory):
+    """Make and remove a temporary file in `directory`: OSError where no file can be made.
+    Tried for real because os.access answers yes to root whatever the mode, and in /proc."""
+    with tempfile.TemporaryFile(dir=directory):
+        pass

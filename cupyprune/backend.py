@@ -30,9 +30,9 @@ def gpu_available():
     return _cupy_or_none() is not None
 
 
-def resolve_device(device=None):
-    """'auto' | 'gpu' | 'cpu' (or None: $CUPYPRUNE_DEVICE, else 'auto') -> 'gpu' or 'cpu'."""
-    device = (device or os.environ.get(DEVICE_ENV) or "auto").lower()
+def resolve_device(device=None, default="auto"):
+    """'auto' | 'gpu' | 'cpu' (or None: $CUPYPRUNE_DEVICE, else `default`) -> 'gpu' or 'cpu'."""
+    device = (device or os.environ.get(DEVICE_ENV) or default).lower()
     if device not in DEVICES:
         raise DeviceError(f"unknown device {device!r}: choose one of {', '.join(DEVICES)}")
     if device == "cpu":

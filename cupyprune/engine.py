@@ -9,13 +9,22 @@ from .errors import DeviceError, InputError
 from .format import read_model_file
 from .folding import plan_folding
 from .graph import check_tensors, parse_graph
-from .inputs import FEATURES, IMAGE, check_input, default_input
+from .inputs import FEATURES, IMAGE, check_input, check_input_spec, default_input
 from .gpu.gemm import Matmul
 from .ops import OPS, LoadContext
 from .ops.epilogue import activation_name
 
 PRECISIONS = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16}
 GPU_ONLY_PRECISIONS = ("tf32", "fp16")
+
+
+def check_precision(precision, device):
+    """A DeviceError unless `precision` is known and runs on `device` ('gpu' or 'cpu')."""
+    if precision not in PRECISIONS:
+        raise DeviceError(f"unknown precision {precision!r}: choose one of "
+                          f"{', '.join(PRECISIONS)}")
+    if precision in GPU_ONLY_PRECISIONS and device != "gpu":
+        raise DeviceError(f"precision {precision} needs the GPU (device is {device})")
 
 
 @dataclass
@@ -39,14 +48,11 @@ class Model:
                  cuda_graph="auto"):
         self.file = model_file
         self.device = backend.resolve_device(device)
-        if precision not in PRECISIONS:
-            raise DeviceError(f"unknown precision {precision!r}: choose one of "
-                              f"{', '.join(PRECISIONS)}")
-        if precision in GPU_ONLY_PRECISIONS and self.device != "gpu":
-            raise DeviceError(f"precision {precision} needs the GPU (device is {self.device})")
+        check_precision(precision, self.device)
         self.precision, self.dtype = precision, PRECISIONS[precision]
         self.xp = backend.array_module(self.device)
         self.graph = parse_graph(model_file.graph, OPS)
+        check_input_spec(model_file.input_spec, self.graph.inputs)
         check_tensors(self.graph, model_file.tensors)
         _warn_non_finite(model_file.tensors)
         folding = plan_folding(self.graph, activation_name)
@@ -101,6 +107,8 @@ class Model:
         """CUDA-graph replay on the GPU when every op can be captured ('auto'), or on demand."""
         if cuda_graph not in ("auto", True, False):
             raise DeviceError(f"cuda_graph must be 'auto', True or False, not {cuda_graph!r}")
+        if cuda_graph is True and self.device != "gpu":
+            raise DeviceError(f"CUDA graph replay needs the GPU (device is {self.device})")
         if self.device != "gpu" or cuda_graph is False:
             return None
         blocking = [s.node.name for s in self.steps if not getattr(s.op, "capturable", True)]

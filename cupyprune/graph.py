@@ -1,4 +1,5 @@
 """The model graph: parsed from the file's JSON and checked against the tensors it names."""
+import inspect
 from dataclasses import dataclass, field
 
 from .errors import ModelFileError
@@ -30,22 +31,53 @@ class Graph:
         return out
 
 
+def _is_names(v):
+    return isinstance(v, list) and all(isinstance(s, str) for s in v)
+
+
+def _arity(op_class):
+    """(fewest, most) values a node of this op reads; a fused residual is the engine's, not the
+    node's."""
+    params = [p for name, p in inspect.signature(op_class.__call__).parameters.items()
+              if name not in ("self", "residual")]
+    fixed = [p for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL]
+    fewest = sum(p.default is inspect.Parameter.empty for p in fixed)
+    return fewest, len(fixed) if len(fixed) == len(params) else float("inf")
+
+
+def _check_arity(node, op_class):
+    fewest, most = _arity(op_class)
+    n = len(node.inputs)
+    if not fewest <= n <= most:
+        want = str(fewest) if fewest == most else f"{fewest} to {most}"
+        raise ModelFileError(f"graph node {node.name!r} ({node.op}) reads {n} values, "
+                             f"the op takes {want}")
+    if not node.outputs:
+        raise ModelFileError(f"graph node {node.name!r} ({node.op}) has no outputs")
+
+
 def _node(raw, i, known_ops):
     if not isinstance(raw, dict):
         raise ModelFileError(f"graph node #{i} is not a JSON object")
     for k in ("name", "op", "inputs", "outputs"):
         if k not in raw:
             raise ModelFileError(f"graph node #{i} has no {k!r}")
+    for k in ("name", "op"):
+        if not isinstance(raw[k], str):
+            raise ModelFileError(f"graph node #{i}: {k!r} must be a string, got {raw[k]!r}")
     if raw["op"] not in known_ops:
         raise ModelFileError(f"graph node {raw['name']!r} uses unknown op {raw['op']!r}")
     params, attrs = raw.get("params", {}), raw.get("attrs", {})
     if not isinstance(params, dict) or not isinstance(attrs, dict):
         raise ModelFileError(f"graph node {raw['name']!r}: 'params' and 'attrs' must be objects")
-    if not all(isinstance(v, list) and all(isinstance(s, str) for s in v)
-               for v in (raw["inputs"], raw["outputs"])):
+    if not (_is_names(raw["inputs"]) and _is_names(raw["outputs"])):
         raise ModelFileError(f"graph node {raw['name']!r}: 'inputs'/'outputs' must be lists of names")
-    return Node(raw["name"], raw["op"], list(raw["inputs"]), list(raw["outputs"]),
+    if not all(isinstance(k, str) for k in params.values()):
+        raise ModelFileError(f"graph node {raw['name']!r}: 'params' must map roles to tensor names")
+    node = Node(raw["name"], raw["op"], list(raw["inputs"]), list(raw["outputs"]),
                 dict(params), dict(attrs))
+    _check_arity(node, known_ops[node.op])
+    return node
 
 
 def parse_graph(raw, known_ops):
@@ -54,6 +86,9 @@ def parse_graph(raw, known_ops):
         inputs, outputs, raw_nodes = raw["inputs"], raw["outputs"], raw["nodes"]
     except (KeyError, TypeError):
         raise ModelFileError("graph JSON must have 'inputs', 'outputs' and 'nodes'") from None
+    for k, v in (("inputs", inputs), ("outputs", outputs)):
+        if not _is_names(v) or not v:
+            raise ModelFileError(f"graph {k!r} must be a non-empty list of value names, got {v!r}")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise ModelFileError("graph JSON has no nodes")
     nodes = [_node(r, i, known_ops) for i, r in enumerate(raw_nodes)]

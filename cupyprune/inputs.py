@@ -3,11 +3,45 @@
 Image inputs arrive NCHW (as in PyTorch) and are handed to the graph channels-last."""
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, ModelFileError
 
 IMAGE, FEATURES, TOKEN_IDS, TOKEN_TYPE_IDS, ATTENTION_MASK = (
     "image", "features", "token_ids", "token_type_ids", "attention_mask")
+KINDS = (IMAGE, FEATURES, TOKEN_IDS, TOKEN_TYPE_IDS, ATTENTION_MASK)
 SAMPLE_SEQUENCE = 16    # tokens in a sample sequence when the file ships no sample
+
+
+def _spec_entry_error(spec, i):
+    """The first defect of one input_spec entry, or None."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+        return f"entry #{i} must be a JSON object with a string 'name'"
+    name, shape, kind = spec["name"], spec.get("shape"), spec.get("kind", IMAGE)
+    if not isinstance(shape, list) or not shape or not all(
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in shape):
+        return f"input {name!r} has shape {shape!r}: expected a list of positive ints or null"
+    if kind not in KINDS:
+        return f"input {name!r} has unknown kind {kind!r} (one of {', '.join(KINDS)})"
+    try:
+        np.dtype(spec.get("dtype", "float32"))
+    except TypeError:
+        return f"input {name!r} has unknown dtype {spec.get('dtype')!r}"
+    vocab = spec.get("vocab_size")
+    if (kind == TOKEN_IDS or vocab is not None) and not (
+            isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0):
+        return f"input {name!r} has vocab_size {vocab!r}: expected a positive integer"
+    return None
+
+
+def check_input_spec(input_spec, graph_inputs):
+    """The file's input_spec against the graph: one well-formed entry per graph input."""
+    for i, spec in enumerate(input_spec):
+        problem = _spec_entry_error(spec, i)
+        if problem:
+            raise ModelFileError(f"input_spec: {problem}")
+    names = [s["name"] for s in input_spec]
+    if sorted(names) != sorted(graph_inputs):
+        raise ModelFileError(f"input_spec names {', '.join(names) or 'nothing'}, but the graph's "
+                             f"inputs are {', '.join(graph_inputs)}")
 
 
 def _check_shape(spec, arr):
@@ -42,15 +76,17 @@ def check_input(spec, arr):
     if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
         raise InputError(f"input {name!r} must be an array, got {type(arr).__name__}")
     _check_shape(spec, arr)
+    if arr.size == 0:
+        raise InputError(f"input {name!r} is empty: shape {tuple(arr.shape)}")
     if kind in (TOKEN_IDS, TOKEN_TYPE_IDS):
         if arr.dtype.kind not in "iu":
             raise InputError(f"input {name!r} must hold integers, got dtype {arr.dtype}")
         _check_sequence(spec, arr)
         return arr
-    if arr.dtype.kind not in "fiub":
-        raise InputError(f"input {name!r} must be numeric, got dtype {arr.dtype}")
     if kind in (IMAGE, FEATURES) and arr.dtype.kind != "f":
         raise InputError(f"input {name!r} must be floating point, got dtype {arr.dtype}")
+    if arr.dtype.kind not in "fiub":
+        raise InputError(f"input {name!r} must be numeric, got dtype {arr.dtype}")
     return arr
 
 
@@ -63,17 +99,24 @@ def sample_inputs(input_spec, batch, seed=0):
         seq = min(SAMPLE_SEQUENCE, spec.get("max_length", SAMPLE_SEQUENCE))
         shape = [batch if i == 0 else (seq if d is None else d)
                  for i, d in enumerate(spec["shape"])]
-        if kind in (IMAGE, FEATURES):
-            out[spec["name"]] = rng.standard_normal(shape).astype(spec.get("dtype", "float32"))
-        elif kind == TOKEN_IDS:
-            out[spec["name"]] = rng.integers(0, spec["vocab_size"], size=shape, dtype=np.int64)
-        elif kind == TOKEN_TYPE_IDS:
-            out[spec["name"]] = np.zeros(shape, dtype=np.int64)
-        elif kind == ATTENTION_MASK:
-            out[spec["name"]] = np.ones(shape, dtype=np.int64)
-        else:
-            raise InputError(f"input {spec['name']!r} has unknown kind {kind!r}")
+        try:
+            out[spec["name"]] = _sample(rng, spec, kind, shape)
+        except MemoryError:
+            raise InputError(f"batch {batch}: input {spec['name']!r} of shape {tuple(shape)} "
+                             f"does not fit in memory") from None
     return out
+
+
+def _sample(rng, spec, kind, shape):
+    if kind in (IMAGE, FEATURES):
+        return rng.standard_normal(shape).astype(spec.get("dtype", "float32"))
+    if kind == TOKEN_IDS:
+        return rng.integers(0, spec["vocab_size"], size=shape, dtype=np.int64)
+    if kind == TOKEN_TYPE_IDS:
+        return np.zeros(shape, dtype=np.int64)
+    if kind == ATTENTION_MASK:
+        return np.ones(shape, dtype=np.int64)
+    raise InputError(f"input {spec['name']!r} has unknown kind {kind!r}")
 
 
 def default_input(spec, like, xp):

@@ -21,6 +21,7 @@ def assert_one_line_error(result, *fragments):
     assert "Traceback" not in result.output
     lines = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(lines) == 1, result.output
+    assert result.stderr.splitlines() == lines, result.stderr     # nothing else on stderr
     for frag in fragments:
         assert frag in lines[0], (frag, lines[0])
 
@@ -301,3 +302,340 @@ def test_malformed_pruning_declaration(rng, tmp_path, decl, fragment):
     p = tmp_path / "d.safetensors"
     write_tiny(p, rng, pruning={"c.weight": decl})
     assert_one_line_error(run_cli("infer", p), "layer 'c'", fragment)
+
+
+# -- model files: malformed containers, metadata, graphs and input specs ------------------------
+
+def test_model_path_is_a_pipe(tmp_path):
+    """A FIFO would block the reader forever; it is refused before it is opened."""
+    import os
+    fifo = tmp_path / "m.safetensors"
+    os.mkfifo(fifo)
+    assert_one_line_error(run_cli("inspect", fifo), "not a regular file")
+
+
+def test_model_path_empty():
+    assert_one_line_error(run_cli("infer", ""), "model path is empty")
+
+
+@pytest.mark.parametrize("field, value, fragment", [
+    ("shape", [-1, 4], "has shape [-1, 4]: not a list of non-negative integers"),
+    ("shape", "8", "has shape '8'"),
+    ("data_offsets", ["a", "b"], "data_offsets ['a', 'b']: not two non-negative integers"),
+    ("dtype", ["F32"], "has dtype ['F32']: not a dtype name"),
+])
+def test_malformed_tensor_entry(rng, tmp_path, field, value, fragment):
+    header, data = valid_header(rng, tmp_path)
+    header["fc.weight"][field] = value
+    p = tmp_path / "t.safetensors"
+    raw_file(p, header, data)
+    assert_one_line_error(run_cli("infer", p), "tensor 'fc.weight'", fragment)
+
+
+def test_metadata_value_not_a_string(rng, tmp_path):
+    header, data = valid_header(rng, tmp_path)
+    header["__metadata__"]["format_version"] = 1
+    p = tmp_path / "m.safetensors"
+    raw_file(p, header, data)
+    assert_one_line_error(run_cli("infer", p), "'format_version' is a JSON int", "strings")
+
+
+def test_pruning_entry_not_an_object(rng, tmp_path):
+    header, data = valid_header(rng, tmp_path)
+    header["__metadata__"]["pruning"] = json.dumps({"c.weight": int(rng.integers(1, 9))})
+    p = tmp_path / "m.safetensors"
+    raw_file(p, header, data)
+    assert_one_line_error(run_cli("infer", p), "'pruning' entry for 'c.weight'", "JSON object")
+
+
+def _edit_node(index, key, value):
+    def edit(g):
+        g["nodes"][index][key] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (_edit_node(0, "name", 5), "graph node #0: 'name' must be a string"),
+    (_edit_node(0, "op", ["conv2d"]), "graph node #0: 'op' must be a string"),
+    (_edit_node(0, "inputs", []), "'c' (conv2d) reads 0 values, the op takes 1"),
+    (_edit_node(2, "inputs", ["t1", "t0"]), "'r' (relu) reads 2 values, the op takes 1"),
+    (_edit_node(6, "outputs", []), "'fc' (linear) has no outputs"),
+    (_edit_node(0, "params", {"weight": 7}), "'params' must map roles to tensor names"),
+    (lambda g: g.__setitem__("outputs", []), "graph 'outputs' must be a non-empty list"),
+    (lambda g: g.__setitem__("inputs", "image"), "graph 'inputs' must be a non-empty list"),
+])
+def test_malformed_graph_structure(rng, tmp_path, edit, fragment):
+    g = tiny_graph()
+    edit(g)
+    p = tmp_path / "g.safetensors"
+    write_tiny(p, rng, graph=g)
+    assert_one_line_error(run_cli("infer", p), fragment)
+
+
+@pytest.mark.parametrize("node, attr, value, fragment", [
+    (0, "stride", [0, 0], "'stride' is [0, 0]: expected one or two integers >= 1"),
+    (0, "stride", "2", "'stride' is '2'"),
+    (0, "padding", [-1, 1], "'padding' is [-1, 1]: expected one or two integers >= 0"),
+    (0, "dilation", [1.5, 1], "'dilation' is [1.5, 1]"),
+    (3, "kernel", None, "'kernel' is missing"),
+    (4, "output_size", [0, 2], "'output_size' is [0, 2]"),
+])
+def test_bad_op_attribute(rng, tmp_path, node, attr, value, fragment):
+    g = tiny_graph()
+    if value is None:
+        del g["nodes"][node]["attrs"][attr]
+    else:
+        g["nodes"][node]["attrs"][attr] = value
+    p = tmp_path / "a.safetensors"
+    write_tiny(p, rng, graph=g)
+    assert_one_line_error(run_cli("infer", p), f"node {g['nodes'][node]['name']!r}", fragment)
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ([], "input_spec names nothing, but the graph's inputs are image"),
+    (["image"], "entry #0 must be a JSON object with a string 'name'"),
+    ([{"name": "image"}], "input 'image' has shape None"),
+    ([{"name": "image", "shape": [None, 3, 0, 9]}], "has shape [None, 3, 0, 9]"),
+    ([{"name": "image", "shape": [None, 3, 9, 9], "kind": "audio"}], "unknown kind 'audio'"),
+    ([{"name": "image", "shape": [None, 3, 9, 9], "dtype": "float99"}], "unknown dtype 'float99'"),
+    ([{"name": "pic", "shape": [None, 3, 9, 9]}], "input_spec names pic, but the graph's inputs"),
+])
+def test_malformed_input_spec(rng, tmp_path, spec, fragment):
+    header, data = valid_header(rng, tmp_path)
+    header["__metadata__"]["input_spec"] = json.dumps(spec)
+    p = tmp_path / "s.safetensors"
+    raw_file(p, header, data)
+    assert_one_line_error(run_cli("infer", p), fragment)
+
+
+# -- --input files -----------------------------------------------------------------------------
+
+def test_input_is_directory(tmp_path, model_path):
+    assert_one_line_error(run_cli("infer", model_path, "--input", tmp_path),
+                          f"--input {tmp_path}: is a directory")
+
+
+def test_input_empty_path_is_not_ignored(model_path):
+    """--input '' used to fall back to synthetic inputs silently."""
+    assert_one_line_error(run_cli("infer", model_path, "--input", ""), "--input: empty path")
+
+
+def test_input_random_bytes(rng, tmp_path, model_path):
+    x = tmp_path / "x.npy"
+    x.write_bytes(b"\x01" + rng.bytes(200))
+    assert_one_line_error(run_cli("infer", model_path, "--input", x), "not a readable",
+                          "numpy.save")
+
+
+@pytest.mark.parametrize("how", ["object_npy", "raw_pickle", "object_npz"])
+def test_input_needs_pickle(rng, tmp_path, model_path, how):
+    import pickle
+    x = tmp_path / ("x.npz" if how == "object_npz" else "x.npy")
+    obj = np.array([rng.standard_normal((1, 3, 9, 9)), None], dtype=object)
+    if how == "object_npy":
+        np.save(x, obj, allow_pickle=True)
+    elif how == "raw_pickle":
+        x.write_bytes(pickle.dumps(rng.standard_normal((1, 3, 9, 9))))
+    else:
+        np.savez(x, image=obj)
+    result = run_cli("infer", model_path, "--input", x)
+    assert_one_line_error(result, f"--input {x}")
+    assert "Object arrays cannot be loaded" in result.output or "not a readable" in result.output
+
+
+def test_input_corrupt_npy_header(tmp_path, model_path):
+    """A header that numpy's literal parser chokes on (tokenize.TokenError, not ValueError)."""
+    x = tmp_path / "x.npy"
+    x.write_bytes(b"\x93NUMPY\x01\x00\x10\x00{'descr': <garbage")
+    assert_one_line_error(run_cli("infer", model_path, "--input", x), "not a readable")
+
+
+def test_input_header_claims_huge_array(rng, tmp_path, model_path):
+    """A .npy whose header declares 10**9 images but holds 2: refused before any allocation."""
+    x = tmp_path / "x.npy"
+    a = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    header = np.lib.format.header_data_from_array_1_0(a)
+    header["shape"] = (10 ** 9, 3, 9, 9)
+    with open(x, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, header)
+        f.write(a.tobytes())
+    assert_one_line_error(run_cli("infer", model_path, "--input", x), "truncated or corrupt",
+                          "(1000000000, 3, 9, 9)")
+
+
+def test_input_empty_batch(tmp_path, model_path):
+    x = tmp_path / "x.npy"
+    np.save(x, np.empty((0, 3, 9, 9), dtype=np.float32))
+    out = tmp_path / "y.npy"
+    assert_one_line_error(run_cli("infer", model_path, "--input", x, "--output", out),
+                          "input 'image' is empty: shape (0, 3, 9, 9)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_input_non_finite(rng, tmp_path, model_path, value):
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    where = tuple(int(rng.integers(0, d)) for d in x.shape)
+    x[where] = value
+    np.save(tmp_path / "x.npy", x)
+    assert_one_line_error(run_cli("infer", model_path, "--input", tmp_path / "x.npy"),
+                          "1 NaN/Inf value(s)", f"at index {where}")
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.bool_])
+def test_input_non_float_dtype(rng, tmp_path, model_path, dtype):
+    x = tmp_path / "x.npy"
+    np.save(x, (rng.standard_normal((2, 3, 9, 9)) * 3).astype(dtype))
+    assert_one_line_error(run_cli("infer", model_path, "--input", x), "must be floating point",
+                          np.dtype(dtype).name)
+
+
+@pytest.mark.parametrize("convert", [
+    lambda x: x.astype(np.float64), lambda x: np.asfortranarray(x),
+    lambda x: x.astype(">f4"), lambda x: x.transpose(0, 1, 3, 2).copy().transpose(0, 1, 3, 2)])
+def test_input_other_float_layouts_match_float32(rng, tmp_path, model_path, convert):
+    """float64, Fortran-ordered, big-endian and non-contiguous images are accepted and give the
+    float32 C-ordered input's logits (docs: images are NCHW float arrays)."""
+    x = rng.standard_normal((3, 3, 9, 9)).astype(np.float32)
+    np.save(tmp_path / "ref.npy", x)
+    np.save(tmp_path / "alt.npy", convert(x))
+    for name in ("ref", "alt"):
+        result = run_cli("infer", model_path, "--input", tmp_path / f"{name}.npy", "--output",
+                         tmp_path / f"y_{name}.npy", "--device", "cpu")
+        assert result.exit_code == 0, result.output
+    assert np.array_equal(np.load(tmp_path / "y_ref.npy"), np.load(tmp_path / "y_alt.npy"))
+
+
+def test_input_npz_without_any_array(tmp_path, model_path):
+    x = tmp_path / "x.npz"
+    np.savez(x)
+    assert_one_line_error(run_cli("infer", model_path, "--input", x), "missing input 'image'")
+
+
+def test_batch_with_input_is_refused(rng, tmp_path, model_path):
+    np.save(tmp_path / "x.npy", rng.standard_normal((3, 3, 9, 9)).astype(np.float32))
+    assert_one_line_error(run_cli("infer", model_path, "--input", tmp_path / "x.npy",
+                                  "--batch", 2), "--batch 2 applies to the sample inputs")
+
+
+# -- --output, --top-k and device options of infer ----------------------------------------------
+
+@pytest.mark.parametrize("name, fragment", [
+    ("y.txt", "must end in .npy"),
+    ("y", "must end in .npy"),
+    ("newdir/", "is a directory"),
+    ("", "--output: empty path"),
+])
+def test_output_bad_name(tmp_path, model_path, name, fragment, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert_one_line_error(run_cli("infer", model_path, "--output", name), fragment)
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_output_under_a_regular_file(model_path):
+    """/etc/hostname is a file: no directory can be under it (a path that fails even for root)."""
+    import os
+    assert os.path.isfile("/etc/hostname")
+    assert_one_line_error(run_cli("infer", model_path, "--output", "/etc/hostname/y.npy"),
+                          "/etc/hostname is a file, not a directory")
+
+
+def test_output_onto_a_device_is_refused(tmp_path, model_path):
+    """The atomic rename would replace a device node (or FIFO) with a regular file."""
+    import os
+    import stat
+    fifo = tmp_path / "y.npy"
+    os.mkfifo(fifo)
+    assert_one_line_error(run_cli("infer", model_path, "--output", fifo), "not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+
+
+def test_output_file_mode_follows_umask(tmp_path, model_path):
+    """The output is data, readable as any file the user writes (mkstemp alone makes it 0600)."""
+    import os
+    umask = os.umask(0o022)
+    try:
+        result = run_cli("infer", model_path, "--output", tmp_path / "y.npy", "--device", "cpu")
+    finally:
+        os.umask(umask)
+    assert result.exit_code == 0, result.output
+    assert os.stat(tmp_path / "y.npy").st_mode & 0o777 == 0o644
+
+
+def test_top_k_larger_than_classes(tmp_path, model_path):
+    out = tmp_path / "y.npy"
+    assert_one_line_error(run_cli("infer", model_path, "--top-k", 6, "--output", out),
+                          "--top-k 6: the model has only 5 classes")
+    assert not out.exists()
+
+
+def test_synthetic_batch_too_large_for_memory(model_path):
+    assert_one_line_error(run_cli("infer", model_path, "--batch", 10 ** 12, "--device", "cpu"),
+                          "batch 1000000000000", "does not fit in memory")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--precision", "fp16"], "precision fp16 needs the GPU (device is cpu)"),
+    (["--precision", "tf32"], "precision tf32 needs the GPU (device is cpu)"),
+    (["--cuda-graph"], "CUDA graph replay needs the GPU (device is cpu)"),
+])
+def test_gpu_only_options_without_gpu(model_path, monkeypatch, args, fragment):
+    from cupyprune import backend
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    assert_one_line_error(run_cli("infer", model_path, *args), fragment)
+
+
+def test_inspect_honours_device_env(model_path, monkeypatch):
+    """inspect ignored $CUPYPRUNE_DEVICE although its --help says it is the default."""
+    monkeypatch.setenv("CUPYPRUNE_DEVICE", "bogus")
+    assert_one_line_error(run_cli("inspect", model_path), "unknown device 'bogus'")
+
+
+# -- bench: nothing written, nothing timed, when any part of the request is bad ----------------
+
+def bench_outputs(tmp_path):
+    return ["--json", tmp_path / "r.json", "--csv", tmp_path / "r.csv"]
+
+
+def assert_nothing_written(tmp_path):
+    assert not (tmp_path / "r.json").exists() and not (tmp_path / "r.csv").exists()
+    assert not list(tmp_path.glob(".cupyprune-*"))
+
+
+def test_bench_second_model_bad(rng, tmp_path, model_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(rng.bytes(64))
+    result = run_cli("bench", model_path, bad, "--repeat", 1, "--warmup", 0, "--device", "cpu",
+                     *bench_outputs(tmp_path))
+    assert_one_line_error(result, str(bad))
+    assert "median ms" not in result.output
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--batch", 10 ** 12], "does not fit in memory"),
+    (["--precision", "fp32", "--precision", "fp16"], "precision fp16 needs the GPU"),
+    (["--cuda-graph"], "CUDA graph replay needs the GPU"),
+])
+def test_bench_refuses_before_timing(tmp_path, model_path, monkeypatch, args, fragment):
+    from cupyprune import backend
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    result = run_cli("bench", model_path, "--repeat", 1, "--warmup", 0, *args,
+                     *bench_outputs(tmp_path))
+    assert_one_line_error(result, fragment)
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize("option", ["--json", "--csv"])
+def test_bench_output_errors_name_the_option(tmp_path, model_path, option):
+    out = tmp_path / "missing" / "r.out"
+    assert_one_line_error(run_cli("bench", model_path, option, out), f"{option} {out}",
+                          "does not exist")
+
+
+def test_bench_json_and_csv_same_file(tmp_path, model_path):
+    same = tmp_path / "r.out"
+    assert_one_line_error(run_cli("bench", model_path, "--json", same, "--csv", same),
+                          "--json and --csv both name")
+    assert not same.exists()

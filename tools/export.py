@@ -10,7 +10,6 @@ Python API: `export(arch, state_dict, out, ...)` and `main(argv)`.
 """
 import os
 import sys
-import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 for _path in (HERE, os.path.dirname(HERE)):        # tools/ (archs, exporters) and the repo root
@@ -18,6 +17,7 @@ for _path in (HERE, os.path.dirname(HERE)):        # tools/ (archs, exporters) a
         sys.path.insert(0, _path)
 
 from checkpoint import first_line, load_state_dict  # noqa: E402
+from cupyprune.atomic import probe_directory  # noqa: E402
 from exporters.cnn import export_cnn  # noqa: E402
 from exporters.errors import ExportError  # noqa: E402
 from exporters.graph_builder import PATTERN_HELP  # noqa: E402
@@ -65,11 +65,10 @@ def check_out(path):
 
 
 def can_create_in(directory):
-    """Whether a file can be made in `directory`, tried for real: os.access answers yes to root
-    whatever the mode, and for virtual file systems such as /proc."""
+    """Whether a file can be made in `directory` (tried for real)."""
     try:
-        with tempfile.TemporaryFile(dir=directory):
-            return True
+        probe_directory(directory)
+        return True
     except OSError:
         return False
 

@@ -3,13 +3,16 @@ import csv
 import io
 import itertools
 import json
+import os
 import sys
 
 import click
 
 from ..backend import resolve_device
 from ..bench import CELL_KEYS, SCHEMA, bench_cell, environment
-from ..engine import PRECISIONS
+from ..engine import PRECISIONS, check_precision, load
+from ..errors import InputError
+from ..inputs import sample_inputs
 from ..paths import PATH_CHOICES
 from .common import (check_writable, device_option, format_table, graph_option,
                      one_line_errors, save_text_atomic)
@@ -24,46 +27,71 @@ def _csv(cells):
     return buf.getvalue()
 
 
+def _check_outputs(json_path, csv_path):
+    outs = [(opt, p) for opt, p in (("--json", json_path), ("--csv", csv_path)) if p is not None]
+    for opt, p in outs:
+        check_writable(p, opt)
+    if len(outs) == 2 and os.path.abspath(json_path) == os.path.abspath(csv_path):
+        raise InputError(f"--json and --csv both name {json_path}: the CSV would replace the JSON")
+
+
+def _preflight(models, precisions, batch, device, cuda_graph):
+    """Every precision runs on this device, every model loads and its synthetic inputs fit,
+    before the first timing: a bad second model must not fail the run after the first."""
+    for precision in precisions:
+        check_precision(precision, device)
+    for path in models:
+        model = load(path, device=device, precision=precisions[0], cuda_graph=cuda_graph)
+        sample_inputs(model.file.input_spec, batch)
+        del model
+
+
 @click.command(name="bench")
 @click.argument("models", metavar="MODEL...", nargs=-1, required=True, type=click.Path())
 @click.option("--path", "paths", type=click.Choice(PATH_CHOICES), multiple=True,
               help="Path(s) to time; repeat the option for several. Default: dense and auto.")
 @click.option("--precision", "precisions", type=click.Choice(tuple(PRECISIONS)), multiple=True,
               help="Precision(s) to time. Default: fp32.")
-@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Batch size of the synthetic inputs (built from each file's input spec).")
 @click.option("--repeat", type=click.IntRange(min=1), default=30, show_default=True,
               help="Timed runs per cell.")
-@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--json", "json_path", type=click.Path(), help="Write all cells as JSON here.")
-@click.option("--csv", "csv_path", type=click.Path(), help="Write all cells as CSV here.")
+@click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
+              help="Untimed runs per cell before the timed ones.")
+@click.option("--json", "json_path", type=click.Path(),
+              help="Write all cells as JSON here, once every cell has run.")
+@click.option("--csv", "csv_path", type=click.Path(),
+              help="Write all cells as CSV here, once every cell has run.")
 @device_option
 @graph_option
 @one_line_errors
 def bench_cmd(models, paths, precisions, batch, repeat, warmup, json_path, csv_path, device,
               cuda_graph):
     """Time MODEL files: median and spread per path and precision (CUDA events on the GPU)."""
-    for out in (json_path, csv_path):
-        if out:
-            check_writable(out)
+    _check_outputs(json_path, csv_path)
     device = resolve_device(device)
-    grid = list(itertools.product(models, paths or ("dense", "auto"), precisions or ("fp32",)))
+    cuda_graph = "auto" if cuda_graph is None else cuda_graph
+    precisions = precisions or ("fp32",)
+    _preflight(models, precisions, batch, device, cuda_graph)
+    grid = list(itertools.product(models, paths or ("dense", "auto"), precisions))
     cells = []
     with click.progressbar(grid, label=f"benchmarking on {device}", file=sys.stderr,
+                           hidden=not sys.stderr.isatty(),           # no stray line in logs
                            item_show_func=lambda g: g and f"{g[0]} {g[1]} {g[2]}") as bar:
         for model, path_choice, precision in bar:
             cells.append(bench_cell(model, path_choice, precision, batch, device, warmup, repeat,
-                                    "auto" if cuda_graph is None else cuda_graph))
+                                    cuda_graph))
     rows = [[c["model"], c["path"], "+".join(c["paths_used"]), c["precision"], c["batch"],
              f"{c['median_ms']:.3f}", f"{c['p10_ms']:.3f}-{c['p90_ms']:.3f}",
              "-" if c["peak_bytes"] is None else f"{c['peak_bytes'] / 2**20:.1f}",
              "yes" if c["cuda_graph"] else "no"] for c in cells]
     click.echo(format_table(["model", "path", "paths used", "precision", "batch", "median ms",
                              "p10-p90 ms", "peak MiB", "graph"], rows, align="llllrrrrl"))
-    if json_path:
+    if json_path is not None:
         doc = {"schema": SCHEMA, "environment": environment(device),
                "settings": {"batch": batch, "repeat": repeat, "warmup": warmup}, "cells": cells}
         save_text_atomic(json_path, json.dumps(doc, indent=1))
         click.echo(f"wrote {json_path}")
-    if csv_path:
+    if csv_path is not None:
         save_text_atomic(csv_path, _csv(cells))
         click.echo(f"wrote {csv_path}")

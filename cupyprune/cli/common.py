@@ -2,12 +2,12 @@
 import functools
 import os
 import sys
-import tempfile
 import warnings
 
 import click
 import numpy as np
 
+from ..atomic import atomic_path, probe_directory
 from ..backend import DEVICES
 from ..engine import PRECISIONS
 from ..errors import CupyPruneError, InputError
@@ -26,6 +26,11 @@ def one_line_errors(fn):
                 _echo_warnings(caught)
                 click.echo(f"error: {e}", err=True)
                 sys.exit(2)
+            except MemoryError as e:                # a batch or input too large for this machine
+                _echo_warnings(caught)
+                click.echo(f"error: out of memory{f': {e}' if str(e) else ''} (try a smaller "
+                           f"batch)", err=True)
+                sys.exit(2)
             except KeyboardInterrupt:
                 click.echo("error: interrupted", err=True)
                 sys.exit(130)
@@ -39,10 +44,15 @@ def _echo_warnings(caught):
         click.echo(f"warning: {w.message}", err=True)
 
 
-device_option = click.option(
-    "--device", type=click.Choice(DEVICES), default=None,
-    help="Where to run: gpu (CuPy), cpu (NumPy) or auto (GPU when usable). "
-         "Default: $CUPYPRUNE_DEVICE, else auto.")
+def device_choice(default="auto"):
+    """The --device option; None stands for $CUPYPRUNE_DEVICE, else `default`."""
+    return click.option(
+        "--device", type=click.Choice(DEVICES), default=None,
+        help="Where to run: gpu (CuPy), cpu (NumPy) or auto (GPU when usable). "
+             f"Default: $CUPYPRUNE_DEVICE, else {default}.")
+
+
+device_option = device_choice()
 path_option = click.option(
     "--path", "path_choice", type=click.Choice(PATH_CHOICES), default="auto", show_default=True,
     help="Execution path for pruned layers; a forced path runs where it applies, other layers "
@@ -57,29 +67,42 @@ graph_option = click.option(
          "allows it (not with the CSR path).")
 
 
-def check_writable(path):
-    """Fail before any work when the output cannot be written."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    if os.path.isdir(path):
-        raise InputError(f"--output {path}: is a directory")
+def check_writable(path, option="--output", suffix=None):
+    """Fail before any work when `option`'s file cannot be written: an empty path, a directory,
+    a pipe or device (the atomic rename would replace it), a missing or unwritable directory, or
+    (with `suffix`) a name that does not end in it."""
+    if path == "":
+        raise InputError(f"{option}: empty path")
+    if path.endswith(("/", os.sep)) or os.path.isdir(path):
+        raise InputError(f"{option} {path}: is a directory")
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise InputError(f"{option} {path}: not a regular file (a pipe or device?)")
+    if suffix and not path.endswith(suffix):
+        raise InputError(f"{option} {path}: must end in {suffix}")
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise InputError(f"{option} {path}: {directory} is a file, not a directory")
     if not os.path.isdir(directory):
-        raise InputError(f"--output {path}: directory {directory} does not exist")
-    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise InputError(f"--output {path}: not writable")
+        raise InputError(f"{option} {path}: directory {directory} does not exist")
+    _probe_directory(path, option, directory)
+
+
+def _probe_directory(path, option, directory):
+    """Create and remove a temporary file where the output will go: os.access says yes to root
+    on a read-only mount or in /proc, where the real write would fail only after all the work."""
+    try:
+        probe_directory(directory)
+    except OSError as e:
+        raise InputError(f"{option} {path}: not writable ({e.strerror or e})") from None
 
 
 def _save_atomic(path, write):
     """write(f) into a temporary file beside path, renamed over it only when complete."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".cupyprune-", suffix=".tmp", dir=directory)
     try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    except OSError as e:                        # disk full, or the directory went away
+        raise InputError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
 def save_npy_atomic(path, array):

@@ -17,7 +17,7 @@ DEFAULT_SAMPLE_BATCH = 4
 def _choose_inputs(model, input_path, batch):
     """-> (inputs by name, true labels or None, a line saying where they came from)."""
     names = model.graph.inputs
-    if input_path:
+    if input_path is not None:
         inputs = read_inputs(input_path, names)
         return inputs, None, f"{input_path}"
     shipped = model.file.sample_inputs()
@@ -33,6 +33,18 @@ def _choose_inputs(model, input_path, batch):
     n = DEFAULT_SAMPLE_BATCH if batch is None else batch
     return sample_inputs(model.file.input_spec, n), None, \
         f"{n} deterministic synthetic inputs (seed 0) from the input spec"
+
+
+def _check_options(input_path, batch):
+    if input_path is not None and batch is not None:
+        raise InputError(f"--batch {batch} applies to the sample inputs; with --input "
+                         f"{input_path} the batch is that file's")
+
+
+def _check_top_k(logits, top_k):
+    classes = logits.shape[-1]
+    if logits.ndim == 2 and top_k > classes:
+        raise InputError(f"--top-k {top_k}: the model has only {classes} classes")
 
 
 def _softmax(logits):
@@ -66,10 +78,12 @@ def _prediction_rows(model, logits, labels, top_k):
                    "(input_ids, token_type_ids, attention_mask). Default: the file's sample inputs, "
                    "else synthetic ones.")
 @click.option("--output", "output_path", type=click.Path(),
-              help="Write the raw outputs (logits) here as .npy.")
+              help="Write the raw outputs (logits) here as .npy (the name must end in .npy; "
+                   "an existing file is replaced only once the run has succeeded).")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="How many sample inputs to run when no --input is given.")
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Classes shown per input, most probable first (at most the model's classes).")
 @click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed runs for the latency (after warm-up).")
 @device_option
@@ -80,13 +94,15 @@ def _prediction_rows(model, logits, labels, top_k):
 def infer(model_path, input_path, output_path, batch, top_k, repeat, device, path_choice,
           precision, cuda_graph):
     """Run MODEL (a cupyprune .safetensors file): print the top-k classes and the latency."""
-    if output_path:
-        check_writable(output_path)
+    _check_options(input_path, batch)
+    if output_path is not None:
+        check_writable(output_path, "--output", suffix=".npy")
     model = load(model_path, device=device, path_choice=path_choice, precision=precision,
                  cuda_graph="auto" if cuda_graph is None else cuda_graph)
     inputs, labels, origin = _choose_inputs(model, input_path, batch)
     arrays = {k: model.xp.asarray(v) for k, v in inputs.items()}
     logits = backend.to_numpy(model(**arrays))
+    _check_top_k(logits, top_k)
     times = time_calls(lambda: model(**arrays), model.xp, warmup=1, repeat=repeat)
     stats = summary(times)
     groups = sum(1 for s in model.layers() if s.op.describe()["path"] == "group")
@@ -111,6 +127,6 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
     n = len(logits)
     click.echo(f"latency: {stats['median_ms']:.3f} ms median for a batch of {n} "
                f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}, {stats['runs']} runs)")
-    if output_path:
+    if output_path is not None:
         save_npy_atomic(output_path, logits)
         click.echo(f"wrote {output_path}  {logits.shape} {logits.dtype}")

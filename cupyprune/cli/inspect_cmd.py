@@ -1,9 +1,10 @@
 """`cupyprune inspect`: one row per op with shapes, pattern, kept parameters and path."""
 import click
 
+from ..backend import resolve_device
 from ..engine import load
 from ..inputs import sample_inputs
-from .common import device_option, format_table, one_line_errors, path_option, precision_option
+from .common import device_choice, format_table, one_line_errors, path_option, precision_option
 
 
 def _shape(s):
@@ -13,14 +14,14 @@ def _shape(s):
 @click.command(name="inspect")
 @click.argument("model_path", metavar="MODEL", type=click.Path())
 @click.option("--all-ops", is_flag=True, help="List every op, not only the prunable layers.")
-@device_option
+@device_choice(default="cpu")
 @path_option
 @precision_option
 @one_line_errors
 def inspect_cmd(model_path, all_ops, device, path_choice, precision):
     """Show MODEL's layers: op, output shape (batch 1), pattern, kept %, execution path."""
-    model = load(model_path, device=device or "cpu", path_choice=path_choice,
-                 precision=precision)
+    model = load(model_path, device=resolve_device(device, default="cpu"),
+                 path_choice=path_choice, precision=precision)
     trace = []
     model.run(trace=trace, **{k: model.xp.asarray(v)
                               for k, v in sample_inputs(model.file.input_spec, 1).items()})

@@ -1,22 +1,81 @@
 """Reading --input files: .npy (the first graph input) or .npz (inputs by name)."""
 import os
-import zipfile
 
 import numpy as np
 
 from ..errors import InputError
 
+NPY_MAGIC = b"\x93NUMPY"
+ZIP_MAGIC = b"PK"                    # a local file header, or the end record of an empty .npz
 
-def read_inputs(path, input_names):
-    """path -> {input name: NumPy array}; a one-line InputError for anything unreadable."""
-    if not os.path.isfile(path):
+
+def _check_file(path):
+    if path == "":
+        raise InputError("--input: empty path")
+    if not os.path.exists(path):
         raise InputError(f"--input {path}: no such file")
+    if os.path.isdir(path):
+        raise InputError(f"--input {path}: is a directory, not a .npy/.npz file")
+    if not os.path.isfile(path):
+        raise InputError(f"--input {path}: not a regular file (a pipe or device?)")
+
+
+def _sniff(path):
+    """-> 'npy' or 'npz' from the file's first bytes (its suffix is not trusted)."""
+    with open(path, "rb") as f:
+        head = f.read(len(NPY_MAGIC))
+    if head.startswith(NPY_MAGIC):
+        return "npy"
+    if head.startswith(ZIP_MAGIC):
+        return "npz"
+    what = "an empty file" if not head else f"it starts with {head[:4]!r}"
+    raise InputError(f"--input {path}: not a readable .npy/.npz file ({what}; save arrays with "
+                     f"numpy.save or numpy.savez)")
+
+
+def _check_npy_size(path):
+    """The array a .npy header declares must be in the file, before anything is allocated."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_{version[1]}", None)
+        if read_header is None:
+            return                              # a newer version: np.load says what it thinks
+        shape, _, dtype = read_header(f)
+        data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+    if dtype.hasobject:
+        return                                  # refused by np.load (no pickles) with its reason
+    need = dtype.itemsize
+    for d in shape:
+        need *= d
+    if need > data_bytes:
+        raise InputError(f"--input {path}: truncated or corrupt: its header declares shape "
+                         f"{tuple(shape)} {dtype} ({need} bytes) but the file holds {data_bytes}")
+
+
+def _load(path):
+    """np.load with no pickles; any failure to parse the file is one InputError."""
     try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise InputError(f"--input {path}: not a readable .npy/.npz file ({e})") from None
-    if isinstance(loaded, np.ndarray):
-        return {input_names[0]: loaded}
+        if _sniff(path) == "npy":
+            _check_npy_size(path)
+        return np.load(path, allow_pickle=False)
+    except InputError:
+        raise
+    except MemoryError:
+        raise InputError(f"--input {path}: its arrays do not fit in memory") from None
+    except Exception as e:           # numpy raises ValueError, OSError, EOFError, SyntaxError...
+        raise InputError(f"--input {path}: not a readable .npy/.npz file "
+                         f"({type(e).__name__}: {e})") from None
+
+
+def _check_finite(path, name, arr):
+    if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+        bad = np.argwhere(~np.isfinite(arr))
+        where = tuple(int(i) for i in bad[0])
+        raise InputError(f"--input {path}: {name!r} holds {len(bad)} NaN/Inf value(s), the first "
+                         f"at index {where} ({arr[where]})")
+
+
+def _members(path, loaded, input_names):
     with loaded:
         unknown = sorted(set(loaded.files) - set(input_names))
         if unknown:
@@ -26,5 +85,20 @@ def read_inputs(path, input_names):
             raise InputError(f"--input {path}: missing input {input_names[0]!r}")
         try:
             return {k: loaded[k] for k in loaded.files}
-        except ValueError as e:
-            raise InputError(f"--input {path}: {e}") from None
+        except MemoryError:
+            raise InputError(f"--input {path}: its arrays do not fit in memory") from None
+        except Exception as e:       # a corrupt or truncated member, an object array
+            raise InputError(f"--input {path}: {type(e).__name__}: {e}") from None
+
+
+def read_inputs(path, input_names):
+    """path -> {input name: NumPy array}; a one-line InputError for anything unreadable."""
+    _check_file(path)
+    loaded = _load(path)
+    if isinstance(loaded, np.ndarray):
+        arrays = {input_names[0]: loaded}
+    else:
+        arrays = _members(path, loaded, input_names)
+    for name, arr in arrays.items():
+        _check_finite(path, name, arr)
+    return arrays

@@ -79,6 +79,10 @@ def _check_meta(meta, path):
     for k in keys.REQUIRED_META:
         if k not in meta:
             raise ModelFileError(f"{path}: metadata key {k!r} is missing: not a cupyprune model file")
+    for k, v in meta.items():
+        if not isinstance(v, str):
+            raise ModelFileError(f"{path}: metadata {k!r} is a JSON {type(v).__name__}; "
+                                 f"safetensors metadata values must be strings")
     if meta[keys.META_FORMAT] != keys.FORMAT_NAME:
         raise ModelFileError(f"{path}: format is {meta[keys.META_FORMAT]!r}, expected "
                              f"{keys.FORMAT_NAME!r}")
@@ -87,15 +91,36 @@ def _check_meta(meta, path):
                              f"supported (this cupyprune reads version {keys.FORMAT_VERSION})")
 
 
-def _read_tensor(buf, name, entry, data_start, data_len, path):
+def _is_count(v):
+    """A non-negative JSON integer (not a bool, not a float)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _entry_fields(name, entry, path):
+    """A tensor's header entry -> (dtype, shape, begin, end), each checked for its JSON type."""
     try:
         dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
     except (KeyError, TypeError, ValueError):
         raise ModelFileError(f"{path}: tensor {name!r} has a malformed header entry") from None
+    if not isinstance(dtype, str):
+        raise ModelFileError(f"{path}: tensor {name!r} has dtype {dtype!r}: not a dtype name")
+    if not isinstance(shape, list) or not all(_is_count(d) for d in shape):
+        raise ModelFileError(f"{path}: tensor {name!r} has shape {shape!r}: not a list of "
+                             f"non-negative integers")
+    if not (_is_count(begin) and _is_count(end)):
+        raise ModelFileError(f"{path}: tensor {name!r} has data_offsets {[begin, end]!r}: not two "
+                             f"non-negative integers")
+    return dtype, shape, begin, end
+
+
+def _read_tensor(buf, name, entry, data_start, data_len, path):
+    dtype, shape, begin, end = _entry_fields(name, entry, path)
     if dtype not in keys.DTYPES:
         raise ModelFileError(f"{path}: tensor {name!r} has unsupported dtype {dtype!r}")
     np_dtype = np.dtype(keys.DTYPES[dtype])
-    count = int(np.prod(shape, dtype=np.int64))
+    count = 1
+    for d in shape:                  # Python ints: a huge shape cannot overflow to a small count
+        count *= d
     if not (0 <= begin <= end <= data_len) or end - begin != count * np_dtype.itemsize:
         if end > data_len:
             raise ModelFileError(f"{path}: truncated: tensor {name!r} ends at byte {end} of a "
@@ -106,13 +131,36 @@ def _read_tensor(buf, name, entry, data_start, data_len, path):
     return arr.reshape(shape).copy()
 
 
-def read_model_file(path):
-    """Read and check a model file's container and metadata. Graph checks live in graph.py."""
-    path = os.fspath(path)
+def _check_pruning_entries(pruning, path):
+    for param, decl in pruning.items():
+        if not isinstance(decl, dict):
+            raise ModelFileError(f"{path}: metadata 'pruning' entry for {param!r} is "
+                                 f"{json.dumps(decl)}: expected a JSON object with a 'pattern'")
+
+
+def _check_regular_file(path):
+    """A missing path, a directory, or a pipe/device (which would block or never end) is refused."""
+    if path == "":
+        raise ModelFileError("model path is empty")
     if not os.path.exists(path):
         raise ModelFileError(f"{path}: no such file")
     if os.path.isdir(path):
         raise ModelFileError(f"{path}: is a directory, not a model file")
+    if not os.path.isfile(path):
+        raise ModelFileError(f"{path}: not a regular file (a pipe or device?), not a model file")
+
+
+def read_model_file(path):
+    """Read and check a model file's container and metadata. Graph checks live in graph.py."""
+    path = os.fspath(path)
+    _check_regular_file(path)
+    try:
+        return _read_checked(path)
+    except OSError as e:
+        raise ModelFileError(f"{path}: cannot read: {e.strerror or e}") from None
+
+
+def _read_checked(path):
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         header, data_start = _read_header(f, path, size)
@@ -126,6 +174,7 @@ def read_model_file(path):
                                                  size - data_start, path)
     labels = _parse_json(meta, keys.META_LABELS, path, list) if keys.META_LABELS in meta else None
     pruning = _parse_json(meta, keys.META_PRUNING, path, dict) if keys.META_PRUNING in meta else {}
+    _check_pruning_entries(pruning, path)
     return ModelFile(
         path=path, tensors=tensors,
         graph=_parse_json(meta, keys.META_GRAPH, path, dict),

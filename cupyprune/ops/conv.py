@@ -9,7 +9,7 @@ from ..errors import InputError
 from ..patterns import conv_weight_to_f
 from .im2col import VEC, TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import PrunableWeight
-from .registry import Op, pair, register, shape_error
+from .registry import Op, attr_pair, register, shape_error
 
 
 def bn_scale_shift(node, ctx):
@@ -37,8 +37,8 @@ class Conv2d(Op):
         self.K, self.C, kh, kw = w.shape
         if bias is not None and bias.shape != (self.K,):
             shape_error(node, f"bias has shape {bias.shape}, expected ({self.K},)")
-        self.geometry = (kh, kw, pair(node.attrs.get("stride", 1)),
-                         pair(node.attrs.get("padding", 0)), pair(node.attrs.get("dilation", 1)))
+        self.geometry = (kh, kw, attr_pair(node, "stride", 1, minimum=1),
+                         attr_pair(node, "padding", 0), attr_pair(node, "dilation", 1, minimum=1))
         f = conv_weight_to_f(w)                                # (R, K)
         self.layer = PrunableWeight(node, ctx, f, conv_weight_to_f)
         bn = ctx.fold.get(node.name)

@@ -1,7 +1,7 @@
 """Pooling on channels-last activations (N, H, W, C), one strided slice per kernel position."""
 from ..errors import InputError
 from .im2col import out_size
-from .registry import Op, pair, register
+from .registry import Op, attr_pair, register
 
 
 def _windows(xp, x, kernel, stride, padding, fill):
@@ -21,9 +21,10 @@ def _windows(xp, x, kernel, stride, padding, fill):
 class _Pool(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.kernel = pair(node.attrs["kernel"])
-        self.stride = pair(node.attrs.get("stride") or node.attrs["kernel"])
-        self.padding = pair(node.attrs.get("padding", 0))
+        self.kernel = attr_pair(node, "kernel", minimum=1)
+        self.stride = attr_pair(node, "stride", minimum=1) if node.attrs.get("stride") \
+            else self.kernel
+        self.padding = attr_pair(node, "padding", 0)
 
 
 @register("max_pool2d")
@@ -70,7 +71,7 @@ def _bins(size, out):
 class AdaptiveAvgPool2d(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.output_size = pair(node.attrs["output_size"])
+        self.output_size = attr_pair(node, "output_size", minimum=1)
 
     def __call__(self, x):
         N, H, W, C = x.shape

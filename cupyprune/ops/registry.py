@@ -81,5 +81,19 @@ def pair(v):
     return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
 
 
+def attr_pair(node, name, default=None, minimum=0):
+    """A pair attribute (stride, padding, ...): an int or two ints, each >= minimum; a missing
+    attribute with no default, or any other value, is a ModelFileError naming the node."""
+    v = node.attrs.get(name, default)
+    if v is None:
+        shape_error(node, f"attribute {name!r} is missing")
+    p = pair(v)
+    if len(p) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= minimum
+                              for x in p):
+        shape_error(node, f"attribute {name!r} is {v!r}: expected one or two integers "
+                          f">= {minimum}")
+    return p
+
+
 def shape_error(node, what):
     raise ModelFileError(f"node {node.name!r} ({node.op}): {what}")
