@@ -1,4 +1,6 @@
 """`cupyprune infer`: run a model file and show its top-k classes and latency."""
+import sys
+
 import click
 import numpy as np
 
@@ -101,10 +103,6 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
                  cuda_graph="auto" if cuda_graph is None else cuda_graph)
     inputs, labels, origin = _choose_inputs(model, input_path, batch)
     arrays = {k: model.xp.asarray(v) for k, v in inputs.items()}
-    logits = backend.to_numpy(model(**arrays))
-    _check_top_k(logits, top_k)
-    times = time_calls(lambda: model(**arrays), model.xp, warmup=1, repeat=repeat)
-    stats = summary(times)
     groups = sum(1 for s in model.layers() if s.op.describe()["path"] == "group")
     click.echo(f"model:   {model_path}  ({len(model.steps)} ops, {len(model.layers())} prunable "
                f"layers, {groups} on the group-wise path)")
@@ -113,6 +111,22 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
                + (", CUDA graph replay" if model.graph_runner is not None else ""))
     click.echo(f"inputs:  {origin}")
     click.echo("")
+    logits = backend.to_numpy(model(**arrays))
+    _check_top_k(logits, top_k)
+    _print_outputs(model, logits, labels, top_k)
+    if sys.stderr.isatty():             # a large model on the CPU takes a while: say what runs
+        click.echo(f"timing {repeat} runs after a warm-up...", err=True)
+    stats = summary(time_calls(lambda: model(**arrays), model.xp, warmup=1, repeat=repeat))
+    n = len(logits)
+    click.echo(f"latency: {stats['median_ms']:.3f} ms median for a batch of {n} "
+               f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}, {stats['runs']} runs)")
+    if output_path is not None:
+        save_npy_atomic(output_path, logits)
+        click.echo(f"wrote {output_path}  {logits.shape} {logits.dtype}")
+
+
+def _print_outputs(model, logits, labels, top_k):
+    """The top-k table (with true labels and the accuracy where the inputs came with them)."""
     if logits.ndim == 2:
         head = ["#", "predicted", f"top-{top_k} (softmax)"]
         if labels is not None:
@@ -124,9 +138,3 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
                        f"({100.0 * right / len(labels):.1f}%)")
     else:
         click.echo(f"output shape {logits.shape}")
-    n = len(logits)
-    click.echo(f"latency: {stats['median_ms']:.3f} ms median for a batch of {n} "
-               f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}, {stats['runs']} runs)")
-    if output_path is not None:
-        save_npy_atomic(output_path, logits)
-        click.echo(f"wrote {output_path}  {logits.shape} {logits.dtype}")
