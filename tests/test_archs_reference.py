@@ -1,35 +1,15 @@
 """tools/archs (the PyTorch side of every CNN parity test, and the exporter's source of graph
 structure) against torchvision's architectures written out with torch.nn.functional
 (reference_cnn.py): same keys, same shapes, same outputs on fresh random weights and images."""
-import math
-
 import pytest
 import torch
-from torch import nn
 
 import reference_cnn
-from archs import build
 from conftest import rel_err
+from test_parity_cnn import random_model
 
 CASES = [("vgg16", "cifar", 32), ("vgg16_bn", "cifar", 32), ("resnet18", "cifar", 32),
          ("resnet18", "imagenet", 64), ("vgg16_bn", "imagenet", 64)]
-
-
-@torch.no_grad()
-def _random_state(model):
-    """He-scaled weights and random batch-norm statistics, so that the logits depend on the
-    image and every folded or skipped layer would show."""
-    for m in model.modules():
-        if isinstance(m, (nn.Conv2d, nn.Linear)):
-            m.weight.normal_(0.0, math.sqrt(2.0 / m.weight[0].numel()))
-            if m.bias is not None:
-                m.bias.normal_(0.0, 0.1)
-        elif isinstance(m, nn.BatchNorm2d):
-            m.weight.uniform_(0.5, 1.5)
-            m.bias.normal_(0.0, 0.1)
-            m.running_mean.normal_(0.0, 0.1)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
 
 
 def _reference(arch, sd, x, variant):
@@ -41,7 +21,7 @@ def _reference(arch, sd, x, variant):
 @pytest.mark.parametrize("arch,variant,size", CASES)
 def test_archs_equal_torchvision_functional(rng, arch, variant, size):     # rng seeds torch
     classes = 10 if variant == "cifar" else 1000
-    model = _random_state(build(arch, classes, variant))
+    model, _ = random_model(arch, variant, None)       # He-scaled, random batch-norm statistics
     sd = model.state_dict()
     x = torch.randn(3, 3, size, size, dtype=torch.float64)
     ref, used = _reference(arch, {k: v.double() for k, v in sd.items()}, x, variant)
@@ -55,7 +35,7 @@ def test_archs_equal_torchvision_functional(rng, arch, variant, size):     # rng
 
 def test_reference_sees_a_wrong_stride():
     """The comparison can fail: the same weights with layer2's first stride set to 1."""
-    model = _random_state(build("resnet18", 10, "cifar")).double()
+    model = random_model("resnet18", "cifar", None)[0].double()
     x = torch.randn(2, 3, 32, 32, dtype=torch.float64)
     model.layer2[0].conv1.stride = (1, 1)
     model.layer2[0].downsample[0].stride = (1, 1)
