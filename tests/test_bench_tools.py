@@ -35,6 +35,8 @@ def _cells():
                       "graph_ms": 0.25, "eager_ms": 3.0, "kernel_sum_ms": 0.2,
                       "kernels_per_call": 60, "torch_eager_ms": 3.3,
                       "torch_kernel_sum_ms": 0.4, "torch_kernels_per_call": 120}],
+        "split": [{"model": "m", "precision": "fp16", "batch": 1, "keep": 0.5, "graph_ms": 0.26,
+                   "replay_ms": 0.21, "queued_ms": 0.22}],
         "memory": [{"model": "m", "precision": "fp16", "batch": 64, "impl": i, "peak_bytes": b}
                    for i, b in (("ours-dense", 200 << 20), ("ours-group", 150 << 20),
                                 ("torch-eager", 100 << 20))],
@@ -95,6 +97,7 @@ def test_report_targets_from_cells(tmp_path):
             "ms; ours group-wise 50% beside it: 0.500 ms (torch.compile / ours 2.20x).") in text
     assert "| 5. m batch 1, end to end / kernel sum | fp16 | 50% | 1.25x (met, target <= " \
            "1.30x) |" in text
+    assert "| m | fp16 | 0.250 | 0.210 | 0.220 | 3.000 | 0.200 | 60 | 1.25x |" in text
     assert "| 7. m peak memory, group / dense | fp16 | 50% | 0.75x (met, target <= 1.00x) |" \
         in text
     for title in ("Batch-1 overhead", "Peak GPU memory", "torch.compile", "Where the time goes"):

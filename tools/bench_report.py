@@ -251,7 +251,8 @@ def main(argv=None):
         parts.append("### Model tables (paper Tables 1-8)\n\n" + model_tables(
             sections["models"], sections.get("compile", ())))
     for section, title, render in (
-            ("overhead", "Batch-1 overhead", deploy_report.overhead_table),
+            ("overhead", "Batch-1 overhead",
+             lambda cells: deploy_report.overhead_table(cells, sections.get("split", ()))),
             ("memory", "Peak GPU memory", deploy_report.memory_table),
             ("compile", "torch.compile", deploy_report.compile_table),
             ("profile", "Where the time goes (kernel breakdown, top kernels)",

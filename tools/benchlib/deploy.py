@@ -4,6 +4,7 @@ group-wise vs dense (target 7), where the time goes (kernel breakdown), and torc
 Sections of the results file:
   overhead  model x precision, batch 1, group-wise 50% kept, path auto: our CUDA-graph replay and
             eager medians, the sum of our kernel times (CUPTI), PyTorch eager likewise
+  split     the same models: one whole call, the graph's replay alone, a queued call's share
   memory    model x precision x impl, batch 64: peak bytes of ours (dense model on the dense path,
             50% group-wise model on auto) and of PyTorch eager dense
   profile   model x precision x impl, batch 64: the kernels that take the time
@@ -78,6 +79,29 @@ def _on_ours(case, label, precision, batch, measure, cuda_graph="auto"):
         free_gpu_memory()
 
 
+QUEUED = 20        # calls issued back to back, without waiting, for the host/GPU split
+
+
+def host_gpu_split(model, run):
+    """Where batch-1 time beyond the kernels goes (PERF_NOTES, "Open"): the captured graph's
+    replay alone (events on the graph's own stream: no binding, copies or Python), and one
+    call's share of QUEUED whole calls issued without waiting (host work then overlaps the GPU's
+    wherever the GPU is the slower). graph_ms, beside them, times one whole call at a time."""
+    import cupy
+    entry = next(iter(model.graph_runner.captured.values()))
+    with entry.stream:
+        replay = time_gpu(lambda: entry.graph.launch(entry.stream), warmup=10, repeat=50)
+    start, end = cupy.cuda.Event(), cupy.cuda.Event()
+    cupy.cuda.get_current_stream().synchronize()
+    start.record()
+    for _ in range(QUEUED):
+        run()
+    end.record()
+    end.synchronize()
+    return {"replay_ms": replay["median_ms"],
+            "queued_ms": cupy.cuda.get_elapsed_time(start, end) / QUEUED}
+
+
 def overhead(store, case, precision, progress):
     import torch
     cell = {"model": case.name, "precision": precision, "batch": 1, "keep": GROUP_KEEP}
@@ -103,6 +127,22 @@ def overhead(store, case, precision, progress):
     progress(f"overhead {case.name} {precision}: graph {cell['graph_ms']:.3f} ms, kernels "
              f"{cell['kernel_sum_ms']:.3f} ms ({cell['kernels_per_call']:.0f}), eager "
              f"{cell['eager_ms']:.3f}, torch {cell['torch_eager_ms']:.3f} ms")
+
+
+def host_split(store, case, precision, progress):
+    """Batch 1, group-wise 50%: one whole call, the graph replay alone, a queued call's share,
+    side by side in one process (a section of its own, so that it resumes on its own)."""
+    cell = {"model": case.name, "precision": precision, "batch": 1, "keep": GROUP_KEEP}
+    if store.has("split", cell):
+        return
+    model, run = case.ours("group", "auto", precision, 1)
+    cell["graph_ms"] = time_gpu(run, warmup=10, repeat=50)["median_ms"]
+    cell.update(host_gpu_split(model, run))
+    del model, run
+    free_gpu_memory()
+    store.add("split", cell)
+    progress(f"split {case.name} {precision}: call {cell['graph_ms']:.3f} ms, replay alone "
+             f"{cell['replay_ms']:.3f}, queued {cell['queued_ms']:.3f} ms per call")
 
 
 def memory(store, case, precision, progress):
@@ -185,7 +225,7 @@ def compiled(store, case, precision, progress):
              f"group 50% {cell['ours_group_ms']:.3f} ms")
 
 
-STEPS = {"deploy": (overhead, memory, breakdown), "compile": (compiled,)}
+STEPS = {"deploy": (overhead, host_split, memory, breakdown), "compile": (compiled,)}
 
 
 def run_preset(store, preset, progress=print, max_minutes=9.0, only=None, precisions=PRECISIONS):

@@ -13,6 +13,7 @@ SECTION_KEYS = {
     "steps": ("layer", "step", "precision", "keep"),
     "models": ("model", "shape", "impl", "pattern", "keep", "precision", "batch"),
     "overhead": ("model", "precision", "batch", "keep"),
+    "split": ("model", "precision", "batch", "keep"),
     "memory": ("model", "precision", "batch", "impl"),
     "profile": ("model", "precision", "batch", "impl"),
     "compile": ("model", "precision", "batch"),
