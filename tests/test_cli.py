@@ -226,3 +226,22 @@ def test_inspect_columns(tiny):
     assert f"{int(mask.size):,}" in row
     assert f"{100 * mask.mean():.1f}" in row
     assert any(cell.startswith("1x") and cell.count("x") == 3 for cell in row)
+
+
+def test_default_top_k_fits_a_two_class_model(rng, tmp_path):
+    """The default top-3 shows both classes of a 2-class model (BERT on QQP has 2); an explicit
+    --top-k above the class count is a one-line error."""
+    from tiny_models import tiny_tensors
+    t = tiny_tensors(rng)
+    t["fc.weight"], t["fc.bias"] = t["fc.weight"][:2], t["fc.bias"][:2]
+    p = tmp_path / "two.safetensors"
+    write_tiny(p, rng, tensors=t)
+    x = rng.standard_normal((3, 3, 9, 9)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out = invoke("infer", p, "--input", tmp_path / "x.npy", "--device", "cpu")
+    assert "top-2 (softmax)" in out
+    ranked = np.argsort(-torch_reference(t, x), axis=1)
+    rows = [line.split() for line in out.splitlines() if line[:1].isdigit()]
+    assert [(int(r[2]), int(r[5])) for r in rows] == [tuple(r) for r in ranked[:, :2].tolist()]
+    result = CliRunner().invoke(cli, ["infer", str(p), "--device", "cpu", "--top-k", "3"])
+    assert result.exit_code == 2 and "--top-k 3: the model has only 2 classes" in result.output

@@ -14,6 +14,7 @@ from .common import (check_writable, device_option, format_table, graph_option,
 from .load_input import read_inputs
 
 DEFAULT_SAMPLE_BATCH = 4
+DEFAULT_TOP_K = 3
 
 
 def _choose_inputs(model, input_path, batch):
@@ -43,10 +44,15 @@ def _check_options(input_path, batch):
                          f"{input_path} the batch is that file's")
 
 
-def _check_top_k(logits, top_k):
+def _resolve_top_k(logits, top_k):
+    """--top-k as given (at most the model's classes), or the default, capped at the classes
+    (a 2-class model such as BERT on QQP shows its 2)."""
     classes = logits.shape[-1]
+    if top_k is None:
+        return min(DEFAULT_TOP_K, classes)
     if logits.ndim == 2 and top_k > classes:
         raise InputError(f"--top-k {top_k}: the model has only {classes} classes")
+    return top_k
 
 
 def _softmax(logits):
@@ -84,8 +90,9 @@ def _prediction_rows(model, logits, labels, top_k):
                    "an existing file is replaced only once the run has succeeded).")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="How many sample inputs to run when no --input is given.")
-@click.option("--top-k", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Classes shown per input, most probable first (at most the model's classes).")
+@click.option("--top-k", type=click.IntRange(min=1), default=None,
+              help=f"Classes shown per input, most probable first (at most the model's classes). "
+                   f"Default: {DEFAULT_TOP_K}, or all the classes of a model with fewer.")
 @click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed runs for the latency (after warm-up).")
 @device_option
@@ -112,7 +119,7 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
     click.echo(f"inputs:  {origin}")
     click.echo("")
     logits = backend.to_numpy(model(**arrays))
-    _check_top_k(logits, top_k)
+    top_k = _resolve_top_k(logits, top_k)
     _print_outputs(model, logits, labels, top_k)
     if sys.stderr.isatty():             # a large model on the CPU takes a while: say what runs
         click.echo(f"timing {repeat} runs after a warm-up...", err=True)
