@@ -198,4 +198,4 @@ def export_digits(model, masks, out_path, pattern, sample_images, sample_labels,
                    "normalization": {"mean": [mean], "std": [std]}}]
     write_model_file(out_path, file_tensors, b.graph({"logits": logits}), input_spec,
                      pruning=b.pruning(pattern), labels=LABELS, exporter=exporter,
-                     description=description)
+                     description=description, compact=True)

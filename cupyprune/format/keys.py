@@ -2,6 +2,8 @@
 
 FORMAT_NAME = "cupyprune"
 FORMAT_VERSION = "1"
+COMPACT_VERSION = "2"          # version 1 plus group-wise weights stored compacted (compact.py)
+READABLE_VERSIONS = (FORMAT_VERSION, COMPACT_VERSION)
 
 # __metadata__ keys
 META_FORMAT = "format"
@@ -16,6 +18,7 @@ REQUIRED_META = (META_FORMAT, META_VERSION, META_GRAPH, META_INPUT_SPEC)
 
 # tensor keys
 MASK_SUFFIX = ".mask"
+GROUPS_SUFFIX = ".groups"      # the kept groups of a compacted weight (version 2)
 SAMPLE_INPUT_PREFIX = "cupyprune.sample.inputs."
 SAMPLE_LABELS = "cupyprune.sample.labels"
 

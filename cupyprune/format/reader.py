@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import ModelFileError
 from . import keys
+from .compact import expand_tensors
 
 
 @dataclass
@@ -86,9 +87,10 @@ def _check_meta(meta, path):
     if meta[keys.META_FORMAT] != keys.FORMAT_NAME:
         raise ModelFileError(f"{path}: format is {meta[keys.META_FORMAT]!r}, expected "
                              f"{keys.FORMAT_NAME!r}")
-    if meta[keys.META_VERSION] != keys.FORMAT_VERSION:
+    if meta[keys.META_VERSION] not in keys.READABLE_VERSIONS:
         raise ModelFileError(f"{path}: format version {meta[keys.META_VERSION]!r} is not "
-                             f"supported (this cupyprune reads version {keys.FORMAT_VERSION})")
+                             f"supported (this cupyprune reads versions "
+                             f"{', '.join(keys.READABLE_VERSIONS)})")
 
 
 def _is_count(v):
@@ -172,6 +174,12 @@ def _read_checked(path):
                 for name, entry in header.items():
                     tensors[name] = _read_tensor(buf, name, entry, data_start,
                                                  size - data_start, path)
+    if meta[keys.META_VERSION] == keys.COMPACT_VERSION:
+        tensors = expand_tensors(tensors, path)
+    elif any(k.endswith(keys.GROUPS_SUFFIX) for k in tensors):
+        raise ModelFileError(f"{path}: compacted weights ({keys.GROUPS_SUFFIX}) need format "
+                             f"version {keys.COMPACT_VERSION}, the file says "
+                             f"{meta[keys.META_VERSION]}")
     labels = _parse_json(meta, keys.META_LABELS, path, list) if keys.META_LABELS in meta else None
     pruning = _parse_json(meta, keys.META_PRUNING, path, dict) if keys.META_PRUNING in meta else {}
     _check_pruning_entries(pruning, path)

@@ -5,16 +5,22 @@ import numpy as np
 
 from ..atomic import atomic_path
 from . import keys
+from .compact import compact_tensors
 
 
 def write_model_file(path, tensors, graph, input_spec, pruning=None, labels=None,
-                     exporter="", description=""):
-    """tensors: name -> NumPy array. graph/input_spec/pruning/labels: JSON-able objects."""
+                     exporter="", description="", compact=False):
+    """tensors: name -> NumPy array (weights at full shape, masks as `.mask`).
+    graph/input_spec/pruning/labels: JSON-able objects. compact: store group-wise masked
+    weights compacted (compact.py); the file is then format version 2, else version 1."""
     from safetensors.numpy import save_file
 
+    if compact:
+        tensors = compact_tensors(tensors)
+    compacted = any(k.endswith(keys.GROUPS_SUFFIX) for k in tensors)
     meta = {
         keys.META_FORMAT: keys.FORMAT_NAME,
-        keys.META_VERSION: keys.FORMAT_VERSION,
+        keys.META_VERSION: keys.COMPACT_VERSION if compacted else keys.FORMAT_VERSION,
         keys.META_GRAPH: json.dumps(graph),
         keys.META_INPUT_SPEC: json.dumps(input_spec),
         keys.META_PRUNING: json.dumps(pruning or {}),

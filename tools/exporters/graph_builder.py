@@ -129,6 +129,6 @@ class GraphBuilder:
             raise ExportError(f"the exported graph is invalid: {e}") from None
         try:
             write_model_file(path, tensors, graph, input_spec, pruning=pruning, labels=labels,
-                             exporter=exporter, description=description)
+                             exporter=exporter, description=description, compact=True)
         except OSError as e:
             raise ExportError(f"cannot write {path}: {e.strerror or e}") from None
