@@ -199,6 +199,8 @@ def test_prune_global_scope_works_for_every_other_pattern(pattern, ckpts, tmp_pa
 # -- tools/export.py ---------------------------------------------------------------------------
 EXPORT = {"--arch": "bert", "--checkpoint": "<bert>", "--config": "<bert_json>",
           "--out": "<out>/m.safetensors"}
+
+
 @pytest.mark.parametrize("args,text", [
     # a model file named anything was written
     (["--out", "<out>/m.pt"], "a model file must end in .safetensors"),
