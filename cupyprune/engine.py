@@ -9,7 +9,8 @@ from .errors import DeviceError, InputError
 from .format import read_model_file
 from .folding import plan_folding
 from .graph import check_tensors, parse_graph
-from .inputs import FEATURES, IMAGE, check_input, check_input_spec, default_input
+from .inputs import (FEATURES, IMAGE, check_id_ranges, check_input, check_input_spec,
+                     default_input)
 from .gpu.gemm import Matmul
 from .ops import OPS, LoadContext
 from .ops.epilogue import activation_name
@@ -79,7 +80,7 @@ class Model:
 
     def _mark_checked_ids(self):
         """Lookups of graph inputs whose spec bounds the ids within the table are checked at
-        binding (inputs.check_input), so the op needs no host sync and can be captured."""
+        binding (inputs.check_id_ranges), so the op needs no host sync and can be captured."""
         for step in self.steps:
             if not hasattr(step.op, "checked_upstream"):
                 continue
@@ -138,18 +139,27 @@ class Model:
             spec = self.input_spec[name]
             if name not in bound:
                 env[name] = default_input(spec, env[names[0]], self.xp)
-                continue
-            arr = check_input(spec, bound[name])
-            kind = spec.get("kind", IMAGE)
-            if kind == IMAGE:
-                arr = self.xp.asarray(arr, dtype=self.dtype)
-                arr = self.xp.ascontiguousarray(arr.transpose(0, 2, 3, 1))  # NCHW -> NHWC
-            elif kind == FEATURES:
-                arr = self.xp.asarray(arr, dtype=self.dtype)
             else:
-                arr = self.xp.asarray(arr)
-            env[name] = arr
+                env[name] = check_input(spec, bound[name])
+        check_id_ranges([(self.input_spec[name], env[name]) for name in bound])
         return env
+
+    def _prepare(self, env):
+        """Checked inputs (NumPy or CuPy, as the caller gave them) -> device arrays in the
+        graph's layouts. Runs inside the captured graph, so a replay launches no extra kernel."""
+        prepared = {}
+        for name, arr in env.items():
+            kind = self.input_spec[name].get("kind", IMAGE)
+            arr = self.xp.asarray(arr)
+            if kind == IMAGE:                                   # (N, C, H, W) -> (N, H, W, C)
+                n, c, h, w = arr.shape
+                nhwc = self.xp.empty((n, h, w, c), dtype=self.dtype)
+                nhwc[...] = arr.transpose(0, 2, 3, 1)           # cast and transpose: one pass
+                arr = nhwc
+            elif kind == FEATURES:
+                arr = arr.astype(self.dtype, copy=False)
+            prepared[name] = arr
+        return prepared
 
     # -- run ----------------------------------------------------------------------------------
     def run(self, *args, trace=None, **kwargs):
@@ -162,8 +172,8 @@ class Model:
         return {name: _to_nchw(self.xp, value) for name, value in outputs.items()}
 
     def _forward(self, env, trace=None):
-        """Every step, in order, on bound device inputs -> graph outputs (internal layouts)."""
-        env = dict(env)
+        """Every step, in order, on bound inputs -> graph outputs (internal layouts)."""
+        env = self._prepare(env)
         for step, release in zip(self.steps, self._release):
             outs = step.op(*(env[self.alias.get(v, v)] for v in step.inputs))
             if len(step.node.outputs) == 1:

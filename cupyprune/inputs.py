@@ -53,25 +53,48 @@ def _check_shape(spec, arr):
         raise InputError(f"input {name!r} has shape {tuple(arr.shape)}, expected {shown}{layout}")
 
 
-def _check_sequence(spec, ids):
-    """Token ids against the spec: the range of the embedding table and the position table.
-    Done here, once per call and before any graph replay (which runs no Python per op)."""
-    name, vocab, longest = spec["name"], spec.get("vocab_size"), spec.get("max_length")
+def _check_length(spec, ids):
+    longest = spec.get("max_length")
     if longest is not None and ids.ndim == 2 and ids.shape[1] > longest:
-        raise InputError(f"input {name!r}: sequence of {ids.shape[1]} tokens is longer than the "
-                         f"{longest} positions the model was trained for")
-    if vocab is not None:
-        bad = (ids < 0) | (ids >= vocab)
-        if bool(bad.any()):
-            first = int(ids[bad].ravel()[0])
-            what, table = (("token id", "tokens in its vocabulary")
-                           if spec.get("kind") == TOKEN_IDS else ("token type id", "token types"))
-            raise InputError(f"input {name!r}: {what} {first} is outside [0, {vocab}): the model "
-                             f"has {vocab} {table}")
+        raise InputError(f"input {spec['name']!r}: sequence of {ids.shape[1]} tokens is longer "
+                         f"than the {longest} positions the model was trained for")
+
+
+def check_id_ranges(inputs):
+    """(spec, ids) of checked integer inputs: an InputError for the first id outside its table
+    (spec's vocab_size). Done once per call before any graph replay (which runs no Python per
+    op); for CuPy arrays one host sync covers every input."""
+    todo = [(spec, ids) for spec, ids in inputs if spec.get("vocab_size") is not None]
+    counts = _count_outside([ids for _, ids in todo], [spec["vocab_size"] for spec, _ in todo])
+    for (spec, ids), outside in zip(todo, counts):
+        if outside:
+            vocab = spec["vocab_size"]
+            first = int(ids[(ids < 0) | (ids >= vocab)].ravel()[0])
+            what, table = (("token id", "tokens in its vocabulary") if spec.get("kind") == TOKEN_IDS
+                           else ("token type id", "token types"))
+            raise InputError(f"input {spec['name']!r}: {what} {first} is outside [0, {vocab}): "
+                             f"the model has {vocab} {table}")
+
+
+def _count_outside(arrays, limits):
+    """How many ids of each array lie outside [0, limit): NumPy arrays here, CuPy arrays on the
+    device with one host sync for all of them."""
+    counts = [None] * len(arrays)
+    on_device = [i for i, a in enumerate(arrays) if not isinstance(a, np.ndarray)]
+    if on_device:
+        from .gpu.checks import count_outside
+        found = count_outside([arrays[i] for i in on_device], [limits[i] for i in on_device])
+        for i, outside in zip(on_device, found):
+            counts[i] = outside
+    for i, (ids, limit) in enumerate(zip(arrays, limits)):
+        if counts[i] is None:
+            counts[i] = int(np.count_nonzero((ids < 0) | (ids >= limit)))
+    return counts
 
 
 def check_input(spec, arr):
-    """One input array (NumPy or CuPy) -> array ready for the graph (NumPy or CuPy)."""
+    """One input array (NumPy or CuPy), checked against its spec (all but the id ranges:
+    check_id_ranges); returned as given."""
     name, kind = spec["name"], spec.get("kind", IMAGE)
     if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
         raise InputError(f"input {name!r} must be an array, got {type(arr).__name__}")
@@ -81,7 +104,7 @@ def check_input(spec, arr):
     if kind in (TOKEN_IDS, TOKEN_TYPE_IDS):
         if arr.dtype.kind not in "iu":
             raise InputError(f"input {name!r} must hold integers, got dtype {arr.dtype}")
-        _check_sequence(spec, arr)
+        _check_length(spec, arr)
         return arr
     if kind in (IMAGE, FEATURES) and arr.dtype.kind != "f":
         raise InputError(f"input {name!r} must be floating point, got dtype {arr.dtype}")

@@ -36,16 +36,23 @@ def _cells():
                       "kernels_per_call": 60, "torch_eager_ms": 3.3,
                       "torch_kernel_sum_ms": 0.4, "torch_kernels_per_call": 120}],
         "split": [{"model": "m", "precision": "fp16", "batch": 1, "keep": 0.5, "graph_ms": 0.26,
-                   "replay_ms": 0.21, "queued_ms": 0.22}],
+                   "replay_ms": 0.21, "queued_ms": 0.22, "bind_us": 12.0, "runner_us": 30.4,
+                   "launch_us": 9.6, "call_us": 48.0,
+                   "host_top": [{"function": "graph.py:60(__call__)", "us_per_call": 7.2,
+                                 "calls_per_call": 1.0}]}],
         "memory": [{"model": "m", "precision": "fp16", "batch": 64, "impl": i, "peak_bytes": b}
                    for i, b in (("ours-dense", 200 << 20), ("ours-group", 150 << 20),
                                 ("torch-eager", 100 << 20))],
         "compile": [{"model": "m", "precision": "fp16", "batch": 64, "compile_s": 20.0,
-                     "torch_compile_ms": 1.1, "torch_eager_ms": 2.0, "ours_group_ms": 0.5,
+                     "torch_compile_ms": 1.1, "torch_compile_graphs_ms": 0.8,
+                     "torch_eager_ms": 2.0, "ours_group_ms": 0.5,
                      "compile_rel_err": 1e-3},
                     {"model": "m", "precision": "fp32", "batch": 64, "compile_s": 20.0,
                      "torch_compile_ms": 3.0, "torch_eager_ms": 4.0, "ours_group_ms": 2.0,
                      "compile_rel_err": 1e-6}],
+        "fused": [{"model": "m", "precision": "fp16", "batch": 64, "keep": 0.5,
+                   "fused_ms": 0.8, "fused_kernels": 40, "apart_ms": 1.0, "apart_kernels": 60,
+                   "torch_eager_ms": 2.0}],
         "profile": [{"model": "m", "precision": "fp16", "batch": 64, "impl": "ours-dense",
                      "kernel_sum_ms": 0.5, "kernels_per_call": 60,
                      "top_kernels": [{"name": "gemm", "ms_per_call": 0.3,
@@ -55,7 +62,9 @@ def _cells():
                     "rel_err": 1e-3, "paths_used": ["dense"]}
                    for p, k, i, t in (("dense", 1.0, "torch-eager", 2.6),
                                       ("group", 0.5, "ours-auto", 1.0),
-                                      ("group", 0.5, "torch-eager", 2.6))],
+                                      ("group", 0.5, "torch-eager", 2.6),
+                                      ("vector", 0.5, "ours-auto", 2.5),     # another run's
+                                      ("vector", 0.5, "torch-eager", 5.0))],  # slower torch
     }
 
 
@@ -87,19 +96,26 @@ def test_report_targets_from_cells(tmp_path):
     out = tmp_path / "report.md"
     assert bench_report.main([str(path), "--out", str(out)]) == 0
     text = out.read_text()
+    # each row against the torch-eager median of its own pattern's rows (one run)
     assert "| 3. m group vs torch eager dense | fp16 | 50% | 2.60x (met, target 1.30x) |" in text
+    assert "| vector | 50.0 | 2.500 | - | - | 5.000 | 2.00x | dense | 1e-03 |" in text
     assert "| 3s. m group vs torch.compile dense | fp16 | 50% | 2.20x (met, target 1.00x) |" \
         in text
     assert "3s. m group vs torch.compile dense | fp32" not in text     # the stretch is fp16's
-    assert "| m | fp32 | 64 | 20 | 3.000 | 4.000 | 2.000 | 1.50x |" in text  # still tabled
+    assert "| 3s. m group vs torch.compile reduce-overhead dense | fp16 | 50% | 1.60x (met, " \
+           "target 1.00x) |" in text
+    assert "| m | fp32 | 64 | 20 | 3.000 | - | 4.000 | 2.000 | 1.50x | - |" in text  # tabled
+    assert "| m | fp16 | 64 | 20 | 1.100 | 0.800 | 2.000 | 0.500 | 2.20x | 1.60x |" in text
     # the model table's torch.compile figure, after the table (a blank line ends a table)
-    assert ("| 2.60x | dense | 1e-03 |\n\ntorch.compile (default mode) of the dense model: 1.100 "
+    assert ("| 2.00x | dense | 1e-03 |\n\ntorch.compile (default mode) of the dense model: 1.100 "
             "ms; ours group-wise 50% beside it: 0.500 ms (torch.compile / ours 2.20x).") in text
     assert "| 5. m batch 1, end to end / kernel sum | fp16 | 50% | 1.25x (met, target <= " \
            "1.30x) |" in text
     assert "| m | fp16 | 0.250 | 0.210 | 0.220 | 3.000 | 0.200 | 60 | 1.25x |" in text
     assert "| 7. m peak memory, group / dense | fp16 | 50% | 0.75x (met, target <= 1.00x) |" \
         in text
+    assert "| m | fp16 | 12 | 30 | 10 | 48 | 0.210 | `graph.py:60(__call__)` 7 |" in text
+    assert "| m | fp16 | 64 | 1.000 | 60 | 0.800 | 40 | 1.25x | 2.000 | 2.50x |" in text
     for title in ("Batch-1 overhead", "Peak GPU memory", "torch.compile", "Where the time goes"):
         assert f"### {title}" in text
 

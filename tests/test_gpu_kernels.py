@@ -14,7 +14,10 @@ DTYPES = {"fp32": np.float32, "fp16": np.float16}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("rows,D", [(5, 37), (64, 768), (3, 1500)])
+# 1,024 rows or more, of up to 1,024 values, run warp-per-row from registers; fewer rows, or
+# longer ones, a block per row
+@pytest.mark.parametrize("rows,D", [(1030, 37), (1024, 768), (1100, 1024), (5, 37), (64, 768),
+                                    (3, 1500), (2000, 1500)])
 def test_layer_norm(rng, precision, rows, D):
     import cupy
     from cupyprune.gpu.rowwise import layer_norm
@@ -41,7 +44,9 @@ def _reference_attention(q, k, v, heads, mask):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-@pytest.mark.parametrize("N,T,heads,dh", [(3, 7, 2, 8), (4, 128, 12, 64), (2, 33, 3, 16)])
+# softmax rows: BERT's 128, ViT-tiny's 257 and odd lengths from registers; 1,100 loops
+@pytest.mark.parametrize("N,T,heads,dh", [(3, 7, 2, 8), (4, 128, 12, 64), (2, 33, 3, 16),
+                                           (1, 257, 3, 8), (1, 1100, 1, 8)])
 @pytest.mark.parametrize("masked", [False, True])
 def test_self_attention(rng, precision, N, T, heads, dh, masked):
     import cupy
@@ -82,3 +87,26 @@ def test_attention_replays_in_a_cuda_graph(rng):
         graph.launch(stream)
         stream.synchronize()
     assert rel_err(cupy.asnumpy(out), _reference_attention(*fresh, 4, None)) <= 1e-5
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.uint64, np.int16])
+def test_count_outside_matches_numpy(rng, dtype):
+    """The id range check of the GPU path (gpu/checks.py) counts what NumPy counts, for every
+    integer type, strided views included, several arrays in one call."""
+    import cupy
+    from cupyprune.gpu.checks import count_outside
+    info = np.iinfo(dtype)
+    arrays, limits = [], []
+    for shape, limit in (((7, 300), 50), ((1, 5), 3), ((64, 128), 200)):
+        lo, hi = max(int(info.min), -40), min(int(info.max), limit + 40)
+        arrays.append(rng.integers(lo, hi + 1, size=shape).astype(dtype))
+        limits.append(limit)
+    arrays.append(arrays[0][:, ::3])                                      # a strided view
+    limits.append(10)
+    want = [int(np.count_nonzero((a.astype(np.float64) < 0) | (a.astype(np.float64) >= lim)))
+            for a, lim in zip(arrays, limits)]
+    assert sum(want) > 0
+    got = count_outside([cupy.asarray(arrays[0])[:, ::3] if i == 3 else cupy.asarray(a)
+                         for i, a in enumerate(arrays)], limits)
+    assert got == want
+    assert count_outside([cupy.asarray(np.clip(arrays[2], 0, 199))], [200]) == [0]

@@ -8,10 +8,10 @@ import site
 
 import pytest
 
-from cupyprune.gpu import attention, cuda_source, rowwise
-from cupyprune.ops import epilogue, im2col
+from cupyprune.gpu import attention, checks, cuda_source, rowwise
+from cupyprune.ops import epilogue, im2col, pool
 
-MODULES = (epilogue, im2col, rowwise, attention)
+MODULES = (epilogue, im2col, pool, rowwise, attention, checks)
 ARCH = b"--gpu-architecture=compute_90"           # the H100 the benchmarks ran on
 
 
@@ -52,7 +52,8 @@ SOURCES = [(m.__name__.rsplit(".", 1)[1], name, src)
 
 
 def test_every_module_offers_kernels():
-    assert {m for m, _, _ in SOURCES} == {"epilogue", "im2col", "rowwise", "attention"}
+    assert {m for m, _, _ in SOURCES} == {"epilogue", "im2col", "pool", "rowwise", "attention",
+                                          "checks"}
     assert len({name for _, name, _ in SOURCES}) == len(SOURCES)        # names are unique
 
 

@@ -63,6 +63,27 @@ def test_resnet18_precision(rng, resnet_file, precision, cuda_graph):
         assert model.graph_runner.failed is None
 
 
+@pytest.mark.gpu
+def test_graph_replay_takes_every_input_form(rng, resnet_file):
+    """The static input buffer is refilled from NumPy (float32 and float64), contiguous CuPy and
+    a strided CuPy view; each replay's output is a copy, untouched by the next replay."""
+    import cupy
+    path, ref_model = resnet_file
+    model = cupyprune.load(path, device="gpu", precision="fp32", cuda_graph=True)
+    xs = [rng.standard_normal((4, 3, 32, 32)).astype(np.float32) for _ in range(4)]
+    with torch.no_grad():
+        refs = [ref_model(torch.from_numpy(x).double()).numpy() for x in xs]
+    nhwc = cupy.asarray(np.ascontiguousarray(xs[3].transpose(0, 2, 3, 1)))
+    forms = [xs[0], xs[1].astype(np.float64), cupy.asarray(xs[2]), nhwc.transpose(0, 3, 1, 2)]
+    assert not forms[3].flags.c_contiguous
+    outs = [model(x) for x in forms for _ in range(2)][1::2]      # capture, then replay each
+    assert model.graph_runner.failed is None
+    assert len(model.graph_runner.captured) == 2                  # float32 and float64 inputs
+    for out, ref in zip(outs, refs):
+        assert rel_err(out, ref) <= TOLERANCE["fp32"]
+    assert np.abs(refs[0] - refs[1]).max() > 100 * TOLERANCE["fp32"] * np.abs(refs[0]).max()
+
+
 def test_reduced_precision_needs_gpu(resnet_file):
     with pytest.raises(cupyprune.DeviceError, match="needs the GPU"):
         cupyprune.load(resnet_file[0], device="cpu", precision="fp16")
@@ -83,7 +104,10 @@ def test_bert_precision_with_graph_replay(rng, tmp_path, precision):
         out = model(**{k: cupy.asarray(v) for k, v in inputs.items()})
     assert model.graph_runner.failed is None
     assert rel_err(out, ref) <= TOLERANCE[precision]
-    bad = dict(inputs, input_ids=inputs["input_ids"].copy())
-    bad["input_ids"][0, 0] = config.vocab_size
-    with pytest.raises(cupyprune.InputError, match="outside"):
-        model(**bad)
+    for where, value in (((0, 0), config.vocab_size), ((-1, -1), -3)):
+        bad = dict(inputs, input_ids=inputs["input_ids"].copy())
+        bad["input_ids"][where] = value
+        with pytest.raises(cupyprune.InputError, match=f"token id {value} is outside"):
+            model(**bad)                                           # NumPy ids: checked on the host
+        with pytest.raises(cupyprune.InputError, match=f"token id {value} is outside"):
+            model(**{k: cupy.asarray(v) for k, v in bad.items()})  # CuPy ids: on the device

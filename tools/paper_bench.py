@@ -9,9 +9,11 @@ Presets (each sized to finish within 10 minutes on an H100):
   steps   step breakdown, paper Figs. 12-13
   cnn     model tables for VGG-16 / ResNet-18 (paper Tables 1-2, 5-6, 8)
   transformer  model tables for ViT and BERT-base (paper Tables 3-4, 7)
-  deploy  batch-1 overhead, peak memory group-wise vs dense, kernel breakdown (performance issue)
+  batch1  batch-1 overhead: end to end against the kernel sum, and where the host time goes
+  deploy  peak memory group-wise vs dense, kernel breakdown (performance issue)
   compile torch.compile (fp32, fp16) of every model-table model, dense, beside ours group-wise
           at 50% kept (the model tables' torch.compile column)
+  fused   GEMM epilogues inside cuBLASLt's GEMM vs apart, group-wise 50%, batch 64
 The results file is resumable: cells already in it are skipped; merge files with --merge.
 Needs a CUDA GPU, CuPy and torch; accuracy is not measured here (random weights).
 """
@@ -58,14 +60,20 @@ def _table_names():
 
 
 MODEL_PRESETS = {"cnn": _model_names("cnn"), "transformer": _model_names("transformer"),
-                 "deploy": _deploy_names, "compile": _table_names}
+                 "batch1": _deploy_names, "deploy": _deploy_names, "compile": _table_names,
+                 "fused": _deploy_names}
+
+
+DEPLOY_PRESETS = ("batch1", "deploy", "compile", "fused")      # benchlib/deploy.py's
 
 
 def run_model_preset(args, name, progress):
     store = ResultStore(args.out, environment())
-    if args.preset in ("deploy", "compile"):
+    if args.preset in DEPLOY_PRESETS:
         from benchlib import deploy
-        deploy.run_preset(store, args.preset, progress, args.max_minutes, only=name)
+        precisions = args.precisions.split(",") if args.precisions else deploy.PRECISIONS
+        deploy.run_preset(store, args.preset, progress, args.max_minutes, only=name,
+                          precisions=precisions)
     else:
         from benchlib import models
         models.run_preset(store, args.preset, progress, max_minutes=args.max_minutes, only=name,
@@ -89,6 +97,8 @@ def main(argv=None):
     ap.add_argument("--model", help="model presets: run only these models (comma-separated)")
     ap.add_argument("--patterns", help="model presets: comma-separated subset of "
                     "element,vector,block,group (default: all four)")
+    ap.add_argument("--precisions", help="batch1, deploy, compile and fused presets: "
+                    "comma-separated subset of fp32,fp16 (default: both)")
     ap.add_argument("--max-minutes", type=float, default=9.0,
                     help="model presets start no new cell after this long (resume later)")
     args = ap.parse_args(argv)
@@ -97,6 +107,10 @@ def main(argv=None):
         return 0
     if not args.preset or not args.out:
         ap.error("--preset and --out are required")
+    if args.precisions and (args.preset not in DEPLOY_PRESETS or not set(
+            args.precisions.split(",")) <= {"fp32", "fp16"}):
+        ap.error(f"--precisions {args.precisions!r}: a subset of fp32,fp16, for the "
+                 f"{', '.join(DEPLOY_PRESETS)} presets")
     try:
         import cupy  # noqa: F401
         from cupyprune.backend import gpu_available
@@ -117,7 +131,8 @@ def main(argv=None):
                      f"({', '.join(names)})")
         if len(wanted) > 1:            # each model in its own process
             ResultStore(args.out, environment()).save()
-            extra = ("--patterns", args.patterns) if args.patterns else ()
+            extra = (("--patterns", args.patterns) if args.patterns else ()) + (
+                ("--precisions", args.precisions) if args.precisions else ())
             from benchlib import models
             models.run_isolated(args.preset, wanted, args.out, args.max_minutes, progress, extra)
         else:

@@ -25,23 +25,24 @@ class CublasError(RuntimeError):
     pass
 
 
-def _loaded_library_path():
-    """The libcublas CuPy loaded in this process (read from /proc/self/maps)."""
+def loaded_library_path(prefix="libcublas.so"):
+    """The library CuPy loaded in this process whose file name starts with `prefix` (read from
+    /proc/self/maps): libcublas.so, or libcublasLt.so, which libcublas loads."""
     import cupy
     a = cupy.ones((2, 2), dtype=cupy.float32)
     (a @ a).sum().item()                            # makes CuPy load cuBLAS
     with open("/proc/self/maps") as maps:
         for line in maps:
             path = line.split()[-1]
-            if "libcublas.so" in path and "Lt" not in path.rsplit("/", 1)[-1]:
+            if path.rsplit("/", 1)[-1].startswith(prefix):
                 return path
-    raise CublasError("libcublas is not loaded in this process")
+    raise CublasError(f"{prefix} is not loaded in this process")
 
 
 def library():
     global _lib
     if _lib is None:
-        lib = ctypes.CDLL(_loaded_library_path())
+        lib = ctypes.CDLL(loaded_library_path())
         lib.cublasCreate_v2.argtypes = [ctypes.POINTER(ctypes.c_void_p)]
         lib.cublasSetStream_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
         lib.cublasSetWorkspace_v2.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]

@@ -8,10 +8,15 @@ Row-major Y (M, N) = X (M, K) @ W (K, N) is column-major Y^T = W^T X^T: cuBLAS g
 A operand (N x K, ld N) and X as B (K x M, ld K), with no transposes.
 """
 import ctypes
+import os
 
 import numpy as np
 
-from . import cublas
+from . import cublas, cublaslt
+
+# CUPYPRUNE_CUBLASLT=0 runs every GEMM's epilogue as its own kernel (for side-by-side timing)
+FUSED_EPILOGUE_ENV = "CUPYPRUNE_CUBLASLT"
+_ALIGN = 16                          # bytes: cuBLASLt's algorithms assume aligned operands
 
 _DTYPES = {np.dtype(np.float32): cublas.CUDA_R_32F, np.dtype(np.float16): cublas.CUDA_R_16F}
 
@@ -99,6 +104,28 @@ class Matmul:
         x = self.xp.ascontiguousarray(x)
         out = self.xp.empty((x.shape[0], w.shape[1]), dtype=x.dtype)
         return gemm_into(x, w, out, self.tf32)
+
+    def fused(self, x, w, bias=None, residual=None, relu=False):
+        """relu?(x (M, K) @ w (K, N) + bias (N,) + residual (M, N)) -> (M, N) in one cuBLASLt
+        kernel; None where it cannot run so (NumPy, switched off, a misaligned operand, no
+        algorithm for the shape): the caller then runs the GEMM and its epilogue apart."""
+        if self.xp is np or os.environ.get(FUSED_EPILOGUE_ENV, "1") == "0":
+            return None
+        x = self.xp.ascontiguousarray(x)
+        operands = [a for a in (x, w, bias, residual) if a is not None]
+        if any(a.data.ptr % _ALIGN for a in operands):
+            return None
+        (M, K), N = x.shape, w.shape[1]
+        dt = data_type(x.dtype)
+        plan = cublaslt.plan(N, M, K, dt, _compute_type(dt, self.tf32), relu,
+                             bias is not None, residual is not None)
+        if plan is None:
+            return None
+        out = self.xp.empty((M, N), dtype=x.dtype)
+        stream = self.xp.cuda.get_current_stream()
+        plan.run(w, x, bias, residual, out, stream.ptr,
+                 cublas.handle_for_current_stream().workspace)
+        return out
 
     def batched(self, a, b):
         """(B, M, K) @ (B, K, N) -> (B, M, N)."""

@@ -42,6 +42,13 @@ class CudaGraphRunner:
         self._forward = weakref.WeakMethod(forward)
         self.captured = {}
         self.failed = None          # the reason capture failed once; then we run eagerly
+        self._inputs_ready = self._outputs_ready = None
+
+    def _events(self):
+        import cupy
+        if self._inputs_ready is None:      # made once: a call records and waits on these
+            self._inputs_ready = cupy.cuda.Event(disable_timing=True)
+            self._outputs_ready = cupy.cuda.Event(disable_timing=True)
 
     def forward(self, env):
         return self._forward()(env)
@@ -60,14 +67,17 @@ class CudaGraphRunner:
                 warnings.warn(f"CUDA graph capture failed ({self.failed}); running eagerly",
                               stacklevel=3)
                 return self.forward(env)
+        self._events()
         current = cupy.cuda.get_current_stream()
-        entry.stream.wait_event(current.record())        # inputs are ready
+        current.record(self._inputs_ready)
+        entry.stream.wait_event(self._inputs_ready)
         with entry.stream:
             for name, buf in entry.inputs.items():
-                buf[...] = env[name]
+                _copy_into(buf, env[name], entry.stream)
             entry.graph.launch(entry.stream)
-            outputs = {k: v.copy() for k, v in entry.outputs.items()}
-        current.wait_event(entry.stream.record())        # outputs are ready for the caller
+            outputs = {k: _copy_of(v, entry.stream) for k, v in entry.outputs.items()}
+        entry.stream.record(self._outputs_ready)
+        current.wait_event(self._outputs_ready)
         return outputs
 
     def _capture(self, env):
@@ -76,7 +86,7 @@ class CudaGraphRunner:
         pool = cupy.cuda.MemoryPool()
         cupy.cuda.get_current_stream().synchronize()
         with cupy.cuda.using_allocator(pool.malloc), stream:
-            inputs = {k: v.copy() for k, v in env.items()}
+            inputs = {k: cupy.array(v) for k, v in env.items()}   # NumPy or CuPy -> device
             self.forward(inputs)      # warm-up: kernels compiled, cuBLAS handle made, pool filled
             stream.synchronize()
             stream.begin_capture()
@@ -86,3 +96,25 @@ class CudaGraphRunner:
                 graph = stream.end_capture()
             stream.synchronize()
         return _Captured(graph, stream, pool, inputs, outputs)
+
+
+def _copy_into(buf, arr, stream):
+    """A call's input into the graph's static buffer: one memcpy when the layouts match (no
+    CuPy kernel launch: at batch 1 the host work per call is what the caller waits for)."""
+    import numpy
+    if isinstance(arr, numpy.ndarray):
+        buf.set(numpy.ascontiguousarray(arr), stream=stream)
+    elif arr.flags.c_contiguous:
+        buf.data.copy_from_device_async(arr.data, arr.nbytes, stream=stream)
+    else:
+        buf[...] = arr
+
+
+def _copy_of(arr, stream):
+    """A graph output copied out (the next replay overwrites it), by memcpy where contiguous."""
+    import cupy
+    if not arr.flags.c_contiguous:
+        return arr.copy()
+    out = cupy.empty_like(arr)
+    out.data.copy_from_device_async(arr.data, arr.nbytes, stream=stream)
+    return out

@@ -2,8 +2,9 @@
 scale and padding mask. CuPy's generic ops took 8-9 launches for each (shared notes, and
 docs/BENCHMARKS.md's kernel breakdown), every one a full pass over the activations.
 
-Both compute in float whatever the storage type (as PyTorch does for half), with the row's
-statistics reduced in registers and shared memory.
+Both compute in float whatever the storage type (as PyTorch does for half). A row of up to 1,024
+values is held in one warp's registers (read once, written once, reduced by shuffles); longer
+rows loop over memory, layer norm with a block per row.
 """
 import numpy as np
 
@@ -30,9 +31,10 @@ extern "C" __global__ void %(name)s(const %(T)s* x, const %(T)s* w, const %(T)s*
 }
 """
 
-_SOFTMAX = r"""
-// s (N*H, T, L) in place, one warp per row: softmax(s * scale + (mask[n, j] == 0 ? masked : 0))
-// over j < L, with n = row / (T * H): Hugging Face's additive padding mask of the dtype's min.
+# s (N*H, T, L) in place, one warp per row: softmax(s * scale + (mask[n, j] == 0 ? masked : 0))
+# over j < L, with n = row / (T * H): Hugging Face's additive padding mask of the dtype's min.
+_SOFTMAX_HEAD = r"""
+#define SCORE(j) (to_f(r[j]) * scale + ((has_mask && m[j] == 0) ? masked : 0.f))
 extern "C" __global__ void %(name)s(%(T)s* s, const long long* mask, int has_mask, int L,
                                     int rows_per_sample, int rows, float scale, float masked) {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
@@ -41,43 +43,110 @@ extern "C" __global__ void %(name)s(%(T)s* s, const long long* mask, int has_mas
     %(T)s* r = s + (size_t)row * L;
     const long long* m = mask + (size_t)(row / rows_per_sample) * L;
     float mx = __int_as_float(0xff800000);          // -inf
-    for (int j = lane; j < L; j += 32) {
-        float v = to_f(r[j]) * scale + ((has_mask && m[j] == 0) ? masked : 0.f);
-        mx = fmaxf(mx, v);
-    }
+"""
+
+_SOFTMAX = _SOFTMAX_HEAD + r"""
+    for (int j = lane; j < L; j += 32) mx = fmaxf(mx, SCORE(j));
     mx = warp_max(mx);
     float sum = 0.f;
-    for (int j = lane; j < L; j += 32) {
-        float v = to_f(r[j]) * scale + ((has_mask && m[j] == 0) ? masked : 0.f);
-        sum += expf(v - mx);
-    }
+    for (int j = lane; j < L; j += 32) sum += expf(SCORE(j) - mx);
     float inv = 1.f / warp_sum(sum);
-    for (int j = lane; j < L; j += 32) {
-        float v = to_f(r[j]) * scale + ((has_mask && m[j] == 0) ? masked : 0.f);
-        store_f(r + j, expf(v - mx) * inv);
-    }
+    for (int j = lane; j < L; j += 32) store_f(r + j, expf(SCORE(j) - mx) * inv);
 }
 """
 
 
-_SOURCES = {"layer_norm": _LAYER_NORM, "softmax": _SOFTMAX}
+_LAYER_NORM_WARP = r"""
+// x, y (rows, D), D <= 32 * %(vpl)d: one warp per row, the row held in registers (%(vpl)d values
+// per lane): one read of x, one write of y, reductions by warp shuffles only.
+extern "C" __global__ void %(name)s(const %(T)s* x, const %(T)s* w, const %(T)s* b, %(T)s* y,
+                                    int D, int rows, float eps) {
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    int lane = threadIdx.x & 31;
+    const %(T)s* xr = x + (size_t)row * D;
+    %(T)s* yr = y + (size_t)row * D;
+    float v[%(vpl)d];
+    float s = 0.f;
+    #pragma unroll
+    for (int i = 0; i < %(vpl)d; ++i) {
+        int j = lane + 32 * i;
+        v[i] = j < D ? to_f(xr[j]) : 0.f;
+        s += v[i];
+    }
+    float mean = warp_sum(s) / D;
+    float q = 0.f;
+    #pragma unroll
+    for (int i = 0; i < %(vpl)d; ++i) {
+        float d = v[i] - mean;
+        q += (lane + 32 * i < D) ? d * d : 0.f;
+    }
+    float rstd = rsqrtf(warp_sum(q) / D + eps);
+    #pragma unroll
+    for (int i = 0; i < %(vpl)d; ++i) {
+        int j = lane + 32 * i;
+        if (j < D) store_f(yr + j, (v[i] - mean) * rstd * to_f(w[j]) + to_f(b[j]));
+    }
+}
+"""
+
+# As the softmax above, for L <= 32 * vpl: the row held in registers (vpl values per lane), so s
+# is read once and written once and each exp is taken once.
+_SOFTMAX_WARP = _SOFTMAX_HEAD + r"""
+    float v[%(vpl)d];
+    #pragma unroll
+    for (int i = 0; i < %(vpl)d; ++i) {
+        int j = lane + 32 * i;
+        v[i] = j < L ? SCORE(j) : mx;
+        mx = fmaxf(mx, v[i]);
+    }
+    mx = warp_max(mx);
+    float sum = 0.f;
+    #pragma unroll
+    for (int i = 0; i < %(vpl)d; ++i) {
+        v[i] = lane + 32 * i < L ? expf(v[i] - mx) : 0.f;
+        sum += v[i];
+    }
+    float inv = 1.f / warp_sum(sum);
+    #pragma unroll
+    for (int i = 0; i < %(vpl)d; ++i) {
+        int j = lane + 32 * i;
+        if (j < L) store_f(r + j, v[i] * inv);
+    }
+}
+"""
+
+# Rows up to 32 * 32 values run warp-per-row from registers; longer ones use the loops above.
+_WARP_WIDTHS = (1, 2, 4, 8, 16, 24, 32)        # values per lane: 24 fits BERT-base's D = 768
+_WARPS_PER_BLOCK = 4
+# A warp per row fills the GPU only with rows enough; fewer rows (batch 1: BERT's 128, ViT's 65)
+# keep a block per row, else each of a few warps walks a whole row alone (measured slower).
+_WARP_ROWS_MIN = 1024
+_SOURCES = {"layer_norm": _LAYER_NORM, "softmax": _SOFTMAX,
+            "layer_norm_warp": _LAYER_NORM_WARP, "softmax_warp": _SOFTMAX_WARP}
 
 
-def _source(kind, T):
-    name = f"cupyprune_{kind}_{'f32' if T == 'float' else 'f16'}"
-    return name, _SOURCES[kind] % {"T": T, "name": name}
+def _source(kind, T, vpl=0):
+    name = f"cupyprune_{kind}{vpl or ''}_{'f32' if T == 'float' else 'f16'}"
+    return name, _SOURCES[kind] % {"T": T, "name": name, "vpl": vpl}
 
 
 def kernel_sources():
     """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
     for kind in _SOURCES:
         for T in ("float", "unsigned short"):
-            yield _source(kind, T)
+            for vpl in _WARP_WIDTHS if kind.endswith("_warp") else (0,):
+                yield _source(kind, T, vpl)
 
 
-def _kernel(kind, dtype):
-    key = (kind, storage_type(dtype))
+def _kernel(kind, dtype, vpl=0):
+    key = (kind, storage_type(dtype), vpl)
     return compile_kernel(_KERNELS, key, lambda: _source(*key))
+
+
+def _warp_width(n):
+    """Values per lane for a row of n held in one warp's registers, or None when too long."""
+    return next((v for v in _WARP_WIDTHS if 32 * v >= n), None)
 
 
 def layer_norm(x, weight, bias, eps):
@@ -87,6 +156,12 @@ def layer_norm(x, weight, bias, eps):
     x = cupy.ascontiguousarray(x)
     y = cupy.empty_like(x)
     rows = x.size // D
+    vpl = _warp_width(D)
+    if vpl is not None and rows >= _WARP_ROWS_MIN:
+        _kernel("layer_norm_warp", x.dtype, vpl)(
+            (-(-rows // _WARPS_PER_BLOCK),), (32 * _WARPS_PER_BLOCK,),
+            (x, weight, bias, y, np.int32(D), np.int32(rows), np.float32(eps)))
+        return y
     threads = 128 if D <= 1024 else 256
     _kernel("layer_norm", x.dtype)(
         (rows,), (threads,), (x, weight, bias, y, np.int32(D), np.float32(eps)))
@@ -101,9 +176,12 @@ def attention_softmax_(scores, scale, mask=None, heads=1):
     has_mask = mask is not None
     m = cupy.ascontiguousarray(mask, dtype=cupy.int64) if has_mask else scores  # never read
     rows = B * T
-    warps = 4
+    warps = _WARPS_PER_BLOCK
     masked = float(np.finfo(scores.dtype).min)
-    _kernel("softmax", scores.dtype)(
+    vpl = _warp_width(L)
+    kernel = (_kernel("softmax", scores.dtype) if vpl is None
+              else _kernel("softmax_warp", scores.dtype, vpl))
+    kernel(
         (-(-rows // warps),), (32 * warps,),
         (scores, m, np.int32(has_mask), np.int32(L), np.int32(T * heads), np.int32(rows),
          np.float32(scale), np.float32(masked)))

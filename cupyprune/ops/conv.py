@@ -82,7 +82,7 @@ class Conv2d(Op):
         if OH < 1 or OW < 1:
             raise InputError(f"layer {self.node.name!r}: input {H}x{W} is too small for its "
                              f"{kh}x{kw} kernel")
-        y = self.epilogue(self.path(self._columns(x)), residual)   # (M, T) @ (T, K) -> (M, K)
+        y = self.epilogue.after(self.path, self._columns(x), residual)  # (M, T) @ (T, K) -> (M, K)
         return y.reshape(N, OH, OW, self.K)       # (M, K) -> (N, OH, OW, K), no transpose
 
     @property

@@ -139,6 +139,30 @@ class Epilogue:
         return (self.bias is None and self.activation == "none" and not self.residual
                 and self.post == "none")
 
+    @property
+    def gemm_relu(self):
+        """True/False: the ReLU flag of this epilogue as a GEMM can compute it (bias, then the
+        residual, then at most a ReLU: cuBLASLt's relu(A B + C + bias)); None where it cannot
+        (NumPy, GELU or tanh, an activation before a residual add)."""
+        if self.xp is np or self.is_identity:
+            return None
+        act = self.post if self.residual else self.activation
+        if (self.residual and self.activation != "none") or act not in ("none", "relu"):
+            return None
+        return act == "relu"
+
+    def after(self, path, x, residual=None):
+        """path(x) (M, K) followed by this epilogue: inside the GEMM where the path and the
+        epilogue allow (one kernel on the GPU), else the path, then __call__."""
+        relu = self.gemm_relu
+        if relu is not None:
+            if residual is not None:
+                residual = self.xp.ascontiguousarray(residual).reshape(x.shape[0], -1)
+            y = path.fused(x, self.bias, residual, relu)
+            if y is not None:
+                return y
+        return self(path(x), residual)
+
     def __call__(self, y, residual=None):
         """y (M, N); residual: any array of M * N values (the add's other input) or None."""
         if self.is_identity:

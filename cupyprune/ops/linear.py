@@ -35,7 +35,7 @@ class Linear(Op):
         x2 = x.reshape(-1, self.in_features)                   # (M, in)
         if self.path.input_rows is not None:
             x2 = x2[:, self.path.input_rows]                   # (M, T): kept features only
-        y = self.epilogue(self.path(x2), residual)             # (M, out)
+        y = self.epilogue.after(self.path, x2, residual)       # (M, out)
         return y.reshape(*lead, self.out_features)
 
     @property

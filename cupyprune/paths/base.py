@@ -20,3 +20,24 @@ class GemmPath:
     def nbytes(self):
         """Bytes of weight data the path holds on the device."""
         raise NotImplementedError
+
+    def fused(self, x, bias, residual, relu):
+        """relu?(x @ F + bias + residual) -> (M, K) in one kernel, or None where this path cannot
+        (then the caller runs the path and the epilogue apart)."""
+        return None
+
+
+class MatrixPath(GemmPath):
+    """A path that holds one weight matrix `w` and multiplies it with `matmul` (gpu/gemm.py)."""
+    matmul = None
+    w = None
+
+    def __call__(self, x):
+        return self.matmul(x, self.w)                # (M, R or T) @ (R or T, K) -> (M, K)
+
+    def fused(self, x, bias, residual, relu):
+        return self.matmul.fused(x, self.w, bias, residual, relu)
+
+    @property
+    def nbytes(self):
+        return self.w.nbytes

@@ -1,8 +1,8 @@
 """Dense path: the masked weight as one dense matrix; one GEMM (cuBLAS / BLAS)."""
-from .base import GemmPath
+from .base import MatrixPath
 
 
-class DensePath(GemmPath):
+class DensePath(MatrixPath):
     name = "dense"
 
     def __init__(self, f, fmask, ctx):
@@ -20,10 +20,3 @@ class DensePath(GemmPath):
         path.w = xp.zeros((R, w_rows.shape[1]), dtype=w_rows.dtype)
         path.w[xp.asarray(rows)] = w_rows                               # (T, K) into (R, K)
         return path
-
-    def __call__(self, x):
-        return self.matmul(x, self.w)                # (M, R) @ (R, K) -> (M, K)
-
-    @property
-    def nbytes(self):
-        return self.w.nbytes

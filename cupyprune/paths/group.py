@@ -2,7 +2,7 @@
 at load, so the GEMM is dense and smaller. The caller supplies only the kept columns of X."""
 import numpy as np
 
-from .base import GemmPath
+from .base import MatrixPath
 
 
 # The compacted GEMM's reduction size T is rounded up to a multiple of this: cuBLAS's tensor-core
@@ -25,7 +25,7 @@ def kept_rows(fmask, align=ALIGN_ROWS):
     return np.flatnonzero(kept).astype(np.int32)
 
 
-class GroupPath(GemmPath):
+class GroupPath(MatrixPath):
     name = "group"
 
     def __init__(self, f, fmask, ctx):
@@ -34,9 +34,6 @@ class GroupPath(GemmPath):
         self.input_rows = ctx.xp.asarray(rows)
         self.matmul = ctx.matmul
         self.w = ctx.device(f[rows] * fmask[rows])   # (T, K); padding rows are zero
-
-    def __call__(self, x):
-        return self.matmul(x, self.w)                # (M, T) @ (T, K) -> (M, K)
 
     @property
     def nbytes(self):

@@ -1,14 +1,18 @@
 """Deployment figures for the performance issue: batch-1 overhead (target 5), peak GPU memory of
 group-wise vs dense (target 7), where the time goes (kernel breakdown), and torch.compile.
 
-Sections of the results file:
+Sections of the results file (presets: batch1 = overhead and split, deploy = memory and
+profile, compile):
   overhead  model x precision, batch 1, group-wise 50% kept, path auto: our CUDA-graph replay and
             eager medians, the sum of our kernel times (CUPTI), PyTorch eager likewise
-  split     the same models: one whole call, the graph's replay alone, a queued call's share
+  split     the same models: one whole call, the graph's replay alone, a queued call's share,
+            the host time of each phase of a call and the functions that take it
   memory    model x precision x impl, batch 64: peak bytes of ours (dense model on the dense path,
             50% group-wise model on auto) and of PyTorch eager dense
   profile   model x precision x impl, batch 64: the kernels that take the time
   compile   model x precision, batch 64: torch.compile (default mode) of the dense model
+  fused     model x precision, batch 64, group-wise 50%: GEMM epilogues inside cuBLASLt's GEMM
+            against GEMM and epilogue kernel apart, beside PyTorch eager dense
 """
 import os
 import tempfile
@@ -102,6 +106,43 @@ def host_gpu_split(model, run):
             "queued_ms": cupy.cuda.get_elapsed_time(start, end) / QUEUED}
 
 
+def host_phases(model, inputs, calls=200, top=8):
+    """Host wall-clock of one call's phases, in us (medians; the GPU drained before each, so a
+    phase waits only on its own work): binding with the input checks, the graph runner (input
+    copies, replay, output copies), the replay's launch alone, the whole call; and cProfile's
+    functions with the most own time per call."""
+    import cProfile
+    import pstats
+    import cupy
+    sync = cupy.cuda.get_current_stream().synchronize
+    entry = next(iter(model.graph_runner.captured.values()))
+    env = model._bind((), inputs)
+    phases = {"bind": lambda: model._bind((), inputs), "runner": lambda: model.graph_runner(env),
+              "launch": lambda: entry.graph.launch(entry.stream), "call": lambda: model(**inputs)}
+    out = {}
+    for name, fn in phases.items():
+        times = []
+        for _ in range(calls):
+            entry.stream.synchronize()
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e6)
+        out[f"{name}_us"] = float(np.median(times))
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(calls):
+        model(**inputs)
+    prof.disable()
+    stats = pstats.Stats(prof).stats             # (file, line, name) -> (cc, nc, tt, ct, callers)
+    ranked = sorted(stats.items(), key=lambda kv: -kv[1][2])[:top]
+    out["host_top"] = [{"function": f"{os.path.basename(f)}:{line}({fn})",
+                        "us_per_call": tt / calls * 1e6, "calls_per_call": nc / calls}
+                       for (f, line, fn), (cc, nc, tt, ct, callers) in ranked]
+    sync()
+    return out
+
+
 def overhead(store, case, precision, progress):
     import torch
     cell = {"model": case.name, "precision": precision, "batch": 1, "keep": GROUP_KEEP}
@@ -138,11 +179,16 @@ def host_split(store, case, precision, progress):
     model, run = case.ours("group", "auto", precision, 1)
     cell["graph_ms"] = time_gpu(run, warmup=10, repeat=50)["median_ms"]
     cell.update(host_gpu_split(model, run))
+    cell.update(host_phases(model, _ours_inputs(case.family, case.inputs[1])))
     del model, run
     free_gpu_memory()
     store.add("split", cell)
     progress(f"split {case.name} {precision}: call {cell['graph_ms']:.3f} ms, replay alone "
-             f"{cell['replay_ms']:.3f}, queued {cell['queued_ms']:.3f} ms per call")
+             f"{cell['replay_ms']:.3f}, queued {cell['queued_ms']:.3f} ms per call; host us: "
+             + ", ".join(f"{k[:-3]} {cell[k]:.0f}" for k in ("bind_us", "runner_us", "launch_us",
+                                                            "call_us"))
+             + "; top: " + ", ".join(f"{t['function']} {t['us_per_call']:.0f}"
+                                     for t in cell["host_top"][:4]))
 
 
 def memory(store, case, precision, progress):
@@ -196,36 +242,73 @@ def breakdown(store, case, precision, progress):
 
 
 def compiled(store, case, precision, progress):
-    """torch.compile (default mode: Inductor, no CUDA graphs) of the dense model; ours group 50%
-    on auto beside it in the same process."""
+    """torch.compile of the dense model in its default mode (Inductor, no CUDA graphs) and in
+    mode="reduce-overhead" (Inductor kernels replayed from CUDA graphs, as ours are); ours
+    group 50% on auto beside them in the same process."""
     import torch
     cell = {"model": case.name, "precision": precision, "batch": case.batch}
     if store.has("compile", cell):
         return
+    dtype = torch.float16 if precision == "fp16" else torch.float32
     fn = case.torch_fn(precision, case.batch, state="masked")
+    eager_model = case.model
     with torch.no_grad():
         ref = fn().float().cpu().numpy()
-        t0 = time.time()
-        compiled_model = torch.compile(case.model)
-        case_model, case.model = case.model, compiled_model
-        cfn = _torch_forward(case.model, case.family, case.inputs[case.batch],
-                             torch.float16 if precision == "fp16" else torch.float32)
-        y = cfn().float().cpu().numpy()
-        cell["compile_s"] = time.time() - t0
-        cell["torch_compile_ms"] = time_gpu(cfn, warmup=5, repeat=20)["median_ms"]
+        for mode, key in ((None, "torch_compile"), ("reduce-overhead", "torch_compile_graphs")):
+            torch._dynamo.reset()
+            t0 = time.time()
+            cfn = _torch_forward(torch.compile(eager_model, mode=mode), case.family,
+                                 case.inputs[case.batch], dtype)
+            y = cfn().float().cpu().numpy()
+            cfn()                                    # reduce-overhead records its graph here
+            cell[f"{key}_s"] = time.time() - t0
+            cell[f"{key}_ms"] = time_gpu(cfn, warmup=5, repeat=20)["median_ms"]
+            cell[f"{key}_rel_err"] = rel_err(y, ref)
+            del cfn
+        torch._dynamo.reset()
         cell["torch_eager_ms"] = time_gpu(fn, warmup=5, repeat=20)["median_ms"]
-    case.model = case_model
     case.model.float()
-    cell["compile_rel_err"] = rel_err(y, ref)
+    cell["compile_s"] = cell.pop("torch_compile_s")
+    cell["compile_rel_err"] = cell.pop("torch_compile_rel_err")
     cell["ours_group_ms"] = _on_ours(case, "group", precision, case.batch, lambda run: time_gpu(
         run, warmup=5, repeat=20)["median_ms"])
     store.add("compile", cell)
     progress(f"compile {case.name} {precision}: torch.compile {cell['torch_compile_ms']:.3f} ms "
-             f"(compiled in {cell['compile_s']:.0f} s), eager {cell['torch_eager_ms']:.3f}, ours "
+             f"(compiled in {cell['compile_s']:.0f} s), reduce-overhead "
+             f"{cell['torch_compile_graphs_ms']:.3f} ms, eager {cell['torch_eager_ms']:.3f}, ours "
              f"group 50% {cell['ours_group_ms']:.3f} ms")
 
 
-STEPS = {"deploy": (overhead, host_split, memory, breakdown), "compile": (compiled,)}
+def fused_epilogue(store, case, precision, progress):
+    """Batch 64, group-wise 50% on auto: each GEMM's bias, residual and ReLU inside the GEMM
+    (cuBLASLt) against the GEMM and our epilogue kernel apart (CUPYPRUNE_CUBLASLT=0), and
+    PyTorch eager dense, in one process."""
+    import torch
+    from cupyprune.gpu.gemm import FUSED_EPILOGUE_ENV
+    cell = {"model": case.name, "precision": precision, "batch": case.batch, "keep": GROUP_KEEP}
+    if store.has("fused", cell):
+        return
+    for label, switch in (("fused", "1"), ("apart", "0")):
+        os.environ[FUSED_EPILOGUE_ENV] = switch
+        try:
+            cell[f"{label}_ms"], cell[f"{label}_kernels"] = _on_ours(
+                case, "group", precision, case.batch, lambda run: (
+                    time_gpu(run, warmup=5, repeat=30)["median_ms"],
+                    kernels.profile(run, calls=5, top=0)["kernels_per_call"]))
+        finally:
+            os.environ.pop(FUSED_EPILOGUE_ENV, None)
+    fn = case.torch_fn(precision, case.batch, state="dense")
+    with torch.no_grad():
+        cell["torch_eager_ms"] = time_gpu(fn, warmup=5, repeat=30)["median_ms"]
+    case.model.float()
+    store.add("fused", cell)
+    progress(f"fused {case.name} {precision}: epilogue in the GEMM {cell['fused_ms']:.3f} ms "
+             f"({cell['fused_kernels']:.0f} kernels), apart {cell['apart_ms']:.3f} ms "
+             f"({cell['apart_kernels']:.0f}), torch eager dense {cell['torch_eager_ms']:.3f} ms")
+
+
+STEPS = {"batch1": (overhead, host_split), "deploy": (memory, breakdown),
+         "compile": (compiled,), "fused": (fused_epilogue,)}
 
 
 def run_preset(store, preset, progress=print, max_minutes=9.0, only=None, precisions=PRECISIONS):

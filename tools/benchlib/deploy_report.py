@@ -33,6 +33,24 @@ def overhead_table(cells, split=()):
                  "torch kernel sum ms", "torch end to end / kernels"], rows) + "\n")
 
 
+def host_table(split):
+    """Where a batch-1 call's host time goes (split cells that carry the host phases)."""
+    rows = []
+    for c in sorted((c for c in split if "call_us" in c), key=lambda c: (c["model"],
+                                                                          c["precision"])):
+        top = "; ".join(f"`{t['function']}` {t['us_per_call']:.0f}" for t in c["host_top"][:3])
+        rows.append([c["model"], c["precision"], f"{c['bind_us']:.0f}", f"{c['runner_us']:.0f}",
+                     f"{c['launch_us']:.0f}", f"{c['call_us']:.0f}", ms(c["replay_ms"]), top])
+    if not rows:
+        return ""
+    return ("Host wall-clock of one batch-1 call's phases (medians of 200, the GPU drained "
+            "before each): binding with the input checks, the graph runner (input copies, "
+            "replay, output copies), the replay's launch alone, the whole call; beside them the "
+            "replay's GPU time and cProfile's functions with the most own time (us per call).\n\n"
+            + table(["model", "precision", "bind us", "runner us", "launch us", "call us",
+                     "replay alone ms", "top host functions"], rows) + "\n")
+
+
 def memory_table(cells):
     by = defaultdict(dict)
     for c in cells:
@@ -62,14 +80,34 @@ def profile_tables(cells):
 
 
 def compile_table(cells):
+    def ratio(c, key):
+        return "-" if c.get(key) is None else f"{c[key] / c['ours_group_ms']:.2f}x"
     rows = [[c["model"], c["precision"], c["batch"], f"{c['compile_s']:.0f}",
-             ms(c["torch_compile_ms"]), ms(c["torch_eager_ms"]), ms(c["ours_group_ms"]),
-             f"{c['torch_compile_ms'] / c['ours_group_ms']:.2f}x"]
+             ms(c["torch_compile_ms"]), ms(c.get("torch_compile_graphs_ms")),
+             ms(c["torch_eager_ms"]), ms(c["ours_group_ms"]), ratio(c, "torch_compile_ms"),
+             ratio(c, "torch_compile_graphs_ms")]
             for c in sorted(cells, key=lambda c: (c["model"], c["precision"]))]
-    return ("`torch.compile` in its default mode (Inductor, no CUDA graphs) of the dense model, "
-            "against ours group-wise at 50% kept on `auto`, in the same process.\n\n" + table(
+    return ("`torch.compile` of the dense model in its default mode (Inductor, no CUDA graphs) "
+            "and in mode `reduce-overhead` (Inductor's kernels replayed from CUDA graphs, as "
+            "ours are; - where not measured), against ours group-wise at 50% kept on `auto`, "
+            "in the same process.\n\n" + table(
                 ["model", "precision", "batch", "compile s", "torch.compile ms",
-                 "torch eager ms", "ours group 50% ms", "compile / ours"], rows) + "\n")
+                 "reduce-overhead ms", "torch eager ms", "ours group 50% ms", "compile / ours",
+                 "reduce-overhead / ours"], rows) + "\n")
+
+
+def fused_table(cells):
+    rows = [[c["model"], c["precision"], c["batch"], ms(c["apart_ms"]),
+             f"{c['apart_kernels']:.0f}", ms(c["fused_ms"]), f"{c['fused_kernels']:.0f}",
+             f"{c['apart_ms'] / c['fused_ms']:.2f}x", ms(c["torch_eager_ms"]),
+             f"{c['torch_eager_ms'] / c['fused_ms']:.2f}x"]
+            for c in sorted(cells, key=lambda c: (c["model"], c["precision"]))]
+    return ("Group-wise 50% on `auto`: each conv's and linear's bias, residual add and ReLU "
+            "inside cuBLASLt's GEMM, against the GEMM and our epilogue kernel apart "
+            "(`CUPYPRUNE_CUBLASLT=0`), and PyTorch eager on the dense model, in one process.\n\n"
+            + table(["model", "precision", "batch", "apart ms", "kernels", "in the GEMM ms",
+                     "kernels", "apart / in the GEMM", "torch eager ms", "torch / ours"], rows)
+            + "\n")
 
 
 def target_rows(sections):
@@ -79,6 +117,10 @@ def target_rows(sections):
     for c in sorted(stretch, key=lambda c: c["model"]):     # the stretch target is fp16's
         rows.append([f"3s. {c['model']} group vs torch.compile dense", c["precision"], "50%",
                      verdict_at_least(c["torch_compile_ms"] / c["ours_group_ms"], 1.0)])
+        if c.get("torch_compile_graphs_ms") is not None:   # CUDA graphs on both sides
+            rows.append([f"3s. {c['model']} group vs torch.compile reduce-overhead dense",
+                         c["precision"], "50%", verdict_at_least(
+                             c["torch_compile_graphs_ms"] / c["ours_group_ms"], 1.0)])
     for c in sorted(sections.get("overhead", []), key=lambda c: (c["model"], c["precision"])):
         rows.append([f"5. {c['model']} batch 1, end to end / kernel sum", c["precision"], "50%",
                      verdict_at_most(c["graph_ms"] / c["kernel_sum_ms"], OVERHEAD_TARGET)])

@@ -17,6 +17,7 @@ SECTION_KEYS = {
     "memory": ("model", "precision", "batch", "impl"),
     "profile": ("model", "precision", "batch", "impl"),
     "compile": ("model", "precision", "batch"),
+    "fused": ("model", "precision", "batch", "keep"),
 }
 
 
