@@ -1,8 +1,9 @@
-"""The command-line tools (tools/prune.py, export.py, make_digits_model.py, accuracy_table.py)
-on bad input: exactly one line `error: ...` on stderr, exit code 2, no traceback, and nothing
+"""The command-line tools (tools/prune.py, export.py, make_digits_model.py, accuracy_table.py,
+and the benchmark's paper_bench.py, bench_report.py, junit_figures.py) on bad input: exactly one line `error: ...` on stderr, exit code 2, no traceback, and nothing
 left in the output directory. Cases tests/test_patterns.py and tests/test_parity_cnn.py already
 run are not repeated here. Each case is a fresh interpreter (about 1.5 s: torch's import); the
 checkpoints are a CIFAR ResNet-18 and a 2-layer BERT of hidden size 32."""
+import json
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from conftest import ROOT, TOOLS
+from conftest import HAS_GPU, ROOT, TOOLS
 
 PROC_DIR = "/proc"                 # a directory no file can be made in, even by root
 
@@ -285,3 +286,83 @@ def test_accuracy_table_bad_input(args, text, tmp_path):
 ])
 def test_digits_tools_refuse_an_unwritable_output_before_training(tool, args):
     assert_one_line_error(run_tool(tool, *args), f"directory {PROC_DIR} is not writable", None)
+
+
+# -- the benchmark and its report tools (tools/paper_bench.py, bench_report.py, junit_figures.py)
+RESULTS_SCHEMA = "cupyprune.paper_bench/1"
+
+
+@pytest.fixture
+def bench_inputs(tmp_path):
+    """Inputs the benchmark tools must refuse, in a folder of their own."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "text.json").write_text("{not json")
+    (d / "other.json").write_text('{"schema": "something else", "sections": {}}')
+    for name, sections in (("unknown", {"nope": []}), ("nolist", {"models": {}}),
+                           ("nofield", {"compile": [{"model": "m"}]})):
+        (d / f"{name}.json").write_text(json.dumps({"schema": RESULTS_SCHEMA,
+                                                    "sections": sections}))
+    (d / "bad.xml").write_text("<testsuite")
+    return {"in": str(d)}
+
+
+@pytest.mark.parametrize("args,text", [
+    (["--preset", "nope", "--out", "<out>/r.json"], "invalid choice: 'nope'"),
+    (["--preset", "cnn"], "--out is required"),
+    (["--out", "<out>/r.json"], "--preset is required"),
+    (["--preset", "cnn", "--out", "<out>/no-dir/r.json"], "does not exist"),
+    (["--preset", "cnn", "--out", "<in>/text.json"], "text.json is not JSON"),
+    (["--preset", "cnn", "--out", "<in>/other.json"], "is not a cupyprune.paper_bench/1 results"),
+    (["--preset", "cnn", "--precisions", "fp16", "--out", "<out>/r.json"],
+     "--precisions is for the batch1, deploy, compile, fused presets"),
+    (["--preset", "compile", "--precisions", "fp8", "--out", "<out>/r.json"],
+     "--precisions: fp8 not in fp32, fp16"),
+    (["--preset", "cnn", "--patterns", "grp", "--out", "<out>/r.json"], "--patterns: grp not in"),
+    (["--preset", "layers", "--model", "vgg", "--out", "<out>/r.json"],
+     "--model is for the model presets"),
+    (["--preset", "cnn", "--model", "vgg", "--out", "<out>/r.json"], "--model: vgg not in"),
+    (["--preset", "cnn", "--max-minutes", "0", "--out", "<out>/r.json"],
+     "argument --max-minutes: must be a positive number, got '0'"),
+    (["--merge", "<in>/missing.json", "--out", "<out>/m.json"], "cannot read"),
+    (["--merge", "<in>/unknown.json", "--out", "<out>/m.json"], "unknown section 'nope'"),
+    (["--merge", "<in>/nolist.json", "--out", "<out>/m.json"], "'models' must be a list"),
+])
+def test_paper_bench_bad_input(args, text, bench_inputs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_one_line_error(run_tool("paper_bench.py", *fill(args, bench_inputs, out)), text, out)
+
+
+@pytest.mark.skipif(HAS_GPU, reason="on a GPU machine the preset would run")
+def test_paper_bench_without_a_gpu_is_one_line(tmp_path):
+    proc = run_tool("paper_bench.py", "--preset", "quick", "--out", tmp_path / "r.json")
+    assert_one_line_error(proc, "paper_bench needs CuPy and a CUDA GPU", tmp_path)
+
+
+@pytest.mark.parametrize("args,text", [
+    (["<in>/missing.json"], "cannot read"),
+    (["<in>/text.json"], "is not JSON"),
+    (["<in>/unknown.json"], "unknown section 'nope'"),
+    (["<in>/nofield.json"], "a results cell lacks the field"),
+    (["<in>/nolist.json", "--out", "<out>/no-dir/r.md"], "does not exist"),
+    (["<in>/nolist.json", "--out", "<out>"], "is a directory"),
+    (["--out", "<out>/r.md"], "the following arguments are required: results"),
+])
+def test_bench_report_bad_input(args, text, bench_inputs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    argv = fill(args if "--out" in args else args + ["--out", "<out>/r.md"], bench_inputs, out)
+    assert_one_line_error(run_tool("bench_report.py", *argv), text, out)
+
+
+@pytest.mark.parametrize("args,text", [
+    (["<in>/missing.xml"], "missing.xml: No such file"),
+    (["<in>/bad.xml"], "bad.xml is not junit XML"),
+    (["<in>/bad.xml", "--out", "<out>/no-dir/f.md"], "does not exist"),
+    ([], "the following arguments are required: junit"),
+])
+def test_junit_figures_bad_input(args, text, bench_inputs, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    assert_one_line_error(run_tool("junit_figures.py", *fill(args, bench_inputs, out)), text, out)

@@ -22,7 +22,7 @@ import cupyprune
 import digits
 from accuracy_report import render_markdown
 from cupyprune.patterns import describe
-from export import can_create_in
+from oneline import can_create_in
 from exporters.graph_builder import parse_pattern
 from oneline import OneLineParser, non_negative_int, parse_or_exit, seed as seed_type
 from pruning import default_prunable_keys, prune_state_dict

@@ -17,11 +17,10 @@ for _path in (HERE, os.path.dirname(HERE)):        # tools/ (archs, exporters) a
         sys.path.insert(0, _path)
 
 from checkpoint import first_line, load_state_dict  # noqa: E402
-from cupyprune.atomic import probe_directory  # noqa: E402
 from exporters.cnn import export_cnn  # noqa: E402
 from exporters.errors import ExportError  # noqa: E402
 from exporters.graph_builder import PATTERN_HELP  # noqa: E402
-from oneline import OneLineParser, UsageError  # noqa: E402
+from oneline import OneLineParser, UsageError, check_out  # noqa: E402
 
 CNN_ARCHS = ("vgg16", "vgg16_bn", "resnet18")
 HF_ARCHS = ("vit", "bert")
@@ -51,26 +50,6 @@ def read_labels(path):
             return [line.strip() for line in f if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise ExportError(f"cannot read labels {path}: {first_line(e)}") from None
-
-
-def check_out(path):
-    """Refuse an --out that cannot be written, before the (slow) export starts."""
-    directory = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ExportError(f"--out {path} is a directory")
-    if not os.path.isdir(directory):
-        raise ExportError(f"--out {path}: directory {directory} does not exist")
-    if not can_create_in(directory):
-        raise ExportError(f"--out {path}: directory {directory} is not writable")
-
-
-def can_create_in(directory):
-    """Whether a file can be made in `directory` (tried for real)."""
-    try:
-        probe_directory(directory)
-        return True
-    except OSError:
-        return False
 
 
 def check_args(args):

@@ -7,7 +7,6 @@ It also checks that tools/archs has exactly torchvision's state-dict keys and sh
 Run on the GPU machine (torchvision and CuPy are installed there), from the repo root:
     python3 tools/gpu_check_torchvision.py --out gpu_check.json
 """
-import argparse
 import json
 import os
 import sys
@@ -25,7 +24,9 @@ from torch.nn.utils import prune  # noqa: E402
 
 import cupyprune  # noqa: E402
 from archs import build  # noqa: E402
+from cupyprune.atomic import atomic_path  # noqa: E402
 from export import export  # noqa: E402
+from oneline import OneLineParser, check_out, parse_or_exit  # noqa: E402
 
 ARCHS = ("vgg16", "vgg16_bn", "resnet18")
 SIZE, BATCH, KEEP = 224, 2, 0.5
@@ -87,10 +88,17 @@ def check(arch, masked, workdir):
     return rows
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv):
+    parser = OneLineParser(prog="tools/gpu_check_torchvision.py",
+                           description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="JSON file for the results")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    check_out(args.out)
+    return args
+
+
+def main(argv=None):
+    args = parse_or_exit(parse_args, argv)
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     result = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -107,8 +115,9 @@ def main():
         print(f"{r['arch']:10s} {r['masks']:6s} {r['path']:6s} {r['layer_paths']:12s} "
               f"{r['rel_err']:9.2e}  {'same' if r['argmax_equal'] else 'DIFFERENT'}")
     print("state-dict keys and shapes equal torchvision's:", result["keys_match"])
-    with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
+    with atomic_path(args.out, prefix=".gpu-check-") as tmp:
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,14 @@ One Markdown row per (test, property): the parity tests record each cell's
 max|ours - torch| / max|torch|, so this is the table of errors a closing note or a doc cites.
 Test outcomes are given too, so a table is never mistaken for a passing run.
 """
-import argparse
+import os
 import sys
 import xml.etree.ElementTree as ET
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from cupyprune.atomic import atomic_path  # noqa: E402
+from oneline import OneLineParser, UsageError, check_out  # noqa: E402
 
 
 def rows(junit_path):
@@ -31,20 +36,30 @@ def markdown(junit_path):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    """The CLI; returns the exit code (0, or 2 after printing `error: ...` on stderr)."""
+    p = OneLineParser(prog="tools/junit_figures.py", description=__doc__.splitlines()[0])
     p.add_argument("junit", help="the XML file written by pytest --junitxml")
     p.add_argument("--out", help="write the Markdown table here (default: stdout)")
-    args = p.parse_args(argv)
     try:
+        args = p.parse_args(argv)
+        if args.out:
+            check_out(args.out)
         text = markdown(args.junit)
-    except (OSError, ET.ParseError) as e:
-        print(f"error: cannot read {args.junit}: {e}", file=sys.stderr)
+        if args.out:
+            with atomic_path(args.out, prefix=".junit-figures-") as tmp:
+                with open(tmp, "w") as f:
+                    f.write(text)
+        else:
+            sys.stdout.write(text)
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
-    else:
-        sys.stdout.write(text)
+    except ET.ParseError as e:
+        print(f"error: {args.junit} is not junit XML: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: {e.filename or args.junit}: {e.strerror or e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -13,9 +13,8 @@ import sys
 import time
 
 import digits
-from export import MODEL_SUFFIX, check_out
-from exporters.errors import ExportError
-from oneline import OneLineParser, non_negative_int, parse_or_exit, seed
+from export import MODEL_SUFFIX
+from oneline import OneLineParser, check_out, non_negative_int, parse_or_exit, seed
 from pruning import default_prunable_keys, prune_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,11 +36,8 @@ def parse_args(argv):
         ap.error(f"--keep {args.keep}: the kept fraction must lie in (0, 1]")
     if not args.out.endswith(MODEL_SUFFIX):
         ap.error(f"--out {args.out}: a model file must end in {MODEL_SUFFIX}")
-    try:
-        check_out(args.out)
-        check_out(os.path.splitext(args.out)[0] + ".json")
-    except ExportError as e:
-        ap.error(str(e))
+    check_out(args.out)                       # UsageError, as ap.error raises
+    check_out(os.path.splitext(args.out)[0] + ".json")
     return args
 
 

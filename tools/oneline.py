@@ -2,7 +2,10 @@
 `error: ...` on stderr (no usage block) and exit code 2. Also argparse types for seeds and
 counts, so that a bad value is refused before any work starts."""
 import argparse
+import os
 import sys
+
+from cupyprune.atomic import probe_directory
 
 SEED_LIMIT = 2 ** 32          # NumPy and scikit-learn take seeds in [0, 2**32)
 
@@ -45,5 +48,35 @@ def non_negative_int(text):
     return _int(text, "a non-negative integer", 0)
 
 
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
 def positive_int(text):
     return _int(text, "a positive integer", 1)
+
+
+def check_out(path):
+    """Refuse an --out file that cannot be written, before any (slow) work starts."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError(f"--out {path} is a directory")
+    if not os.path.isdir(directory):
+        raise UsageError(f"--out {path}: directory {directory} does not exist")
+    if not can_create_in(directory):
+        raise UsageError(f"--out {path}: directory {directory} is not writable")
+
+
+def can_create_in(directory):
+    """Whether a file can be made in `directory` (tried for real)."""
+    try:
+        probe_directory(directory)
+        return True
+    except OSError:
+        return False

@@ -17,7 +17,6 @@ Presets (each sized to finish within 10 minutes on an H100):
 The results file is resumable: cells already in it are skipped; merge files with --merge.
 Needs a CUDA GPU, CuPy and torch; accuracy is not measured here (random weights).
 """
-import argparse
 import os
 import sys
 import time
@@ -25,7 +24,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import layers, steps  # noqa: E402
-from benchlib.results import ResultStore, merge  # noqa: E402
+from benchlib.results import ResultsError, ResultStore, merge, read_results  # noqa: E402
+from oneline import (OneLineParser, UsageError, check_out, parse_or_exit,  # noqa: E402
+                     positive_float)
 
 SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 PRESETS = {
@@ -89,46 +90,80 @@ def environment():
             "cudnn": torch.backends.cudnn.version(), "date": time.strftime("%Y-%m-%d")}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def _subset(text, allowed, option):
+    """'a,b' -> ['a', 'b'] when every item is allowed, else a UsageError."""
+    items = text.split(",")
+    unknown = [i for i in items if i not in allowed]
+    if unknown or not items:
+        raise UsageError(f"{option}: {', '.join(unknown) or repr(text)} not in "
+                         f"{', '.join(allowed)}")
+    return items
+
+
+def parse_args(argv):
+    """Every option checked before anything runs: a bad one is one line `error: ...`, exit 2."""
+    ap = OneLineParser(prog="tools/paper_bench.py", description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS) + sorted(MODEL_PRESETS))
     ap.add_argument("--out", help="results JSON (resumed when it exists)")
     ap.add_argument("--merge", nargs="+", metavar="FILE", help="merge results files into --out")
     ap.add_argument("--model", help="model presets: run only these models (comma-separated)")
-    ap.add_argument("--patterns", help="model presets: comma-separated subset of "
+    ap.add_argument("--patterns", help="cnn and transformer presets: comma-separated subset of "
                     "element,vector,block,group (default: all four)")
     ap.add_argument("--precisions", help="batch1, deploy, compile and fused presets: "
                     "comma-separated subset of fp32,fp16 (default: both)")
-    ap.add_argument("--max-minutes", type=float, default=9.0,
+    ap.add_argument("--max-minutes", type=positive_float, default=9.0,
                     help="model presets start no new cell after this long (resume later)")
     args = ap.parse_args(argv)
+    if not args.out:
+        raise UsageError("--out is required (the results file)")
+    check_out(args.out)
     if args.merge:
-        merge(args.merge, args.out)
+        return args
+    if not args.preset:
+        raise UsageError("--preset is required (or --merge)")
+    if os.path.exists(args.out):
+        try:
+            read_results(args.out)                  # resumed: it must be a results file
+        except ResultsError as e:
+            raise UsageError(f"--out {e}") from None
+    if args.precisions:
+        if args.preset not in DEPLOY_PRESETS:
+            raise UsageError(f"--precisions is for the {', '.join(DEPLOY_PRESETS)} presets")
+        _subset(args.precisions, ("fp32", "fp16"), "--precisions")
+    if args.patterns:
+        from benchlib.models import PATTERNS
+        if args.preset not in ("cnn", "transformer"):
+            raise UsageError("--patterns is for the cnn and transformer presets")
+        _subset(args.patterns, PATTERNS, "--patterns")
+    if args.model:
+        if args.preset not in MODEL_PRESETS:
+            raise UsageError(f"--model is for the model presets ({', '.join(MODEL_PRESETS)})")
+        _subset(args.model, MODEL_PRESETS[args.preset](), "--model")
+    return args
+
+
+def main(argv=None):
+    args = parse_or_exit(parse_args, argv)
+    if args.merge:
+        try:
+            merge(args.merge, args.out)
+        except ResultsError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"wrote {args.out}")
         return 0
-    if not args.preset or not args.out:
-        ap.error("--preset and --out are required")
-    if args.precisions and (args.preset not in DEPLOY_PRESETS or not set(
-            args.precisions.split(",")) <= {"fp32", "fp16"}):
-        ap.error(f"--precisions {args.precisions!r}: a subset of fp32,fp16, for the "
-                 f"{', '.join(DEPLOY_PRESETS)} presets")
     try:
-        import cupy  # noqa: F401
         from cupyprune.backend import gpu_available
+        available = gpu_available()
     except ImportError:
+        available = False
+    if not available:
         print("error: paper_bench needs CuPy and a CUDA GPU", file=sys.stderr)
-        return 2
-    if not gpu_available():
-        print("error: paper_bench needs a CUDA GPU", file=sys.stderr)
         return 2
     t0 = time.time()
     progress = lambda s: print(s, flush=True)                # noqa: E731
     if args.preset in MODEL_PRESETS:
-        names = MODEL_PRESETS[args.preset]()
-        wanted = args.model.split(",") if args.model else names
-        unknown = sorted(set(wanted) - set(names))
-        if unknown:
-            ap.error(f"--model: {', '.join(unknown)} not in preset {args.preset} "
-                     f"({', '.join(names)})")
+        wanted = args.model.split(",") if args.model else MODEL_PRESETS[args.preset]()
         if len(wanted) > 1:            # each model in its own process
             ResultStore(args.out, environment()).save()
             extra = (("--patterns", args.patterns) if args.patterns else ()) + (

@@ -30,11 +30,11 @@ import torch
 from archs import build
 from checkpoint import check_keys, first_line, fold_pruning, load_state_dict, reparametrize
 from cupyprune.atomic import atomic_path
-from export import CNN_ARCHS, HF_ARCHS, check_out, export
+from export import CNN_ARCHS, HF_ARCHS, export
 from exporters.cnn import DEFAULTS
 from exporters.errors import ExportError
 from exporters.hf import check_checkpoint
-from oneline import OneLineParser, UsageError, positive_int
+from oneline import OneLineParser, UsageError, check_out, positive_int
 from pruning import PATTERNS, SCOPES, PruningError, default_prunable_keys, prune_state_dict
 from pruning.units import check_keep, resolve_block, resolve_n_m
 

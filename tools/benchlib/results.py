@@ -4,7 +4,8 @@ Each cell is written as soon as it is measured (atomically), so a preset stopped
 limit keeps what it measured, and running it again skips the cells already there."""
 import json
 import os
-import tempfile
+
+from cupyprune.atomic import atomic_path
 
 SCHEMA = "cupyprune.paper_bench/1"
 # the fields that identify a cell in each section
@@ -21,6 +22,41 @@ SECTION_KEYS = {
 }
 
 
+class ResultsError(ValueError):
+    """A results file that cannot be read: one line, naming the file."""
+
+
+def read_results(path):
+    """A results file -> its document, checked: a JSON object of this schema whose sections are
+    known and hold lists of objects."""
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except OSError as e:
+        raise ResultsError(f"cannot read {path}: {e.strerror or e}") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ResultsError(f"{path} is not JSON: {e}") from None
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        raise ResultsError(f"{path} is not a {SCHEMA} results file")
+    sections = doc.get("sections")
+    if not isinstance(sections, dict):
+        raise ResultsError(f"{path} has no 'sections' object")
+    for name, cells in sections.items():
+        if name not in SECTION_KEYS:
+            raise ResultsError(f"{path}: unknown section {name!r} (one of "
+                               f"{', '.join(SECTION_KEYS)})")
+        if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
+            raise ResultsError(f"{path}: section {name!r} must be a list of objects")
+    return doc
+
+
+def write_json(doc, path):
+    """doc -> path, whole or not at all."""
+    with atomic_path(path, prefix=".results-") as tmp:
+        with open(tmp, "w") as f:
+            json.dump(doc, f, indent=1)
+
+
 def cell_key(cell, key_fields):
     return tuple(str(cell.get(k)) for k in key_fields)
 
@@ -30,11 +66,7 @@ class ResultStore:
         self.path = path
         self.doc = {"schema": SCHEMA, "environment": environment, "sections": {}}
         if os.path.exists(path):
-            with open(path) as f:
-                old = json.load(f)
-            if old.get("schema") != SCHEMA:
-                raise ValueError(f"{path}: not a {SCHEMA} results file")
-            self.doc["sections"] = old.get("sections", {})
+            self.doc["sections"] = read_results(path)["sections"]
 
     def has(self, section, cell):
         key_fields = SECTION_KEYS[section]
@@ -49,19 +81,14 @@ class ResultStore:
         self.save()
 
     def save(self):
-        directory = os.path.dirname(os.path.abspath(self.path))
-        fd, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.doc, f, indent=1)
-        os.replace(tmp, self.path)
+        write_json(self.doc, self.path)
 
 
 def merge(paths, out):
     """Merge several results files (later files win per cell) into out."""
     merged = None
     for p in paths:
-        with open(p) as f:
-            doc = json.load(f)
+        doc = read_results(p)
         if merged is None:
             merged = doc
             continue
@@ -70,5 +97,4 @@ def merge(paths, out):
             new = {cell_key(c, keys) for c in cells}
             old = [c for c in merged["sections"].get(section, []) if cell_key(c, keys) not in new]
             merged["sections"][section] = old + cells
-    with open(out, "w") as f:
-        json.dump(merged, f, indent=1)
+    write_json(merged, out)
