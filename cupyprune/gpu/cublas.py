@@ -68,6 +68,7 @@ class Handle:
     def __init__(self, stream_ptr):
         import cupy
         lib = library()
+        self.stream_ptr = stream_ptr
         self.ptr = ctypes.c_void_p()
         check(lib.cublasCreate_v2(ctypes.byref(self.ptr)), "cublasCreate")
         check(lib.cublasSetStream_v2(self.ptr, ctypes.c_void_p(stream_ptr)), "cublasSetStream")

@@ -18,6 +18,7 @@ DESC_TRANSA, DESC_TRANSB, DESC_EPILOGUE, DESC_BIAS_POINTER = 3, 4, 7, 8
 EPILOGUE_DEFAULT, EPILOGUE_RELU, EPILOGUE_BIAS = 1, 2, 4
 PREF_MAX_WORKSPACE_BYTES = 1
 
+_ONE = ctypes.c_float(1.0)
 _lib = None
 _handle = None
 _plans = {}
@@ -75,7 +76,7 @@ class _Plan:
     """Descriptors and algorithm of one GEMM shape and epilogue; `algo` is None when the
     heuristic offers nothing for it (the caller then runs GEMM and epilogue apart)."""
 
-    def __init__(self, m, n, k, dt, compute, epilogue, has_bias, has_c):
+    def __init__(self, m, n, k, dt, compute, epilogue, has_c):
         lib = library()
         self.desc = ctypes.c_void_p()
         cublas.check(lib.cublasLtMatmulDescCreate(ctypes.byref(self.desc), compute,
@@ -86,9 +87,9 @@ class _Plan:
         self.a, self.b = _layout(lib, dt, m, k), _layout(lib, dt, k, n)
         self.d = _layout(lib, dt, m, n)
         self.beta = ctypes.c_float(1.0 if has_c else 0.0)
-        self.algo = self._pick(lib, has_bias)
+        self.algo = self._pick(lib)
 
-    def _pick(self, lib, has_bias):
+    def _pick(self, lib):
         pref = ctypes.c_void_p()
         cublas.check(lib.cublasLtMatmulPreferenceCreate(ctypes.byref(pref)),
                      "cublasLtMatmulPreferenceCreate")
@@ -104,7 +105,9 @@ class _Plan:
             return None
         return result
 
-    def run(self, w, x, bias, c, out, stream_ptr, workspace):
+    def run(self, w, x, bias, c, out, handle):
+        """out = the plan's product of w and x (column-major A, B) on `handle`'s stream and
+        workspace (a cublas.Handle)."""
         lib = library()
         if bias is not None:          # the bias pointer is part of the descriptor: set per call
             _set(lib, self.desc, DESC_BIAS_POINTER, ctypes.c_void_p(bias.data.ptr))
@@ -113,11 +116,8 @@ class _Plan:
             _lt_handle(), self.desc, ctypes.byref(_ONE), ctypes.c_void_p(w.data.ptr), self.a,
             ctypes.c_void_p(x.data.ptr), self.b, ctypes.byref(self.beta), c_ptr, self.d,
             ctypes.c_void_p(out.data.ptr), self.d, ctypes.byref(self.algo.algo),
-            ctypes.c_void_p(workspace.data.ptr), cublas.WORKSPACE_BYTES,
-            ctypes.c_void_p(stream_ptr)), "cublasLtMatmul")
-
-
-_ONE = ctypes.c_float(1.0)
+            ctypes.c_void_p(handle.workspace.data.ptr), cublas.WORKSPACE_BYTES,
+            ctypes.c_void_p(handle.stream_ptr)), "cublasLtMatmul")
 
 
 def plan(m, n, k, dt, compute, relu, has_bias, has_c):
@@ -127,6 +127,6 @@ def plan(m, n, k, dt, compute, relu, has_bias, has_c):
         epilogue = {(False, False): EPILOGUE_DEFAULT, (True, False): EPILOGUE_RELU,
                     (False, True): EPILOGUE_BIAS,
                     (True, True): EPILOGUE_RELU | EPILOGUE_BIAS}[(relu, has_bias)]
-        p = _Plan(m, n, k, dt, compute, epilogue, has_bias, has_c)
+        p = _Plan(m, n, k, dt, compute, epilogue, has_c)
         _plans[key] = p if p.algo is not None else None
     return _plans[key]

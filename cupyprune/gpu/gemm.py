@@ -122,9 +122,7 @@ class Matmul:
         if plan is None:
             return None
         out = self.xp.empty((M, N), dtype=x.dtype)
-        stream = self.xp.cuda.get_current_stream()
-        plan.run(w, x, bias, residual, out, stream.ptr,
-                 cublas.handle_for_current_stream().workspace)
+        plan.run(w, x, bias, residual, out, cublas.handle_for_current_stream())
         return out
 
     def batched(self, a, b):

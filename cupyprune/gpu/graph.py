@@ -39,16 +39,13 @@ class CudaGraphRunner:
     def __init__(self, forward):
         """forward: a bound method, env (name -> device array) -> outputs (name -> device array).
         Held weakly, so that a dropped model frees its GPU memory without waiting for the GC."""
+        import cupy
         self._forward = weakref.WeakMethod(forward)
         self.captured = {}
         self.failed = None          # the reason capture failed once; then we run eagerly
-        self._inputs_ready = self._outputs_ready = None
-
-    def _events(self):
-        import cupy
-        if self._inputs_ready is None:      # made once: a call records and waits on these
-            self._inputs_ready = cupy.cuda.Event(disable_timing=True)
-            self._outputs_ready = cupy.cuda.Event(disable_timing=True)
+        # made once: every call records and waits on these
+        self._inputs_ready = cupy.cuda.Event(disable_timing=True)
+        self._outputs_ready = cupy.cuda.Event(disable_timing=True)
 
     def forward(self, env):
         return self._forward()(env)
@@ -67,7 +64,6 @@ class CudaGraphRunner:
                 warnings.warn(f"CUDA graph capture failed ({self.failed}); running eagerly",
                               stacklevel=3)
                 return self.forward(env)
-        self._events()
         current = cupy.cuda.get_current_stream()
         current.record(self._inputs_ready)
         entry.stream.wait_event(self._inputs_ready)

@@ -47,12 +47,22 @@ def kernel_sources():
         yield _max_pool_source(T)
 
 
+def _out_hw(x, kernel, stride, padding):
+    """x (N, H, W, C) -> (OH, OW) of the pooled output; an InputError when no window fits."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    H, W = x.shape[1:3]
+    OH, OW = out_size(H, kh, sh, ph, 1), out_size(W, kw, sw, pw, 1)
+    if OH < 1 or OW < 1:
+        raise InputError(f"input {H}x{W} is too small for a {kh}x{kw} pooling window")
+    return OH, OW
+
+
 def _gpu_max_pool(x, kernel, stride, padding):
     """x (N, H, W, C) CuPy -> (N, OH, OW, C), one launch."""
     import cupy
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     N, H, W, C = x.shape
-    OH, OW = out_size(H, kh, sh, ph, 1), out_size(W, kw, sw, pw, 1)
+    OH, OW = _out_hw(x, kernel, stride, padding)
     x = cupy.ascontiguousarray(x)
     y = cupy.empty((N, OH, OW, C), dtype=x.dtype)
     T = storage_type(x.dtype)
@@ -66,10 +76,7 @@ def _gpu_max_pool(x, kernel, stride, padding):
 def _windows(xp, x, kernel, stride, padding, fill):
     """Yield the (N, OH, OW, C) strided slices of padded x, one per kernel position."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    N, H, W, C = x.shape
-    OH, OW = out_size(H, kh, sh, ph, 1), out_size(W, kw, sw, pw, 1)
-    if OH < 1 or OW < 1:
-        raise InputError(f"input {H}x{W} is too small for a {kh}x{kw} pooling window")
+    OH, OW = _out_hw(x, kernel, stride, padding)
     if ph or pw:
         x = xp.pad(x, ((0, 0), (ph, ph), (pw, pw), (0, 0)), constant_values=fill)
     for i in range(kh):
@@ -89,7 +96,7 @@ class _Pool(Op):
 @register("max_pool2d")
 class MaxPool2d(_Pool):
     def __call__(self, x):
-        if self.xp is not np and x.size < 2 ** 31 and min(_out_sizes(x, self)) >= 1:
+        if self.xp is not np and x.size < 2 ** 31:          # the kernel indexes with int
             return _gpu_max_pool(x, self.kernel, self.stride, self.padding)
         out = None
         for w in _windows(self.xp, x, self.kernel, self.stride, self.padding, float("-inf")):
@@ -98,11 +105,6 @@ class MaxPool2d(_Pool):
             else:
                 self.xp.maximum(out, w, out=out)
         return out
-
-
-def _out_sizes(x, pool):
-    (kh, kw), (sh, sw), (ph, pw) = pool.kernel, pool.stride, pool.padding
-    return out_size(x.shape[1], kh, sh, ph, 1), out_size(x.shape[2], kw, sw, pw, 1)
 
 
 @register("avg_pool2d")

@@ -241,6 +241,12 @@ def breakdown(store, case, precision, progress):
                  f"{cell['top_kernels'][0]['name'][:50]}")
 
 
+# torch.compile mode -> the compile cell's fields: compile seconds, median ms, relative error
+COMPILE_MODES = ((None, "compile_s", "torch_compile_ms", "compile_rel_err"),
+                 ("reduce-overhead", "torch_compile_graphs_s", "torch_compile_graphs_ms",
+                  "torch_compile_graphs_rel_err"))
+
+
 def compiled(store, case, precision, progress):
     """torch.compile of the dense model in its default mode (Inductor, no CUDA graphs) and in
     mode="reduce-overhead" (Inductor kernels replayed from CUDA graphs, as ours are); ours
@@ -254,22 +260,20 @@ def compiled(store, case, precision, progress):
     eager_model = case.model
     with torch.no_grad():
         ref = fn().float().cpu().numpy()
-        for mode, key in ((None, "torch_compile"), ("reduce-overhead", "torch_compile_graphs")):
+        for mode, seconds, median, err in COMPILE_MODES:
             torch._dynamo.reset()
             t0 = time.time()
             cfn = _torch_forward(torch.compile(eager_model, mode=mode), case.family,
                                  case.inputs[case.batch], dtype)
             y = cfn().float().cpu().numpy()
             cfn()                                    # reduce-overhead records its graph here
-            cell[f"{key}_s"] = time.time() - t0
-            cell[f"{key}_ms"] = time_gpu(cfn, warmup=5, repeat=20)["median_ms"]
-            cell[f"{key}_rel_err"] = rel_err(y, ref)
+            cell[seconds] = time.time() - t0
+            cell[median] = time_gpu(cfn, warmup=5, repeat=20)["median_ms"]
+            cell[err] = rel_err(y, ref)
             del cfn
         torch._dynamo.reset()
         cell["torch_eager_ms"] = time_gpu(fn, warmup=5, repeat=20)["median_ms"]
     case.model.float()
-    cell["compile_s"] = cell.pop("torch_compile_s")
-    cell["compile_rel_err"] = cell.pop("torch_compile_rel_err")
     cell["ours_group_ms"] = _on_ours(case, "group", precision, case.batch, lambda run: time_gpu(
         run, warmup=5, repeat=20)["median_ms"])
     store.add("compile", cell)

@@ -2,7 +2,7 @@
 memory, kernel breakdown, torch.compile; and their rows of the targets table."""
 from collections import defaultdict
 
-from .markdown import ms, table, verdict_at_least, verdict_at_most
+from .markdown import ms, ratio, table, verdict_at_least, verdict_at_most
 
 OVERHEAD_TARGET = 1.3            # end to end <= 1.3x the sum of kernel times, at batch 1
 
@@ -19,9 +19,9 @@ def overhead_table(cells, split=()):
         rows.append([c["model"], c["precision"], ms(c["graph_ms"]), ms(s.get("replay_ms")),
                      ms(s.get("queued_ms")), ms(c["eager_ms"]),
                      ms(c["kernel_sum_ms"]), f"{c['kernels_per_call']:.0f}",
-                     f"{c['graph_ms'] / c['kernel_sum_ms']:.2f}x",
+                     ratio(c["graph_ms"], c["kernel_sum_ms"]),
                      ms(c["torch_eager_ms"]), ms(c["torch_kernel_sum_ms"]),
-                     f"{c['torch_eager_ms'] / c['torch_kernel_sum_ms']:.2f}x"])
+                     ratio(c["torch_eager_ms"], c["torch_kernel_sum_ms"])])
     return ("Batch 1, group-wise at 50% kept, `--path auto`. Kernel sums are the GPU time of every "
             "kernel, copy and memset of one forward pass, traced with CUPTI (torch.profiler), "
             "ours from the CUDA-graph replays. 'Replay alone' is the captured graph without "
@@ -80,12 +80,11 @@ def profile_tables(cells):
 
 
 def compile_table(cells):
-    def ratio(c, key):
-        return "-" if c.get(key) is None else f"{c[key] / c['ours_group_ms']:.2f}x"
     rows = [[c["model"], c["precision"], c["batch"], f"{c['compile_s']:.0f}",
              ms(c["torch_compile_ms"]), ms(c.get("torch_compile_graphs_ms")),
-             ms(c["torch_eager_ms"]), ms(c["ours_group_ms"]), ratio(c, "torch_compile_ms"),
-             ratio(c, "torch_compile_graphs_ms")]
+             ms(c["torch_eager_ms"]), ms(c["ours_group_ms"]),
+             ratio(c["torch_compile_ms"], c["ours_group_ms"]),
+             ratio(c.get("torch_compile_graphs_ms"), c["ours_group_ms"])]
             for c in sorted(cells, key=lambda c: (c["model"], c["precision"]))]
     return ("`torch.compile` of the dense model in its default mode (Inductor, no CUDA graphs) "
             "and in mode `reduce-overhead` (Inductor's kernels replayed from CUDA graphs, as "
@@ -99,8 +98,8 @@ def compile_table(cells):
 def fused_table(cells):
     rows = [[c["model"], c["precision"], c["batch"], ms(c["apart_ms"]),
              f"{c['apart_kernels']:.0f}", ms(c["fused_ms"]), f"{c['fused_kernels']:.0f}",
-             f"{c['apart_ms'] / c['fused_ms']:.2f}x", ms(c["torch_eager_ms"]),
-             f"{c['torch_eager_ms'] / c['fused_ms']:.2f}x"]
+             ratio(c["apart_ms"], c["fused_ms"]), ms(c["torch_eager_ms"]),
+             ratio(c["torch_eager_ms"], c["fused_ms"])]
             for c in sorted(cells, key=lambda c: (c["model"], c["precision"]))]
     return ("Group-wise 50% on `auto`: each conv's and linear's bias, residual add and ReLU "
             "inside cuBLASLt's GEMM, against the GEMM and our epilogue kernel apart "
