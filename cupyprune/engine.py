@@ -9,7 +9,7 @@ from .errors import DeviceError, InputError
 from .format import read_model_file
 from .folding import plan_folding
 from .graph import check_tensors, parse_graph
-from .inputs import (FEATURES, IMAGE, check_id_ranges, check_input, check_input_spec,
+from .inputs import (FEATURES, IMAGE, IdRangeCheck, check_input, check_input_spec,
                      default_input)
 from .gpu.gemm import Matmul
 from .ops import OPS, LoadContext
@@ -80,7 +80,7 @@ class Model:
 
     def _mark_checked_ids(self):
         """Lookups of graph inputs whose spec bounds the ids within the table are checked at
-        binding (inputs.check_id_ranges), so the op needs no host sync and can be captured."""
+        binding (inputs.IdRangeCheck), so the op needs no host sync and can be captured."""
         for step in self.steps:
             if not hasattr(step.op, "checked_upstream"):
                 continue
@@ -123,6 +123,8 @@ class Model:
 
     # -- inputs -------------------------------------------------------------------------------
     def _bind(self, args, kwargs):
+        """Call arguments -> (env: name -> checked array, IdRangeCheck to finish before the
+        outputs are handed back)."""
         names = self.graph.inputs
         if len(args) > len(names):
             raise InputError(f"model takes {len(names)} inputs ({', '.join(names)}), "
@@ -141,8 +143,8 @@ class Model:
                 env[name] = default_input(spec, env[names[0]], self.xp)
             else:
                 env[name] = check_input(spec, bound[name])
-        check_id_ranges([(self.input_spec[name], env[name]) for name in bound])
-        return env
+        ids = IdRangeCheck([(self.input_spec[name], env[name]) for name in bound])
+        return env, ids
 
     def _prepare(self, env):
         """Checked inputs (NumPy or CuPy, as the caller gave them) -> device arrays in the
@@ -164,11 +166,12 @@ class Model:
     # -- run ----------------------------------------------------------------------------------
     def run(self, *args, trace=None, **kwargs):
         """Outputs by name. `trace`, a list, receives (step, output shape in NCHW terms)."""
-        env = self._bind(args, kwargs)
+        env, ids = self._bind(args, kwargs)
         if self.graph_runner is not None and trace is None:
             outputs = self.graph_runner(env)
         else:
             outputs = self._forward(env, trace)
+        ids.finish()                # waits for the id counts only, the pass being queued already
         return {name: _to_nchw(self.xp, value) for name, value in outputs.items()}
 
     def _forward(self, env, trace=None):

@@ -60,41 +60,50 @@ def _check_length(spec, ids):
                          f"than the {longest} positions the model was trained for")
 
 
-def check_id_ranges(inputs):
-    """(spec, ids) of checked integer inputs: an InputError for the first id outside its table
-    (spec's vocab_size). Done once per call before any graph replay (which runs no Python per
-    op); for CuPy arrays one host sync covers every input."""
-    todo = [(spec, ids) for spec, ids in inputs if spec.get("vocab_size") is not None]
-    counts = _count_outside([ids for _, ids in todo], [spec["vocab_size"] for spec, _ in todo])
-    for (spec, ids), outside in zip(todo, counts):
-        if outside:
-            vocab = spec["vocab_size"]
-            first = int(ids[(ids < 0) | (ids >= vocab)].ravel()[0])
-            what, table = (("token id", "tokens in its vocabulary") if spec.get("kind") == TOKEN_IDS
-                           else ("token type id", "token types"))
-            raise InputError(f"input {spec['name']!r}: {what} {first} is outside [0, {vocab}): "
-                             f"the model has {vocab} {table}")
+class IdRangeCheck:
+    """The range check of one call's id inputs against their specs' vocab_size. Ids from NumPy
+    are checked on the host at once; ids already on the device are counted by one small kernel
+    each, and `finish()` waits for those counts only: the engine queues the forward pass first
+    (lookups of unchecked ids stay inside the table: CuPy's take wraps them), then raises before
+    any output is returned."""
+
+    def __init__(self, inputs):
+        todo = [(spec, ids) for spec, ids in inputs if spec.get("vocab_size") is not None]
+        on_device = [(spec, ids) for spec, ids in todo if not isinstance(ids, np.ndarray)]
+        for spec, ids in todo:
+            if isinstance(ids, np.ndarray) and np.count_nonzero(_outside(ids, spec)):
+                _raise_outside(spec, ids)
+        self._on_device, self._pending = on_device, None
+        if on_device:
+            from .gpu.checks import start_count_outside
+            self._pending = start_count_outside([ids for _, ids in on_device],
+                                                [spec["vocab_size"] for spec, _ in on_device])
+
+    def finish(self):
+        """An InputError for the first id outside its table, if any."""
+        if self._pending is None:
+            return
+        for (spec, ids), outside in zip(self._on_device, self._pending.result()):
+            if outside:
+                _raise_outside(spec, ids)
 
 
-def _count_outside(arrays, limits):
-    """How many ids of each array lie outside [0, limit): NumPy arrays here, CuPy arrays on the
-    device with one host sync for all of them."""
-    counts = [None] * len(arrays)
-    on_device = [i for i, a in enumerate(arrays) if not isinstance(a, np.ndarray)]
-    if on_device:
-        from .gpu.checks import count_outside
-        found = count_outside([arrays[i] for i in on_device], [limits[i] for i in on_device])
-        for i, outside in zip(on_device, found):
-            counts[i] = outside
-    for i, (ids, limit) in enumerate(zip(arrays, limits)):
-        if counts[i] is None:
-            counts[i] = int(np.count_nonzero((ids < 0) | (ids >= limit)))
-    return counts
+def _outside(ids, spec):
+    return (ids < 0) | (ids >= spec["vocab_size"])
+
+
+def _raise_outside(spec, ids):
+    vocab = spec["vocab_size"]
+    first = int(ids[_outside(ids, spec)].ravel()[0])
+    what, table = (("token id", "tokens in its vocabulary") if spec.get("kind") == TOKEN_IDS
+                   else ("token type id", "token types"))
+    raise InputError(f"input {spec['name']!r}: {what} {first} is outside [0, {vocab}): "
+                     f"the model has {vocab} {table}")
 
 
 def check_input(spec, arr):
     """One input array (NumPy or CuPy), checked against its spec (all but the id ranges:
-    check_id_ranges); returned as given."""
+    IdRangeCheck); returned as given."""
     name, kind = spec["name"], spec.get("kind", IMAGE)
     if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
         raise InputError(f"input {name!r} must be an array, got {type(arr).__name__}")

@@ -31,7 +31,7 @@ def unfold_reference(x_nchw, kh, kw, stride, padding, dilation):
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("geom", GEOMETRIES)
 @pytest.mark.parametrize("keep", [1.0, 0.5, 0.1])
-@pytest.mark.parametrize("pad_to", [1, 4])
+@pytest.mark.parametrize("pad_to", [1, 4, 8])
 def test_im2col_kept_taps(rng, device, dtype, geom, keep, pad_to):
     if device == "cpu" and pad_to != 1:
         pytest.skip("padding is a GPU-kernel detail")

@@ -8,10 +8,10 @@ import site
 
 import pytest
 
-from cupyprune.gpu import attention, checks, cuda_source, rowwise
+from cupyprune.gpu import attention, checks, cuda_source, gather, rowwise
 from cupyprune.ops import epilogue, im2col, pool
 
-MODULES = (epilogue, im2col, pool, rowwise, attention, checks)
+MODULES = (epilogue, im2col, pool, rowwise, attention, checks, gather)
 ARCH = b"--gpu-architecture=compute_90"           # the H100 the benchmarks ran on
 
 
@@ -53,7 +53,7 @@ SOURCES = [(m.__name__.rsplit(".", 1)[1], name, src)
 
 def test_every_module_offers_kernels():
     assert {m for m, _, _ in SOURCES} == {"epilogue", "im2col", "pool", "rowwise", "attention",
-                                          "checks"}
+                                          "checks", "gather"}
     assert len({name for _, name, _ in SOURCES}) == len(SOURCES)        # names are unique
 
 

@@ -198,6 +198,30 @@ def test_token_id_outside_vocabulary(dev, small_bert_file):
         model(ids)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("cuda_graph", [True, False])
+def test_device_ids_outside_their_tables(rng, small_bert_file, cuda_graph):
+    """Ids handed over on the GPU are counted there and the count read after the forward pass
+    is queued: a bad id must still raise before any output comes back, and leave the model (and
+    its captured graph) giving the right outputs for the next good call."""
+    import cupy
+    model = cupyprune.load(small_bert_file, device="gpu", cuda_graph=cuda_graph)
+    vocab = SMALL_BERT["vocab_size"]
+    good = rng.integers(0, vocab, size=(3, 9))
+    types = rng.integers(0, 2, size=(3, 9))
+    want = cupy.asnumpy(model(good, token_type_ids=types))         # host ids: checked on the host
+    bad = good.copy()
+    bad[2, 4] = -3
+    with pytest.raises(InputError, match=r"token id -3 is outside \[0, 500\)"):
+        model(cupy.asarray(bad), token_type_ids=cupy.asarray(types))
+    bad_types = types.copy()
+    bad_types[0, 8] = 2
+    with pytest.raises(InputError, match=r"token type id 2 is outside \[0, 2\)"):
+        model(cupy.asarray(good), token_type_ids=cupy.asarray(bad_types))
+    got = cupy.asnumpy(model(cupy.asarray(good), token_type_ids=cupy.asarray(types)))
+    assert np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("dev", devices())
 def test_sequence_longer_than_positions(dev, small_bert_file):
     model = cupyprune.load(small_bert_file, device=dev)

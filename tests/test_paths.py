@@ -172,14 +172,18 @@ def test_group_rows_are_aligned_with_pruned_rows(rng, keep_count):
 
 
 def test_gather_rule_follows_the_measured_crossovers():
-    """paths.gather_pays against the H100 sweep's crossovers (docs/BENCHMARKS.md)."""
+    """paths.gather_pays against the H100 sweep's crossovers with the runtime's gather kernel
+    (bench/results/h100/linears.json, graph replay: dense ms / group-wise ms)."""
     from cupyprune.paths import gather_pays
-    assert gather_pays(768, 384, 3072, "fp32")               # FFN1 fp32 at 50%: 1.82x
-    assert gather_pays(768, 614, 3072, "fp32")               # ... still 1.13x at 80%
-    assert gather_pays(768, 230, 3072, "fp16")               # FFN1 fp16 at 30%: 1.27x
-    assert not gather_pays(768, 538, 3072, "fp16")           # ... 0.78x at 70%
-    assert not gather_pays(3072, 1536, 768, "fp16")          # FFN2 fp16 at 50%: 0.52x
-    assert not gather_pays(4096, 2048, 4096, "fp16")         # fc4096 fp16 at 50%: 0.94x
+    assert gather_pays(768, 384, 3072, "fp32")               # FFN1 fp32 at 50%: 1.84x
+    assert gather_pays(768, 696, 3072, "fp32")               # ... still 1.09x at 90%
+    assert gather_pays(768, 384, 3072, "fp16")               # FFN1 fp16 at 50%: 1.20x
+    assert not gather_pays(768, 544, 3072, "fp16")           # ... 0.97x at 70%
+    assert gather_pays(3072, 312, 768, "fp16")               # FFN2 fp16 at 10%: 1.29x
+    assert not gather_pays(3072, 1536, 768, "fp16")          # ... 0.91x at 50%
+    assert not gather_pays(4096, 3688, 4096, "fp16")         # fc4096 fp16 at 90%: 0.70x
+    assert gather_pays(768, 384, 3072, "tf32")               # FFN1 tf32 at 50%: 1.31x
+    assert not gather_pays(3072, 2152, 768, "tf32")          # FFN2 tf32 at 70%: 0.85x
 
 
 def test_demoted_linear_gives_the_same_outputs(rng, tmp_path):

@@ -38,6 +38,8 @@ PRESETS = {
                     (layers.linear_sweep, SWEEP, ("fp16",))],
     "layers-tf32": [(layers.conv_sweep, SWEEP, ("tf32",)),
                     (layers.linear_sweep, SWEEP, ("tf32",))],
+    "linears": [(layers.linear_sweep, SWEEP, ("fp32", "tf32", "fp16"))],
+    "convs": [(layers.conv_sweep, SWEEP, ("fp32", "tf32", "fp16"))],
     "steps": [(steps.conv_steps, (0.25, 0.5, 0.75), ("fp32", "fp16")),
               (steps.linear_steps, (0.25, 0.5, 0.75), ("fp32", "fp16"))],
 }

@@ -96,12 +96,13 @@ class CudaGraphRunner:
 
 def _copy_into(buf, arr, stream):
     """A call's input into the graph's static buffer: one memcpy when the layouts match (no
-    CuPy kernel launch: at batch 1 the host work per call is what the caller waits for)."""
+    CuPy kernel launch, and the runtime's call itself: at batch 1 the host work per call is what
+    the caller waits for, and CuPy's pointer copy checks devices and peers first)."""
     import numpy
     if isinstance(arr, numpy.ndarray):
         buf.set(numpy.ascontiguousarray(arr), stream=stream)
     elif arr.flags.c_contiguous:
-        buf.data.copy_from_device_async(arr.data, arr.nbytes, stream=stream)
+        _memcpy(buf.data.ptr, arr.data.ptr, arr.nbytes, stream)
     else:
         buf[...] = arr
 
@@ -111,6 +112,11 @@ def _copy_of(arr, stream):
     import cupy
     if not arr.flags.c_contiguous:
         return arr.copy()
-    out = cupy.empty_like(arr)
-    out.data.copy_from_device_async(arr.data, arr.nbytes, stream=stream)
+    out = cupy.ndarray(arr.shape, arr.dtype)
+    _memcpy(out.data.ptr, arr.data.ptr, arr.nbytes, stream)
     return out
+
+
+def _memcpy(dst, src, nbytes, stream):
+    from cupy.cuda import runtime
+    runtime.memcpyAsync(dst, src, nbytes, runtime.memcpyDefault, stream.ptr)   # UVA: any device

@@ -6,8 +6,10 @@ R = kh*kw*C taps, T kept taps. Activations are (N, H, W, C).
 import numpy as np
 
 from ..errors import InputError
+from ..gpu.gather import gather_columns
 from ..patterns import conv_weight_to_f
-from .im2col import VEC, TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
+from .im2col import (TapPlan, TapTable, columns_per_thread, im2col_cupy, im2col_numpy,
+                     out_size)
 from .prunable import PrunableWeight
 from .registry import Op, attr_pair, register, shape_error
 
@@ -55,9 +57,9 @@ class Conv2d(Op):
             self.taps = TapPlan(taps, kh, kw, self.C)
         elif not self.pointwise:
             # dense and group paths hold one weight matrix: pad its rows with zeros so that
-            # im2col can write VEC columns per thread (group rows come aligned already, see
-            # paths/group.py); other paths read exactly R columns
-            vec = VEC if hasattr(self.path, "w") else 1
+            # im2col can write a 16-byte pack of columns per thread (group rows come aligned
+            # already, see paths/group.py); other paths read exactly R columns
+            vec = columns_per_thread(ctx.dtype) if hasattr(self.path, "w") else 1
             self.taps = TapTable(taps, self.geometry, self.C, pad_to=vec)
             if self.taps.count > self.taps.kept:
                 pad = ctx.xp.zeros((self.taps.count - self.taps.kept, self.K), self.path.w.dtype)
@@ -68,7 +70,8 @@ class Conv2d(Op):
         kh, kw, (sh, sw), _, _ = self.geometry
         if self.pointwise:                        # 1x1, no padding: a strided view, no im2col
             cols = x[:, ::sh, ::sw, :].reshape(-1, self.C)          # (M, C)
-            return cols if self.path.input_rows is None else cols[:, self.path.input_rows]
+            return cols if self.path.input_rows is None else gather_columns(
+                cols, self.path.input_rows)
         if self.xp is np:
             return im2col_numpy(x, self.taps, self.geometry)
         return im2col_cupy(x, self.taps, self.geometry)

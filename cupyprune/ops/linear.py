@@ -1,6 +1,7 @@
 """linear (paper formula (3)): x (..., in) @ F (in, out) + bias. Group-wise: gather the kept input
 features, one smaller GEMM (paper Algorithm 2)."""
 from ..errors import InputError
+from ..gpu.gather import gather_columns
 from .prunable import PrunableWeight
 from .registry import Op, register, shape_error
 
@@ -34,7 +35,7 @@ class Linear(Op):
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)                   # (M, in)
         if self.path.input_rows is not None:
-            x2 = x2[:, self.path.input_rows]                   # (M, T): kept features only
+            x2 = gather_columns(x2, self.path.input_rows)      # (M, T): kept features only
         y = self.epilogue.after(self.path, x2, residual)       # (M, out)
         return y.reshape(*lead, self.out_features)
 

@@ -67,7 +67,7 @@ class _Table(Op):
 
 class _IdTable(_Table):
     """A table looked up by integer ids. The ids are range-checked once, at input binding,
-    against the input spec's vocab_size (inputs.check_id_ranges; the engine sets `checked_upstream`
+    against the input spec's vocab_size (inputs.IdRangeCheck; the engine sets `checked_upstream`
     when that bound fits this table): then the op is capturable in a CUDA graph. Otherwise it
     checks them itself, which needs a host sync, and runs eagerly."""
     checked_upstream = False

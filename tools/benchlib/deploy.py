@@ -116,7 +116,7 @@ def host_phases(model, inputs, calls=200, top=8):
     import cupy
     sync = cupy.cuda.get_current_stream().synchronize
     entry = next(iter(model.graph_runner.captured.values()))
-    env = model._bind((), inputs)
+    env, _ = model._bind((), inputs)
     phases = {"bind": lambda: model._bind((), inputs), "runner": lambda: model.graph_runner(env),
               "launch": lambda: entry.graph.launch(entry.stream), "call": lambda: model(**inputs)}
     out = {}

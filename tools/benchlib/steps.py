@@ -2,7 +2,8 @@
 
 conv (paper s1..s4): im2col of all taps, gather of the kept columns, GEMM, reshape of (M, K) to
 NCHW; and ours: im2col of the kept taps only (s1+s2 in one pass), GEMM, no reshape (the output
-is already the next layer's NHWC input). linear (s1, s2): gather of kept features, GEMM."""
+is already the next layer's NHWC input). linear (s1, s2): gather of kept features (the runtime's
+kernel, and CuPy's fancy indexing beside it), GEMM."""
 import numpy as np
 
 from .layers import CONV, LINEARS
@@ -16,7 +17,7 @@ def _kept(rng, n, keep):
 def conv_steps(store, keeps, precisions, progress=print):
     import cupy
     from cupyprune.gpu.gemm import Matmul
-    from cupyprune.ops.im2col import TapTable, im2col_cupy
+    from cupyprune.ops.im2col import TapTable, columns_per_thread, im2col_cupy
 
     c = CONV
     rng = np.random.default_rng(2)
@@ -26,10 +27,12 @@ def conv_steps(store, keeps, precisions, progress=print):
         dt = np.float16 if precision == "fp16" else np.float32
         matmul = Matmul(cupy, tf32=precision == "tf32")
         x = cupy.asarray(rng.standard_normal((c["N"], c["H"], c["W"], c["C"])), dtype=dt)
-        all_taps = TapTable(np.arange(R), geometry, c["C"])
+        vec = columns_per_thread(dt)                                      # as the runtime
+        all_taps = TapTable(np.arange(R), geometry, c["C"], pad_to=vec)
         for keep in keeps:
             kept_host = _kept(rng, R, keep)
-            kept, kept_taps = cupy.asarray(kept_host), TapTable(kept_host, geometry, c["C"])
+            kept = cupy.asarray(kept_host)
+            kept_taps = TapTable(kept_host, geometry, c["C"], pad_to=vec)
             w = cupy.asarray(rng.standard_normal((kept.size, c["K"])), dtype=dt)
             full = im2col_cupy(x, all_taps, geometry)
             gathered = full[:, kept]
@@ -47,6 +50,7 @@ def conv_steps(store, keeps, precisions, progress=print):
 
 def linear_steps(store, keeps, precisions, progress=print):
     import cupy
+    from cupyprune.gpu.gather import gather_columns
     from cupyprune.gpu.gemm import Matmul
 
     rng = np.random.default_rng(3)
@@ -59,7 +63,9 @@ def linear_steps(store, keeps, precisions, progress=print):
                 kept = cupy.asarray(_kept(rng, spec["fin"], keep))
                 w = cupy.asarray(rng.standard_normal((kept.size, spec["fout"])), dtype=dt)
                 xk = x[:, kept]
-                steps = {"s1-gather": lambda: x[:, kept], "s2-gemm": lambda: matmul(xk, w)}
+                steps = {"s1-gather": lambda: gather_columns(x, kept),        # the runtime's
+                         "s1-gather-cupy": lambda: x[:, kept],                # fancy indexing
+                         "s2-gemm": lambda: matmul(xk, w)}
                 _record(store, spec["name"], steps, precision, keep, progress)
 
 
