@@ -171,6 +171,26 @@ def test_group_rows_are_aligned_with_pruned_rows(rng, keep_count):
     assert rel_err(path(x[:, path.rows_host]), x.astype(np.float64) @ (f * fm)) <= 1e-5
 
 
+@pytest.mark.parametrize("device", devices())
+def test_a_layer_with_every_row_pruned_keeps_a_few_zero_rows(rng, tmp_path, device):
+    """T = 0 would hand im2col and cuBLAS an empty reduction (on the GPU the im2col launch
+    divides by it): the group path keeps ALIGN_ROWS pruned, zero rows instead, and the model
+    still equals torch's masked-dense one (its conv gives the bias alone)."""
+    from cupyprune.paths.group import ALIGN_ROWS, kept_rows
+    from tiny_models import tiny_tensors, torch_reference, write_tiny
+    assert kept_rows(np.zeros((20, 4), dtype=bool)).tolist() == list(range(ALIGN_ROWS))
+    assert kept_rows(np.zeros((3, 4), dtype=bool)).tolist() == [0, 1, 2]     # R < ALIGN_ROWS
+    t = tiny_tensors(rng)
+    t["c.weight.mask"] = np.zeros_like(t["c.weight"])
+    path = tmp_path / "m.safetensors"
+    write_tiny(path, rng, tensors=t, pruning={"c.weight": {"pattern": "group"}})
+    model = cupyprune.load(path, device=device, path_choice="group")
+    w = to_numpy(model.steps[0].op.path.w)
+    assert w.shape[0] == ALIGN_ROWS and not w.any()
+    x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    assert rel_err(model(x), torch_reference(t, x)) <= 1e-5
+
+
 def test_gather_rule_follows_the_measured_crossovers():
     """paths.gather_pays against the H100 sweep's crossovers with the runtime's gather kernel
     (bench/results/h100/linears.json, graph replay: dense ms / group-wise ms)."""

@@ -15,9 +15,11 @@ def kept_rows(fmask, align=ALIGN_ROWS):
     """bool F-mask (R, K), whole rows kept or pruned -> sorted int32 row indices (T,): the kept
     rows, plus as many pruned rows as make T a multiple of `align` (where R allows). A pruned
     row's masked weights are zero, so the padding changes no output, exactly as in the masked
-    dense product, and every index still names a real input column."""
+    dense product, and every index still names a real input column. A layer with every row
+    pruned keeps `align` zero rows, so that T > 0 and its im2col and GEMM take their usual path
+    (the output is the bias alone, as in the masked dense model)."""
     kept = fmask.any(axis=1)
-    short = -int(kept.sum()) % align
+    short = (-int(kept.sum()) % align) or (0 if kept.any() else align)
     if short:
         pruned = np.flatnonzero(~kept)[:short]
         kept = kept.copy()
