@@ -60,6 +60,22 @@ def _check_length(spec, ids):
                          f"than the {longest} positions the model was trained for")
 
 
+def check_ids(ids, rows, what, table, where=""):
+    """Integer ids (NumPy or CuPy) must index a table of `rows` rows: the first bad id is an
+    InputError, `where` its prefix."""
+    bad = (ids < 0) | (ids >= rows)
+    if bool(bad.any()):
+        first = int(ids[bad].ravel()[0])
+        raise InputError(f"{where}{what} {first} is outside [0, {rows}): the model has {rows} "
+                         f"{table}")
+
+
+def _check_spec_ids(spec, ids):
+    what, table = (("token id", "tokens in its vocabulary") if spec.get("kind") == TOKEN_IDS
+                   else ("token type id", "token types"))
+    check_ids(ids, spec["vocab_size"], what, table, where=f"input {spec['name']!r}: ")
+
+
 class IdRangeCheck:
     """The range check of one call's id inputs against their specs' vocab_size. Ids from NumPy
     are checked on the host at once; ids already on the device are counted by one small kernel
@@ -69,15 +85,15 @@ class IdRangeCheck:
 
     def __init__(self, inputs):
         todo = [(spec, ids) for spec, ids in inputs if spec.get("vocab_size") is not None]
-        on_device = [(spec, ids) for spec, ids in todo if not isinstance(ids, np.ndarray)]
+        self._on_device = [(spec, ids) for spec, ids in todo if not isinstance(ids, np.ndarray)]
         for spec, ids in todo:
-            if isinstance(ids, np.ndarray) and np.count_nonzero(_outside(ids, spec)):
-                _raise_outside(spec, ids)
-        self._on_device, self._pending = on_device, None
-        if on_device:
+            if isinstance(ids, np.ndarray):
+                _check_spec_ids(spec, ids)
+        self._pending = None
+        if self._on_device:
             from .gpu.checks import start_count_outside
-            self._pending = start_count_outside([ids for _, ids in on_device],
-                                                [spec["vocab_size"] for spec, _ in on_device])
+            self._pending = start_count_outside([ids for _, ids in self._on_device],
+                                                [spec["vocab_size"] for spec, _ in self._on_device])
 
     def finish(self):
         """An InputError for the first id outside its table, if any."""
@@ -85,20 +101,7 @@ class IdRangeCheck:
             return
         for (spec, ids), outside in zip(self._on_device, self._pending.result()):
             if outside:
-                _raise_outside(spec, ids)
-
-
-def _outside(ids, spec):
-    return (ids < 0) | (ids >= spec["vocab_size"])
-
-
-def _raise_outside(spec, ids):
-    vocab = spec["vocab_size"]
-    first = int(ids[_outside(ids, spec)].ravel()[0])
-    what, table = (("token id", "tokens in its vocabulary") if spec.get("kind") == TOKEN_IDS
-                   else ("token type id", "token types"))
-    raise InputError(f"input {spec['name']!r}: {what} {first} is outside [0, {vocab}): "
-                     f"the model has {vocab} {table}")
+                _check_spec_ids(spec, ids)
 
 
 def check_input(spec, arr):

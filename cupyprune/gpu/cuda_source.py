@@ -45,6 +45,12 @@ def storage_type(dtype):
         raise TypeError(f"no GPU kernel for dtype {np.dtype(dtype)}") from None
 
 
+def values_per_pack(itemsize):
+    """Values of `itemsize` bytes in one 16-byte vector load or store (8 in fp16, 4 in fp32):
+    the unit our copy kernels (im2col, gather) give a thread."""
+    return 16 // itemsize
+
+
 def compile_kernel(cache, key, make_source):
     """A cupy.RawKernel compiled once per key, lazily (importing this module touches no GPU):
     make_source() -> (kernel name, CUDA source) runs only on the first call for a key, so a

@@ -7,9 +7,11 @@ gather cost as much as the GEMM work it saved (docs/PERF_NOTES.md, version 15). 
 writes one 16-byte pack of consecutive outputs of a row (the kept count is padded to a multiple
 of 8: paths/group.py), reading its packs' column indices once.
 """
+import functools
+
 import numpy as np
 
-from .cuda_source import compile_kernel, storage_type
+from .cuda_source import compile_kernel, storage_type, values_per_pack
 
 _KERNELS = {}
 
@@ -39,11 +41,17 @@ def _source(T, pack):
     return name, _GATHER % {"T": T, "pack": pack, "pack_bytes": pack * size, "name": name}
 
 
+@functools.cache
+def _packs(itemsize):
+    """Pack widths to try, widest first: one 16-byte store, else 8, 4 or 2 bytes."""
+    return tuple(sorted({values_per_pack(itemsize), 8 // itemsize, 2, 1}, reverse=True))
+
+
 def kernel_sources():
     """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
-    for T, packs in (("float", (4, 2, 1)), ("unsigned short", (8, 4, 2, 1))):
-        for pack in packs:
-            yield _source(T, pack)
+    for dtype in (np.float32, np.float16):
+        for pack in _packs(np.dtype(dtype).itemsize):
+            yield _source(storage_type(dtype), pack)
 
 
 def gather_columns(x, cols):
@@ -58,7 +66,7 @@ def gather_columns(x, cols):
     out = cupy.empty((M, T), dtype=x.dtype)
     if M == 0 or T == 0:
         return out
-    pack = next(p for p in (16 // x.itemsize, 8 // x.itemsize, 2, 1) if T % p == 0)
+    pack = next(p for p in _packs(x.itemsize) if T % p == 0)
     kernel = compile_kernel(_KERNELS, (x.dtype, pack), lambda: _source(storage_type(x.dtype), pack))
     packs = M * (T // pack)
     kernel((-(-packs // 256),), (256,), (x, np.int64(x.strides[0] // x.itemsize),

@@ -8,8 +8,8 @@ import numpy as np
 from ..errors import InputError
 from ..gpu.gather import gather_columns
 from ..patterns import conv_weight_to_f
-from .im2col import (TapPlan, TapTable, columns_per_thread, im2col_cupy, im2col_numpy,
-                     out_size)
+from ..gpu.cuda_source import values_per_pack
+from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import PrunableWeight
 from .registry import Op, attr_pair, register, shape_error
 
@@ -59,7 +59,7 @@ class Conv2d(Op):
             # dense and group paths hold one weight matrix: pad its rows with zeros so that
             # im2col can write a 16-byte pack of columns per thread (group rows come aligned
             # already, see paths/group.py); other paths read exactly R columns
-            vec = columns_per_thread(ctx.dtype) if hasattr(self.path, "w") else 1
+            vec = values_per_pack(np.dtype(ctx.dtype).itemsize) if hasattr(self.path, "w") else 1
             self.taps = TapTable(taps, self.geometry, self.C, pad_to=vec)
             if self.taps.count > self.taps.kept:
                 pad = ctx.xp.zeros((self.taps.count - self.taps.kept, self.K), self.path.w.dtype)

@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from ..errors import InputError
+from ..inputs import check_ids
 from .registry import Op, register, shape_error
 
 
@@ -17,14 +18,6 @@ def softmax(xp, x):
     additive mask's dtype-min) never overflow exp."""
     e = xp.exp(x - x.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
-
-
-def check_ids(ids, rows, what, table):
-    """Integer ids must index a table of `rows` rows: the first bad id is an input error."""
-    bad = (ids < 0) | (ids >= rows)
-    if bool(bad.any()):
-        first = int(ids[bad].ravel()[0])
-        raise InputError(f"{what} {first} is outside [0, {rows}): the model has {rows} {table}")
 
 
 def _check_tokens(node, ids, x):

@@ -17,7 +17,8 @@ def _kept(rng, n, keep):
 def conv_steps(store, keeps, precisions, progress=print):
     import cupy
     from cupyprune.gpu.gemm import Matmul
-    from cupyprune.ops.im2col import TapTable, columns_per_thread, im2col_cupy
+    from cupyprune.gpu.cuda_source import values_per_pack
+    from cupyprune.ops.im2col import TapTable, im2col_cupy
 
     c = CONV
     rng = np.random.default_rng(2)
@@ -27,7 +28,7 @@ def conv_steps(store, keeps, precisions, progress=print):
         dt = np.float16 if precision == "fp16" else np.float32
         matmul = Matmul(cupy, tf32=precision == "tf32")
         x = cupy.asarray(rng.standard_normal((c["N"], c["H"], c["W"], c["C"])), dtype=dt)
-        vec = columns_per_thread(dt)                                      # as the runtime
+        vec = values_per_pack(np.dtype(dt).itemsize)                      # as the runtime
         all_taps = TapTable(np.arange(R), geometry, c["C"], pad_to=vec)
         for keep in keeps:
             kept_host = _kept(rng, R, keep)
