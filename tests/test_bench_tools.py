@@ -135,3 +135,25 @@ def test_junit_figures_tabulates_recorded_properties_with_outcomes(tmp_path):
     assert lines[2] == "| t_ok | passed | rel_err keep=0.5 path=group | 3.1e-07 |"
     assert lines[3] == "| t_bad | failed | rel_err | 0.2 |"
     assert len(lines) == 4          # a test that recorded nothing adds no row
+
+
+def test_target_1_at_the_issues_kept_ratios_or_the_nearest_measured(tmp_path):
+    """75% and 25% where a file has them (0.9/r of that ratio), 80% and 30% where it does not."""
+    path = tmp_path / "r.json"
+    store = ResultStore(str(path), {"gpu": "x"})
+    times = {("fp16", 0.8): 0.8, ("fp16", 0.75): 0.85, ("fp16", 0.5): 0.5, ("fp16", 0.3): 0.3,
+             ("fp32", 0.3): 0.35, ("fp32", 0.25): 0.3}
+    for (precision, keep), group_ms in times.items():
+        for impl, ms in (("ours-dense", 1.0), ("ours-group", group_ms)):
+            store.add("layers", {"layer": "conv512", "impl": impl, "precision": precision,
+                                 "keep": keep, "graph": True, "median_ms": ms, "rel_err": 1e-6})
+    out = tmp_path / "report.md"
+    assert bench_report.main([str(path), "--out", str(out)]) == 0
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| 1. conv512")]
+    assert rows == [
+        "| 1. conv512 group vs our dense | fp32 | 25% | 3.33x (not met, target 3.60x) |",
+        "| 1. conv512 group vs our dense | fp16 | 75% | 1.18x (not met, target 1.20x) |",
+        "| 1. conv512 group vs our dense | fp16 | 50% | 2.00x (met, target 1.80x) |",
+        "| 1. conv512 group vs our dense | fp16 | 30% | 3.33x (met, target 3.00x) |",
+    ]

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import devices
+from cupyprune.gpu.cuda_source import values_per_pack
 from cupyprune.ops.im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy
 
 GEOMETRIES = [  # kh, kw, stride, padding, dilation, H, W
@@ -55,3 +56,26 @@ def test_im2col_kept_taps(rng, device, dtype, geom, keep, pad_to):
     assert out.shape == ref.shape
     assert out.dtype == dtype
     np.testing.assert_array_equal(out.astype(np.float64), ref)   # a copy: exact
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("C,keep,N,H,stride", [
+    (64, 0.5, 2, 5, 1), (512, 0.5, 2, 6, 1), (256, 0.5, 2, 56, 1), (300, 0.9, 1, 30, 2)])
+def test_im2col_rows_wider_than_one_block(rng, dtype, C, keep, N, H, stride):
+    """Rows of 36 to 576 packs, more than one block's width: every block column writes its
+    packs, the part-filled last one included; at 56x57 each thread walks six pixels, across
+    output rows (the small geometries above never leave one block or one pixel)."""
+    import cupy
+    kh, kw, padding, dilation, W = 3, 3, (1, 1), (1, 1), H + 1
+    stride = (stride, stride)
+    x = (rng.standard_normal((N, C, H, W)) + 0.5).astype(dtype)
+    R = kh * kw * C
+    taps = np.sort(rng.permutation(R)[: int(keep * R)])
+    ref = unfold_reference(x.astype(np.float64), kh, kw, stride, padding, dilation)[:, taps]
+    geometry = (kh, kw, stride, padding, dilation)
+    table = TapTable(taps, geometry, C, pad_to=values_per_pack(np.dtype(dtype).itemsize))
+    x_nhwc = cupy.asarray(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+    out = cupy.asnumpy(im2col_cupy(x_nhwc, table, geometry))
+    np.testing.assert_array_equal(out[:, : taps.size].astype(np.float64), ref)
+    assert not out[:, taps.size:].any()

@@ -1,8 +1,9 @@
-"""The command-line tools (tools/prune.py, export.py, make_digits_model.py, accuracy_table.py,
-and the benchmark's paper_bench.py, bench_report.py, junit_figures.py) on bad input: exactly one line `error: ...` on stderr, exit code 2, no traceback, and nothing
-left in the output directory. Cases tests/test_patterns.py and tests/test_parity_cnn.py already
-run are not repeated here. Each case is a fresh interpreter (about 1.5 s: torch's import); the
-checkpoints are a CIFAR ResNet-18 and a 2-layer BERT of hidden size 32."""
+"""The command-line tools (tools/prune.py, export.py, make_digits_model.py, accuracy_table.py, and
+the benchmark's paper_bench.py, bench_report.py, junit_figures.py, lt_algos.py) on bad input:
+exactly one line `error: ...` on stderr, exit code 2, no traceback, and nothing left in the
+output directory. Cases tests/test_patterns.py and tests/test_parity_cnn.py already run are not
+repeated here. Each case is a fresh interpreter (about 1.5 s: torch's import); the checkpoints
+are a CIFAR ResNet-18 and a 2-layer BERT of hidden size 32."""
 import json
 import os
 import subprocess
@@ -307,37 +308,47 @@ def bench_inputs(tmp_path):
     return {"in": str(d)}
 
 
-@pytest.mark.parametrize("args,text", [
-    (["--preset", "nope", "--out", "<out>/r.json"], "invalid choice: 'nope'"),
-    (["--preset", "cnn"], "--out is required"),
-    (["--out", "<out>/r.json"], "--preset is required"),
-    (["--preset", "cnn", "--out", "<out>/no-dir/r.json"], "does not exist"),
-    (["--preset", "cnn", "--out", "<in>/text.json"], "text.json is not JSON"),
-    (["--preset", "cnn", "--out", "<in>/other.json"], "is not a cupyprune.paper_bench/1 results"),
-    (["--preset", "cnn", "--precisions", "fp16", "--out", "<out>/r.json"],
+PB, LT = "paper_bench.py", "lt_algos.py"
+
+
+@pytest.mark.parametrize("tool,args,text", [
+    (PB, ["--preset", "nope", "--out", "<out>/r.json"], "invalid choice: 'nope'"),
+    (PB, ["--preset", "cnn"], "--out is required"),
+    (PB, ["--out", "<out>/r.json"], "--preset is required"),
+    (PB, ["--preset", "cnn", "--out", "<out>/no-dir/r.json"], "does not exist"),
+    (PB, ["--preset", "cnn", "--out", "<in>/text.json"], "text.json is not JSON"),
+    (PB, ["--preset", "cnn", "--out", "<in>/other.json"],
+     "is not a cupyprune.paper_bench/1 results"),
+    (PB, ["--preset", "cnn", "--precisions", "fp16", "--out", "<out>/r.json"],
      "--precisions is for the batch1, deploy, compile, fused presets"),
-    (["--preset", "compile", "--precisions", "fp8", "--out", "<out>/r.json"],
+    (PB, ["--preset", "compile", "--precisions", "fp8", "--out", "<out>/r.json"],
      "--precisions: fp8 not in fp32, fp16"),
-    (["--preset", "cnn", "--patterns", "grp", "--out", "<out>/r.json"], "--patterns: grp not in"),
-    (["--preset", "layers", "--model", "vgg", "--out", "<out>/r.json"],
+    (PB, ["--preset", "cnn", "--patterns", "grp", "--out", "<out>/r.json"],
+     "--patterns: grp not in"),
+    (PB, ["--preset", "layers", "--model", "vgg", "--out", "<out>/r.json"],
      "--model is for the model presets"),
-    (["--preset", "cnn", "--model", "vgg", "--out", "<out>/r.json"], "--model: vgg not in"),
-    (["--preset", "cnn", "--max-minutes", "0", "--out", "<out>/r.json"],
+    (PB, ["--preset", "cnn", "--model", "vgg", "--out", "<out>/r.json"], "--model: vgg not in"),
+    (PB, ["--preset", "cnn", "--max-minutes", "0", "--out", "<out>/r.json"],
      "argument --max-minutes: must be a positive number, got '0'"),
-    (["--merge", "<in>/missing.json", "--out", "<out>/m.json"], "cannot read"),
-    (["--merge", "<in>/unknown.json", "--out", "<out>/m.json"], "unknown section 'nope'"),
-    (["--merge", "<in>/nolist.json", "--out", "<out>/m.json"], "'models' must be a list"),
+    (PB, ["--merge", "<in>/missing.json", "--out", "<out>/m.json"], "cannot read"),
+    (PB, ["--merge", "<in>/unknown.json", "--out", "<out>/m.json"], "unknown section 'nope'"),
+    (PB, ["--merge", "<in>/nolist.json", "--out", "<out>/m.json"], "'models' must be a list"),
+    (LT, [], "--out is required"),
+    (LT, ["--out", "<out>/no-dir/r.json"], "does not exist"),
+    (LT, ["--out", "<out>"], "is a directory"),
+    (LT, ["--out", "r.json", "--keep", "1"], "unrecognized arguments: --keep 1"),
 ])
-def test_paper_bench_bad_input(args, text, bench_inputs, tmp_path):
+def test_bench_tools_bad_input(tool, args, text, bench_inputs, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    assert_one_line_error(run_tool("paper_bench.py", *fill(args, bench_inputs, out)), text, out)
+    assert_one_line_error(run_tool(tool, *fill(args, bench_inputs, out)), text, out)
 
 
-@pytest.mark.skipif(HAS_GPU, reason="on a GPU machine the preset would run")
-def test_paper_bench_without_a_gpu_is_one_line(tmp_path):
-    proc = run_tool("paper_bench.py", "--preset", "quick", "--out", tmp_path / "r.json")
-    assert_one_line_error(proc, "paper_bench needs CuPy and a CUDA GPU", tmp_path)
+@pytest.mark.skipif(HAS_GPU, reason="on a GPU machine they would run")
+@pytest.mark.parametrize("tool,args", [(PB, ["--preset", "quick"]), (LT, [])])
+def test_bench_tools_without_a_gpu_are_one_line(tool, args, tmp_path):
+    proc = run_tool(tool, *args, "--out", tmp_path / "r.json")
+    assert_one_line_error(proc, f"{tool[:-3]} needs CuPy and a CUDA GPU", tmp_path)
 
 
 @pytest.mark.parametrize("args,text", [

@@ -150,6 +150,11 @@ def auto_rule_table(cells):
                          "slower by"], rows) + "\n"
 
 
+# Target 1's kept ratios (75/50/25%), each followed by the sweep's nearest point, which files
+# measured before the sweep had 25% and 75% carry instead; 0.9/r is the kept ratio's own.
+TARGET_1_KEEPS = ((0.75, 0.8), (0.5,), (0.25, 0.3))
+
+
 def targets_table(sections):
     """The GPU-performance targets, each computed from the cells (graph replay for ours)."""
     lay = {(c["layer"], c["impl"], c["precision"], c["keep"], c.get("graph")): c["median_ms"]
@@ -157,12 +162,14 @@ def targets_table(sections):
     rows = []
     for layer in ("conv512", "bert-ffn1", "bert-ffn2"):
         for precision in ("fp32", "fp16"):
-            for keep in (0.8, 0.5, 0.3):             # the sweep's points nearest 75/50/25%
-                d = lay.get((layer, "ours-dense", precision, keep, True))
-                g = lay.get((layer, "ours-group", precision, keep, True))
-                if d and g:
-                    rows.append([f"1. {layer} group vs our dense", precision,
-                                 f"{100 * keep:.0f}%", verdict_at_least(d / g, 0.9 / keep)])
+            for keeps in TARGET_1_KEEPS:
+                for keep in keeps:                   # the first of them the files measured
+                    d = lay.get((layer, "ours-dense", precision, keep, True))
+                    g = lay.get((layer, "ours-group", precision, keep, True))
+                    if d and g:
+                        rows.append([f"1. {layer} group vs our dense", precision,
+                                     f"{100 * keep:.0f}%", verdict_at_least(d / g, 0.9 / keep)])
+                        break
     t = lay.get(("conv512", "torch-dense", "fp16", 0.5, False))
     g = lay.get(("conv512", "ours-group", "fp16", 0.5, True))
     if t and g:

@@ -80,3 +80,16 @@ def can_create_in(directory):
         return True
     except OSError:
         return False
+
+
+def gpu_or_say(tool):
+    """True where CuPy sees a CUDA GPU; else prints `error: TOOL needs CuPy and a CUDA GPU` (the
+    caller then exits with 2)."""
+    try:
+        from cupyprune.backend import gpu_available
+        if gpu_available():
+            return True
+    except ImportError:
+        pass
+    print(f"error: {tool} needs CuPy and a CUDA GPU", file=sys.stderr)
+    return False

@@ -25,10 +25,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import layers, steps  # noqa: E402
 from benchlib.results import ResultsError, ResultStore, merge, read_results  # noqa: E402
-from oneline import (OneLineParser, UsageError, check_out, parse_or_exit,  # noqa: E402
-                     positive_float)
+from oneline import (OneLineParser, UsageError, check_out, gpu_or_say,  # noqa: E402
+                     parse_or_exit, positive_float)
 
-SWEEP = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+SWEEP = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0)   # 25/50/75: target 1
 PRESETS = {
     "quick": [(layers.conv_sweep, (0.5,), ("fp32", "fp16")),
               (steps.conv_steps, (0.5,), ("fp32", "fp16"))],
@@ -154,13 +154,7 @@ def main(argv=None):
             return 2
         print(f"wrote {args.out}")
         return 0
-    try:
-        from cupyprune.backend import gpu_available
-        available = gpu_available()
-    except ImportError:
-        available = False
-    if not available:
-        print("error: paper_bench needs CuPy and a CUDA GPU", file=sys.stderr)
+    if not gpu_or_say("paper_bench"):
         return 2
     t0 = time.time()
     progress = lambda s: print(s, flush=True)                # noqa: E731

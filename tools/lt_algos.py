@@ -1,0 +1,106 @@
+"""Which cuBLAS GEMM: for the FFN and conv shapes of the layer sweeps, the time of every algorithm
+cuBLASLt's heuristic offers (up to 8) beside its first choice and cublasGemmEx's default.
+
+    python tools/lt_algos.py --out bench/results/h100/experiments/lt-algos.json
+
+Row-major Y (M, N) = X (M, K) @ W (K, N), K the kept rows of a group-wise layer; random
+operands; medians of 30 CUDA-event timings of single eager launches after 5 warm-up calls (so a
+figure includes the call's host time while the GPU waits: a lead, not a graph-replay result;
+docs/PERF_NOTES.md version 20). Needs a CUDA GPU and CuPy.
+"""
+import ctypes
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from oneline import (OneLineParser, UsageError, check_out, gpu_or_say,  # noqa: E402
+                     parse_or_exit)
+
+CANDIDATES = 8
+SHAPES = ([("ffn1", 8192, k, 3072) for k in (768, 384, 192, 96)]         # (layer, M, K, N)
+          + [("ffn2", 8192, k, 768) for k in (3072, 1536, 768, 384)]
+          + [("conv512", 50176, k, 512) for k in (4608, 2304, 1152)])        # 28x28, batch 64
+
+
+def parse_args(argv):
+    ap = OneLineParser(prog="tools/lt_algos.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", help="results JSON, a list of rows in ms (written once every shape "
+                    "is timed)")
+    args = ap.parse_args(argv)
+    if not args.out:
+        raise UsageError("--out is required (the results file)")
+    check_out(args.out)
+    return args
+
+
+def median_ms(cupy, fn):
+    from cupyprune.timing import time_calls
+    return float(np.median(time_calls(fn, cupy, warmup=5, repeat=30)))
+
+
+def heuristic_candidates(plan):
+    """Up to CANDIDATES usable algorithms of a cublaslt plan's shape, the heuristic's order."""
+    from cupyprune.gpu import cublas, cublaslt
+    lib = cublaslt.library()
+    pref = ctypes.c_void_p()
+    cublas.check(lib.cublasLtMatmulPreferenceCreate(ctypes.byref(pref)),
+                 "cublasLtMatmulPreferenceCreate")
+    size = ctypes.c_uint64(cublas.WORKSPACE_BYTES)
+    cublas.check(lib.cublasLtMatmulPreferenceSetAttribute(
+        pref, cublaslt.PREF_MAX_WORKSPACE_BYTES, ctypes.byref(size), ctypes.sizeof(size)),
+        "cublasLtMatmulPreferenceSetAttribute")
+    results = (cublaslt._HeuristicResult * CANDIDATES)()
+    found = ctypes.c_int(0)
+    cublas.check(lib.cublasLtMatmulAlgoGetHeuristic(
+        cublaslt._lt_handle(), plan.desc, plan.a, plan.b, plan.d, plan.d, pref, CANDIDATES,
+        ctypes.cast(results, ctypes.POINTER(cublaslt._HeuristicResult)), ctypes.byref(found)),
+        "cublasLtMatmulAlgoGetHeuristic")
+    lib.cublasLtMatmulPreferenceDestroy(pref)
+    return [results[i] for i in range(found.value) if results[i].state == 0]
+
+
+def time_shape(cupy, layer, M, K, N, dtype):
+    from cupyprune.gpu import cublas, cublaslt
+    from cupyprune.gpu.gemm import data_type, gemm_into
+    x = cupy.random.standard_normal((M, K), dtype=np.float32).astype(dtype)
+    w = cupy.random.standard_normal((K, N), dtype=np.float32).astype(dtype)
+    out = cupy.empty((M, N), dtype)
+    handle = cublas.handle_for_current_stream()
+    gemm_ex = median_ms(cupy, lambda: gemm_into(x, w, out))
+    plan = cublaslt._Plan(N, M, K, data_type(dtype), cublas.COMPUTE_32F,
+                          cublaslt.EPILOGUE_DEFAULT, False)      # column-major: W^T X^T
+    lt = []
+    for candidate in heuristic_candidates(plan):
+        plan.algo = candidate
+        lt.append(median_ms(cupy, lambda: plan.run(w, x, None, None, out, handle)))
+    lt = [round(t, 4) for t in lt]
+    return {"layer": layer, "dtype": np.dtype(dtype).name, "M": M, "K": K, "N": N,
+            "gemmex": round(gemm_ex, 4), "lt_first": lt[0] if lt else None,
+            "lt_best": min(lt) if lt else None, "lt_all": lt}
+
+
+def main(argv=None):
+    args = parse_or_exit(parse_args, argv)
+    if not gpu_or_say("lt_algos"):
+        return 2
+    import cupy
+    from cupyprune.atomic import atomic_path
+    rows = []
+    for dtype in (np.float16, np.float32):
+        for layer, M, K, N in SHAPES:
+            row = time_shape(cupy, layer, M, K, N, dtype)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    with atomic_path(args.out) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(rows, f, indent=1)     # ms; lt_all in the heuristic's order
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
