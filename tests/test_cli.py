@@ -212,6 +212,7 @@ def test_bench_default_paths_and_csv_equal_json(rng, tmp_path, tiny):
     cells = json.loads(out_json.read_text())["cells"]
     assert sorted(c["path"] for c in cells) == ["auto", "dense"]       # the defaults
     rows = list(csv.DictReader(out_csv.open()))
+    assert len(rows) == len(cells) == 2
     for row, cell in zip(rows, cells):
         assert float(row["median_ms"]) == pytest.approx(cell["median_ms"])
         assert row["path"] == cell["path"]

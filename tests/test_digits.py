@@ -128,7 +128,7 @@ def test_accuracy_table_quick(tmp_path):
     assert want == {(p, 0.5) for p in accuracy_table.PATTERNS}
     cells = {(c["pattern"], c["keep"]): c for c in result["cells"]}
     assert set(cells) == want
-    assert 10 < result["dense"]["accuracy_percent"] <= 100      # far above chance (10 classes)
+    assert 80 <= result["dense"]["accuracy_percent"] <= 100     # far above chance (10 classes)
     params = {"element": "", "vector": "2:4", "block": "4x4", "group": ""}
     one_image = 100 / result["split_sizes"]["test"]
     for (pattern, _), cell in cells.items():

@@ -95,7 +95,8 @@ def test_add_of_a_value_read_twice_is_not_folded(rng, tmp_path, device):
 
 
 ACTS = {"none": lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
-        "gelu": lambda v: 0.5 * v * (1 + _erf(v / np.sqrt(2)))}
+        "gelu": lambda v: 0.5 * v * (1 + _erf(v / np.sqrt(2))),
+        "gelu_tanh": lambda v: 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3)))}
 
 
 def _erf(v):
@@ -104,7 +105,8 @@ def _erf(v):
 
 
 # (activation, post-add activation, residual): a post activation only exists after a fused add
-EPILOGUE_CASES = [(act, "none", res) for act in ("none", "relu", "gelu") for res in (False, True)]
+EPILOGUE_CASES = [(act, "none", res) for act in ("none", "relu", "gelu", "gelu_tanh")
+                  for res in (False, True)]
 EPILOGUE_CASES += [("none", "relu", True), ("tanh", "relu", True)]
 
 
@@ -112,18 +114,21 @@ EPILOGUE_CASES += [("none", "relu", True), ("tanh", "relu", True)]
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 @pytest.mark.parametrize("cols", [12, 10])            # pack of 4 columns per thread, and of 1
 @pytest.mark.parametrize("act,post,with_residual", EPILOGUE_CASES)
-def test_gpu_epilogue_kernel(rng, precision, cols, act, post, with_residual):
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_gpu_epilogue_kernel(rng, precision, cols, act, post, with_residual, with_bias):
     import cupy
     from cupyprune.ops.epilogue import Epilogue
     dt = np.float16 if precision == "fp16" else np.float32
     y = rng.standard_normal((333, cols)).astype(dt)
-    bias = rng.standard_normal(cols).astype(dt)
+    bias = rng.standard_normal(cols).astype(dt) if with_bias else np.zeros(cols, dt)
     res = rng.standard_normal((333, cols)).astype(dt) if with_residual else None
     ref = ACTS[act](y.astype(np.float64) + bias)
     if res is not None:
         ref = ref + res
     ref = ACTS[post](ref)
-    ep = Epilogue(cupy, cupy.asarray(bias), act, with_residual, post)
+    if act == post == "none" and not (with_bias or with_residual):
+        pytest.skip("an identity epilogue launches nothing")
+    ep = Epilogue(cupy, cupy.asarray(bias) if with_bias else None, act, with_residual, post)
     out = ep(cupy.asarray(y), None if res is None else cupy.asarray(res))
     assert rel_err(cupy.asnumpy(out), ref) <= (2e-3 if precision == "fp16" else 1e-6)
 
@@ -142,3 +147,29 @@ def test_forward_drops_each_value_after_its_last_reader(rng, tmp_path):
     assert sorted(released["s"]) == ["image", "tb"]                  # s reads both last
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     assert rel_err(model(x), _block_reference(t, x)) <= 1e-5
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+def test_gelu_after_a_linear_folds_in_both_forms(rng, tmp_path, device, approximate):
+    """A linear's GELU, exact or tanh-approximated (Hugging Face's gelu_new), runs in the
+    linear's epilogue and equals torch's."""
+    w = (rng.standard_normal((7, 5)) / 2).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
+    graph = {"inputs": ["x"], "outputs": ["y"], "nodes": [
+        {"name": "fc", "op": "linear", "inputs": ["x"], "outputs": ["h"],
+         "params": {"weight": "fc.weight", "bias": "fc.bias"}},
+        {"name": "act", "op": "gelu", "inputs": ["h"], "outputs": ["y"],
+         "attrs": {"approximate": approximate}}]}
+    spec = [{"name": "x", "shape": [None, 5], "dtype": "float32", "kind": "features"}]
+    path = tmp_path / "fc.safetensors"
+    write_model_file(str(path), {"fc.weight": w, "fc.weight.mask": np.ones_like(w),
+                                 "fc.bias": b}, graph, spec)
+    model = cupyprune.load(path, device=device)
+    assert model.fused == {"fc": "gelu" if approximate == "none" else "gelu_tanh"}
+    x = (rng.standard_normal((9, 5)) * 2).astype(np.float32)
+    h = F.linear(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                 torch.from_numpy(b).double())
+    ref = F.gelu(h, approximate=approximate).numpy()
+    assert np.abs(F.gelu(h).numpy() - F.gelu(h, approximate="tanh").numpy()).max() > 1e-5
+    assert rel_err(model(x), ref) <= 1e-6

@@ -176,10 +176,16 @@ def test_pruned_ffn_outputs_are_not_computed(dev, rng, tmp_path):
 # -- bad inputs, through the model ------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def small_bert_file(tmp_path_factory):
+def small_bert(tmp_path_factory):
+    """(HF module, model file) of an unpruned small BERT."""
     torch.manual_seed(0)
     config = BertConfig(**SMALL_BERT, attn_implementation="eager")
-    return build(BertForSequenceClassification, config, False, tmp_path_factory.mktemp("bert"))[1]
+    return build(BertForSequenceClassification, config, False, tmp_path_factory.mktemp("bert"))
+
+
+@pytest.fixture(scope="module")
+def small_bert_file(small_bert):
+    return small_bert[1]
 
 
 @pytest.fixture(scope="module")
@@ -200,16 +206,19 @@ def test_token_id_outside_vocabulary(dev, small_bert_file):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("cuda_graph", [True, False])
-def test_device_ids_outside_their_tables(rng, small_bert_file, cuda_graph):
+def test_device_ids_outside_their_tables(rng, small_bert, cuda_graph):
     """Ids handed over on the GPU are counted there and the count read after the forward pass
     is queued: a bad id must still raise before any output comes back, and leave the model (and
     its captured graph) giving the right outputs for the next good call."""
     import cupy
-    model = cupyprune.load(small_bert_file, device="gpu", cuda_graph=cuda_graph)
+    hf, path = small_bert
+    model = cupyprune.load(path, device="gpu", cuda_graph=cuda_graph)
     vocab = SMALL_BERT["vocab_size"]
     good = rng.integers(0, vocab, size=(3, 9))
     types = rng.integers(0, 2, size=(3, 9))
     want = cupy.asnumpy(model(good, token_type_ids=types))         # host ids: checked on the host
+    ref = hf_logits(hf, {"input_ids": good, "token_type_ids": types}).numpy()
+    assert rel_err(want, ref) <= TOL
     bad = good.copy()
     bad[2, 4] = -3
     with pytest.raises(InputError, match=r"token id -3 is outside \[0, 500\)"):
