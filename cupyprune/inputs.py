@@ -122,6 +122,11 @@ def check_input(spec, arr):
         raise InputError(f"input {name!r} must be floating point, got dtype {arr.dtype}")
     if arr.dtype.kind not in "fiub":
         raise InputError(f"input {name!r} must be numeric, got dtype {arr.dtype}")
+    if kind == ATTENTION_MASK and isinstance(arr, np.ndarray):    # device masks: not read back
+        stray = arr[(arr != 0) & (arr != 1)]
+        if stray.size:
+            raise InputError(f"input {name!r}: attention mask value {stray.ravel()[0]} is "
+                             f"neither 0 (padding) nor 1 (a token)")
     return arr
 
 
@@ -136,7 +141,7 @@ def sample_inputs(input_spec, batch, seed=0):
                  for i, d in enumerate(spec["shape"])]
         try:
             out[spec["name"]] = _sample(rng, spec, kind, shape)
-        except MemoryError:
+        except (MemoryError, ValueError):          # ValueError: more elements than NumPy allows
             raise InputError(f"batch {batch}: input {spec['name']!r} of shape {tuple(shape)} "
                              f"does not fit in memory") from None
     return out

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from conftest import rel_err
 from cupyprune.cli.main import cli
-from tiny_models import tiny_graph, tiny_spec, tiny_tensors, write_tiny
+from tiny_models import tiny_graph, tiny_spec, tiny_tensors, torch_reference, write_tiny
 
 
 def run_cli(*args):
@@ -629,13 +630,162 @@ def test_bench_refuses_before_timing(tmp_path, model_path, monkeypatch, args, fr
 
 @pytest.mark.parametrize("option", ["--json", "--csv"])
 def test_bench_output_errors_name_the_option(tmp_path, model_path, option):
-    out = tmp_path / "missing" / "r.out"
+    out = tmp_path / "missing" / f"r.{option[2:]}"
     assert_one_line_error(run_cli("bench", model_path, option, out), f"{option} {out}",
                           "does not exist")
 
 
-def test_bench_json_and_csv_same_file(tmp_path, model_path):
+@pytest.mark.parametrize("option", ["--json", "--csv"])
+def test_bench_outputs_never_replace_a_model(tmp_path, model_path, option):
+    """`bench w/*.safetensors` after --csv makes the first model the CSV's name: refused by its
+    suffix; a model whose own name has the output's suffix is refused by name."""
+    before = model_path.read_bytes()
     same = tmp_path / "r.out"
+    assert_one_line_error(run_cli("bench", option, model_path, same), f"{option} {model_path}",
+                          f"must end in .{option[2:]}")
     assert_one_line_error(run_cli("bench", model_path, "--json", same, "--csv", same),
-                          "--json and --csv both name")
+                          "must end in .")
+    renamed = tmp_path / f"model.{option[2:]}"
+    renamed.write_bytes(before)
+    assert_one_line_error(run_cli("bench", renamed, option, renamed),
+                          "is one of the models to time")
+    assert model_path.read_bytes() == before == renamed.read_bytes()
     assert not same.exists()
+
+
+# -- found by a fuzzing pass over the CLI (2026-11-27) -------------------------------------------
+@pytest.mark.parametrize("where", ["header", "graph"])
+def test_json_nested_too_deeply(rng, tmp_path, where):
+    deep = "[" * 100_000 + "]" * 100_000
+    p = tmp_path / "deep.safetensors"
+    if where == "header":
+        p.write_bytes(struct.pack("<Q", len(deep)) + deep.encode())
+        fragment = "header JSON nested too deeply"
+    else:
+        header, data = valid_header(rng, tmp_path)
+        header["__metadata__"]["graph"] = deep
+        raw_file(p, header, data)
+        fragment = "'graph' is JSON nested too deeply"
+    assert_one_line_error(run_cli("inspect", p), fragment)
+
+
+def test_overlapping_data_offsets(rng, tmp_path):
+    """Two tensors of one size made to share their bytes (docs/FORMAT.md: refused)."""
+    header, data = valid_header(rng, tmp_path)
+    header["c.weight.mask"]["data_offsets"] = header["c.weight"]["data_offsets"]
+    p = tmp_path / "o.safetensors"
+    raw_file(p, header, data)
+    assert_one_line_error(run_cli("infer", p), "overlapping data offsets")
+
+
+@pytest.mark.parametrize("labels", [np.arange(3), np.zeros((4, 2), np.int64),
+                                    np.array(2), np.linspace(0, 1, 4)])
+def test_shipped_sample_labels_that_do_not_match_the_inputs(rng, tmp_path, labels):
+    from cupyprune.format import keys
+    from tiny_models import C_IN, S
+    t = tiny_tensors(rng)
+    t[keys.SAMPLE_INPUT_PREFIX + "image"] = rng.standard_normal((4, C_IN, S, S)).astype(
+        np.float32)
+    t[keys.SAMPLE_LABELS] = labels
+    p = tmp_path / "s.safetensors"
+    write_tiny(p, rng, tensors=t)
+    assert_one_line_error(run_cli("infer", p, "--device", "cpu"), "the file's sample labels",
+                          "expected (4,) integers")
+
+
+def test_infer_refuses_a_graph_of_two_outputs(rng, tmp_path):
+    g = tiny_graph()
+    g["outputs"] = ["logits", "t5"]
+    p = tmp_path / "two.safetensors"
+    write_tiny(p, rng, graph=g)
+    out = tmp_path / "y.npy"
+    assert_one_line_error(run_cli("infer", p, "--device", "cpu", "--output", out),
+                          "the graph has 2 outputs (logits, t5)")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("batch", [2 ** 63 - 1, 10 ** 20])
+def test_infer_batch_beyond_numpy(tmp_path, model_path, batch):
+    assert_one_line_error(run_cli("infer", model_path, "--device", "cpu", "--batch", batch),
+                          "does not fit in memory")
+
+
+@pytest.mark.parametrize("role, value, fragment", [
+    ("bn.running_var", np.ones(3, np.float32), "running_var has shape (3,), expected (8,)"),
+    ("bn.weight", np.ones(16, np.float32), "weight has shape (16,), expected (8,)"),
+    ("bn.bias", np.ones((8, 1), np.float32), "bias has shape (8, 1), expected (8,)"),
+    ("bn.running_var", -np.ones(8, np.float32), "running_var + eps is -0.99999 for some channel"),
+])
+def test_batch_norm_params_checked_at_load(rng, tmp_path, role, value, fragment):
+    t = tiny_tensors(rng)
+    t[role] = value
+    assert_one_line_error(infer_tiny(rng, tmp_path, t), "node 'bn' (batch_norm)", fragment)
+
+
+@pytest.mark.parametrize("eps", ["x", -1.0, True])
+def test_batch_norm_eps_checked_at_load(rng, tmp_path, eps):
+    g = tiny_graph()
+    g["nodes"][1]["attrs"]["eps"] = eps
+    p = tmp_path / "e.safetensors"
+    write_tiny(p, rng, graph=g)
+    assert_one_line_error(run_cli("infer", p), f"eps is {eps!r}: expected a non-negative number")
+
+
+def test_empty_conv_weight(rng, tmp_path):
+    t = tiny_tensors(rng)
+    t["c.weight"] = np.zeros((0, 3, 3, 3), np.float32)
+    del t["c.weight.mask"]
+    assert_one_line_error(infer_tiny(rng, tmp_path, t), "node 'c' (conv2d)", "not empty")
+
+
+def test_residual_of_another_shape(rng, tmp_path):
+    """An add of the classifier's output and a value of as many elements but another shape:
+    folded into the linear's epilogue, it must fail as the add would."""
+    g = tiny_graph()
+    g["nodes"][-1]["outputs"] = ["y"]
+    g["nodes"] += [{"name": "sum", "op": "add", "inputs": ["y", "other"], "outputs": ["logits"]}]
+    g["inputs"] = ["image", "other"]
+    spec = tiny_spec() + [{"name": "other", "shape": [None, None], "dtype": "float32",
+                           "kind": "features"}]
+    p = tmp_path / "r.safetensors"
+    write_tiny(p, rng, graph=g, spec=spec)
+    import cupyprune
+    from tiny_models import C_IN, S
+    model = cupyprune.load(p, device="cpu")
+    assert model.residual == {"fc": "other"}
+    x = rng.standard_normal((4, C_IN, S, S)).astype(np.float32)
+    other = rng.standard_normal((4, 5)).astype(np.float32)
+    assert rel_err(model(x, other=other), torch_reference(model.file.tensors, x) + other) <= 1e-5
+    with pytest.raises(cupyprune.InputError, match=r"'fc': cannot add its output of shape "
+                                                   r"\(4, 5\) and a residual of shape \(2, 10\)"):
+        model(x, other=rng.standard_normal((2, 10)).astype(np.float32))
+
+
+def _cli_process(*args, stdout):
+    import subprocess
+    import sys
+    return subprocess.run([sys.executable, "-c", "from cupyprune.cli.main import cli; cli()",
+                           *map(str, args)], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+
+
+def test_infer_into_a_closed_pipe_still_writes_its_output(tmp_path, model_path):
+    """`cupyprune infer ... --output y.npy | head -1`: the output is saved before any printing,
+    and the closed pipe ends the run quietly (exit 141, as SIGPIPE would)."""
+    import subprocess
+    import sys
+    out = tmp_path / "y.npy"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE)
+    gone.wait(timeout=60)                          # a reader that has already left
+    proc = _cli_process("infer", model_path, "--device", "cpu", "--output", out,
+                        stdout=gone.stdin)
+    gone.stdin.close()
+    assert (proc.returncode, proc.stderr) == (141, "")
+    assert np.load(out).shape == (4, 5)
+
+
+def test_stdout_on_a_full_disk_is_one_line(model_path):
+    with open("/dev/full", "w") as full:
+        proc = _cli_process("inspect", model_path, stdout=full)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == ["error: cannot write the output: No space left on device"]

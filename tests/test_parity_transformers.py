@@ -247,6 +247,16 @@ def test_attention_mask_of_wrong_shape(dev, small_bert_file):
 
 
 @pytest.mark.parametrize("dev", devices())
+@pytest.mark.parametrize("value", [-1, 2])
+def test_attention_mask_of_other_values_than_0_and_1(dev, small_bert_file, value):
+    model = cupyprune.load(small_bert_file, device=dev)
+    mask = np.ones((2, 8), dtype=np.int64)
+    mask[1, 5] = value
+    with pytest.raises(InputError, match=rf"attention mask value {value} is neither 0"):
+        model(np.zeros((2, 8), dtype=np.int64), attention_mask=mask)
+
+
+@pytest.mark.parametrize("dev", devices())
 def test_vit_image_of_wrong_size(dev, small_vit_file):
     model = cupyprune.load(small_vit_file, device=dev)
     with pytest.raises(InputError, match=r"\(1, 3, 48, 48\), expected \(N, 3, 32, 32\)"):

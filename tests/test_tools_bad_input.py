@@ -10,6 +10,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -59,6 +60,7 @@ def ckpts(tmp_path_factory):
     (d / "garbage.pt").write_bytes(b"\x00not a checkpoint" * 50)
     (d / "bad.json").write_text("{not json")
     (d / "list.json").write_text("[1, 2]")
+    np.save(d / "array.npy", np.ones(3, np.float32))
     inputs = {p.name.replace(".pt", "").replace(".", "_"): str(p) for p in d.iterdir()}
     return {**inputs, "dir": str(d)}
 
@@ -114,7 +116,10 @@ RESNET = ["--arch", "resnet18", "--checkpoint", "<resnet18>"]
      "scope 'global' does not apply to the vector pattern"),
     # checkpoints that are no state dict
     (["--pattern", "group", "--checkpoint", "<dir>"], "no such checkpoint file"),
-    (["--pattern", "group", "--checkpoint", "<garbage>"], "cannot read the checkpoint"),
+    (["--pattern", "group", "--checkpoint", "<garbage>"],
+     "cannot read the checkpoint (not a torch.save checkpoint)"),
+    (["--pattern", "group", "--checkpoint", "<array_npy>"],
+     "cannot read the checkpoint (a NumPy .npy file, not a torch.save checkpoint)"),
     (["--pattern", "group", "--checkpoint", "<list>"], "list.pt: not a state dict"),
     (["--pattern", "group", "--checkpoint", "<tensor>"], "tensor.pt: not a state dict"),
     # the config of a .safetensors output

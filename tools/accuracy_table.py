@@ -24,7 +24,8 @@ from accuracy_report import render_markdown
 from cupyprune.patterns import describe
 from oneline import can_create_in
 from exporters.graph_builder import parse_pattern
-from oneline import OneLineParser, non_negative_int, parse_or_exit, seed as seed_type
+from oneline import OneLineParser, non_negative_int, parse_or_exit, run_tool
+from oneline import seed as seed_type
 from pruning import default_prunable_keys, prune_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -230,4 +231,4 @@ def _progress(line, start):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

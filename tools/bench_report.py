@@ -16,7 +16,7 @@ from benchlib import deploy_report  # noqa: E402
 from benchlib.markdown import ms, ratio, table, verdict_at_least  # noqa: E402
 from benchlib.results import SECTION_KEYS, ResultsError, cell_key, read_results  # noqa: E402
 from cupyprune.atomic import atomic_path  # noqa: E402
-from oneline import OneLineParser, UsageError, check_out  # noqa: E402
+from oneline import OneLineParser, UsageError, check_out, run_tool  # noqa: E402
 
 
 def load(paths):
@@ -312,4 +312,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -23,6 +23,20 @@ def first_line(exc):
     return lines[0].strip() if lines else type(exc).__name__
 
 
+def _what_it_is(path):
+    """What a file that torch.load refused is, where that says more than torch's reason (None
+    for a torch.save file): a NumPy array or a text file handed over by mistake."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:2] == b"PK" or head[:1] == b"\x80":   # torch.save's zip, or an old pickle
+        return None                                 # torch's own reason says more
+    if head[8:9] == b"{":                   # 8-byte header length, then the JSON header
+        return "a safetensors file, not a torch.save checkpoint"
+    if head[:6] == b"\x93NUMPY":
+        return "a NumPy .npy file, not a torch.save checkpoint"
+    return "not a torch.save checkpoint"
+
+
 def load_state_dict(path):
     """CKPT.pt -> {key: torch.Tensor}; a dict holding it under 'state_dict' or 'model' is opened."""
     if not os.path.isfile(path):
@@ -32,7 +46,9 @@ def load_state_dict(path):
             warnings.simplefilter("ignore")  # the one `error: ...` line of the CLIs
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:   # pickle, zip and weights_only errors alike: the file is unusable
-        raise ExportError(f"{path}: cannot read the checkpoint: {first_line(e)}") from None
+        kind = _what_it_is(path)
+        detail = f": {first_line(e)}" if kind is None else f" ({kind})"
+        raise ExportError(f"{path}: cannot read the checkpoint{detail}") from None
     for key in WRAPPERS:
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

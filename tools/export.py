@@ -20,7 +20,7 @@ from checkpoint import first_line, load_state_dict  # noqa: E402
 from exporters.cnn import export_cnn  # noqa: E402
 from exporters.errors import ExportError  # noqa: E402
 from exporters.graph_builder import PATTERN_HELP  # noqa: E402
-from oneline import OneLineParser, UsageError, check_out  # noqa: E402
+from oneline import OneLineParser, UsageError, check_out, run_tool  # noqa: E402
 
 CNN_ARCHS = ("vgg16", "vgg16_bn", "resnet18")
 HF_ARCHS = ("vit", "bert")
@@ -98,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from cupyprune.atomic import atomic_path  # noqa: E402
-from oneline import OneLineParser, UsageError, check_out  # noqa: E402
+from oneline import OneLineParser, UsageError, check_out, run_tool  # noqa: E402
 
 
 def rows(junit_path):
@@ -64,4 +64,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -18,7 +18,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from oneline import (OneLineParser, UsageError, check_out, gpu_or_say,  # noqa: E402
-                     parse_or_exit)
+                     parse_or_exit, run_tool)
 
 CANDIDATES = 8
 SHAPES = ([("ffn1", 8192, k, 3072) for k in (768, 384, 192, 96)]         # (layer, M, K, N)
@@ -103,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

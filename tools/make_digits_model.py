@@ -14,7 +14,8 @@ import time
 
 import digits
 from export import MODEL_SUFFIX
-from oneline import OneLineParser, check_out, non_negative_int, parse_or_exit, seed
+from oneline import (OneLineParser, check_out, non_negative_int, parse_or_exit, run_tool,
+                     seed)
 from pruning import default_prunable_keys, prune_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,4 +98,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))

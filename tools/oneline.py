@@ -93,3 +93,14 @@ def gpu_or_say(tool):
         pass
     print(f"error: {tool} needs CuPy and a CUDA GPU", file=sys.stderr)
     return False
+
+
+def run_tool(main):
+    """A tool's main() -> its exit code, with Ctrl-C as one line `error: interrupted` and exit
+    code 130 instead of a traceback (the tools write through atomic_path: nothing half-written
+    is left)."""
+    try:
+        return main()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from benchlib import layers, steps  # noqa: E402
 from benchlib.results import ResultsError, ResultStore, merge, read_results  # noqa: E402
 from oneline import (OneLineParser, UsageError, check_out, gpu_or_say,  # noqa: E402
-                     parse_or_exit, positive_float)
+                     parse_or_exit, positive_float, run_tool)
 
 SWEEP = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0)   # 25/50/75: target 1
 PRESETS = {
@@ -177,4 +177,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -34,7 +34,7 @@ from export import CNN_ARCHS, HF_ARCHS, export
 from exporters.cnn import DEFAULTS
 from exporters.errors import ExportError
 from exporters.hf import check_checkpoint
-from oneline import OneLineParser, UsageError, check_out, positive_int
+from oneline import OneLineParser, UsageError, check_out, positive_int, run_tool
 from pruning import PATTERNS, SCOPES, PruningError, default_prunable_keys, prune_state_dict
 from pruning.units import check_keep, resolve_block, resolve_n_m
 
@@ -169,4 +169,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

@@ -27,12 +27,14 @@ def _csv(cells):
     return buf.getvalue()
 
 
-def _check_outputs(json_path, csv_path):
+def _check_outputs(json_path, csv_path, models):
+    """Writable, named for what they hold (so never one file for both), and never a model file
+    (`--csv w/*.safetensors` makes the first model the CSV's name)."""
     outs = [(opt, p) for opt, p in (("--json", json_path), ("--csv", csv_path)) if p is not None]
     for opt, p in outs:
-        check_writable(p, opt)
-    if len(outs) == 2 and os.path.abspath(json_path) == os.path.abspath(csv_path):
-        raise InputError(f"--json and --csv both name {json_path}: the CSV would replace the JSON")
+        check_writable(p, opt, suffix="." + opt[2:])
+        if os.path.realpath(p) in {os.path.realpath(m) for m in models}:
+            raise InputError(f"{opt} {p} is one of the models to time: it would be replaced")
 
 
 def _preflight(models, precisions, batch, device, cuda_graph):
@@ -59,16 +61,17 @@ def _preflight(models, precisions, batch, device, cuda_graph):
 @click.option("--warmup", type=click.IntRange(min=0), default=5, show_default=True,
               help="Untimed runs per cell before the timed ones.")
 @click.option("--json", "json_path", type=click.Path(),
-              help="Write all cells as JSON here, once every cell has run.")
+              help="Write all cells as JSON here (a name ending in .json), once every cell has "
+                   "run.")
 @click.option("--csv", "csv_path", type=click.Path(),
-              help="Write all cells as CSV here, once every cell has run.")
+              help="Write all cells as CSV here (a name ending in .csv), once every cell has run.")
 @device_option
 @graph_option
 @one_line_errors
 def bench_cmd(models, paths, precisions, batch, repeat, warmup, json_path, csv_path, device,
               cuda_graph):
     """Time MODEL files: median and spread per path and precision (CUDA events on the GPU)."""
-    _check_outputs(json_path, csv_path)
+    _check_outputs(json_path, csv_path, models)
     device = resolve_device(device)
     cuda_graph = "auto" if cuda_graph is None else cuda_graph
     precisions = precisions or ("fp32",)

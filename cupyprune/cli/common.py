@@ -34,9 +34,28 @@ def one_line_errors(fn):
             except KeyboardInterrupt:
                 click.echo("error: interrupted", err=True)
                 sys.exit(130)
+            except BrokenPipeError:         # `| head`: the reader has all it wanted
+                _detach_stdout()
+                sys.exit(141)
+            except OSError as e:            # stdout unwritable (a full disk, /dev/full)
+                _detach_stdout()
+                click.echo(f"error: cannot write the output: {e.strerror or e}", err=True)
+                sys.exit(2)
         _echo_warnings(caught)
         return result
     return wrapper
+
+
+def _detach_stdout():
+    """Point stdout at /dev/null, so that the interpreter's last flush of the broken stream
+    prints nothing more."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):   # no real file descriptor (an in-memory stream)
+        pass
+    finally:
+        os.close(devnull)
 
 
 def _echo_warnings(caught):

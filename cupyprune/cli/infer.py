@@ -7,7 +7,7 @@ import numpy as np
 from .. import backend
 from ..engine import load
 from ..errors import InputError
-from ..inputs import sample_inputs
+from ..inputs import check_input, sample_inputs
 from ..timing import summary, time_calls
 from .common import (check_writable, device_option, format_table, graph_option,
                      one_line_errors, path_option, precision_option, save_npy_atomic)
@@ -25,7 +25,7 @@ def _choose_inputs(model, input_path, batch):
         return inputs, None, f"{input_path}"
     shipped = model.file.sample_inputs()
     if shipped:
-        labels = model.file.sample_labels()
+        labels = _checked_labels(model.file.sample_labels(), shipped)
         n = len(next(iter(shipped.values()))) if batch is None else batch
         have = len(next(iter(shipped.values())))
         if n > have:
@@ -36,6 +36,25 @@ def _choose_inputs(model, input_path, batch):
     n = DEFAULT_SAMPLE_BATCH if batch is None else batch
     return sample_inputs(model.file.input_spec, n), None, \
         f"{n} deterministic synthetic inputs (seed 0) from the input spec"
+
+
+def _checked_labels(labels, shipped):
+    """The file's sample labels: one integer class per shipped sample input, or None."""
+    if labels is None:
+        return None
+    have = len(next(iter(shipped.values())))
+    if labels.ndim != 1 or labels.shape[0] != have or labels.dtype.kind not in "iu":
+        raise InputError(f"the file's sample labels have shape {tuple(labels.shape)} and dtype "
+                         f"{labels.dtype}: expected ({have},) integers, one per sample input")
+    return labels
+
+
+def _one_output(outputs):
+    """infer shows one output (the logits); a graph of several is for `cupyprune.load`."""
+    if isinstance(outputs, dict):
+        raise InputError(f"the graph has {len(outputs)} outputs ({', '.join(outputs)}): infer "
+                         f"shows a single output; run it from Python (cupyprune.load(...).run)")
+    return outputs
 
 
 def _check_options(input_path, batch):
@@ -109,7 +128,14 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
     model = load(model_path, device=device, path_choice=path_choice, precision=precision,
                  cuda_graph="auto" if cuda_graph is None else cuda_graph)
     inputs, labels, origin = _choose_inputs(model, input_path, batch)
+    for spec in model.file.input_spec:     # on the host, before the copy to the device
+        if spec["name"] in inputs:
+            check_input(spec, inputs[spec["name"]])
     arrays = {k: model.xp.asarray(v) for k, v in inputs.items()}
+    logits = backend.to_numpy(_one_output(model(**arrays)))
+    top_k = _resolve_top_k(logits, top_k)
+    if output_path is not None:         # before any printing: a closed pipe must not lose it
+        save_npy_atomic(output_path, logits)
     groups = sum(1 for s in model.layers() if s.op.describe()["path"] == "group")
     click.echo(f"model:   {model_path}  ({len(model.steps)} ops, {len(model.layers())} prunable "
                f"layers, {groups} on the group-wise path)")
@@ -118,8 +144,6 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
                + (", CUDA graph replay" if model.graph_runner is not None else ""))
     click.echo(f"inputs:  {origin}")
     click.echo("")
-    logits = backend.to_numpy(model(**arrays))
-    top_k = _resolve_top_k(logits, top_k)
     _print_outputs(model, logits, labels, top_k)
     if sys.stderr.isatty():             # a large model on the CPU takes a while: say what runs
         click.echo(f"timing {repeat} runs after a warm-up...", err=True)
@@ -128,7 +152,6 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
     click.echo(f"latency: {stats['median_ms']:.3f} ms median for a batch of {n} "
                f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}, {stats['runs']} runs)")
     if output_path is not None:
-        save_npy_atomic(output_path, logits)
         click.echo(f"wrote {output_path}  {logits.shape} {logits.dtype}")
 
 

@@ -59,6 +59,9 @@ def _read_header(f, path, size):
         header = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: not a safetensors file (header is not JSON: {e})") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: not a safetensors file (header JSON nested too "
+                             f"deeply)") from None
     if not isinstance(header, dict):
         raise ModelFileError(f"{path}: not a safetensors file (header is not a JSON object)")
     return header, 8 + n
@@ -69,6 +72,8 @@ def _parse_json(meta, key, path, kind):
         value = json.loads(meta[key])
     except (TypeError, json.JSONDecodeError) as e:
         raise ModelFileError(f"{path}: metadata {key!r} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: metadata {key!r} is JSON nested too deeply") from None
     if not isinstance(value, kind):
         raise ModelFileError(f"{path}: metadata {key!r} must be a JSON {kind.__name__}")
     return value
@@ -133,6 +138,16 @@ def _read_tensor(buf, name, entry, data_start, data_len, path):
     return arr.reshape(shape).copy()
 
 
+def _check_no_overlap(header, path):
+    """Tensors' byte ranges (already checked to lie in the data section) may not share bytes."""
+    spans = sorted((entry["data_offsets"][0], entry["data_offsets"][1], name)
+                   for name, entry in header.items())
+    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
+        if begin < end:
+            raise ModelFileError(f"{path}: tensors {first!r} and {second!r} have overlapping "
+                                 f"data offsets")
+
+
 def _check_pruning_entries(pruning, path):
     for param, decl in pruning.items():
         if not isinstance(decl, dict):
@@ -174,6 +189,7 @@ def _read_checked(path):
                 for name, entry in header.items():
                     tensors[name] = _read_tensor(buf, name, entry, data_start,
                                                  size - data_start, path)
+            _check_no_overlap(header, path)
     if meta[keys.META_VERSION] == keys.COMPACT_VERSION:
         tensors = expand_tensors(tensors, path)
     elif any(k.endswith(keys.GROUPS_SUFFIX) for k in tensors):

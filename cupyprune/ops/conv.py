@@ -9,18 +9,33 @@ from ..errors import InputError
 from ..gpu.gather import gather_columns
 from ..patterns import conv_weight_to_f
 from ..gpu.cuda_source import values_per_pack
+from .epilogue import check_residual
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import PrunableWeight
 from .registry import Op, attr_pair, register, shape_error
 
+BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
-def bn_scale_shift(node, ctx):
-    """batch_norm params -> per-channel (scale, shift), float64: y = x * scale + shift."""
-    gamma = ctx.host_param(node, "weight")
-    beta = ctx.host_param(node, "bias")
-    mean = ctx.host_param(node, "running_mean")
-    var = ctx.host_param(node, "running_var")
-    scale = gamma / np.sqrt(var + float(node.attrs.get("eps", 1e-5)))
+
+def bn_scale_shift(node, ctx, channels=None):
+    """batch_norm params -> per-channel (scale, shift), float64: y = x * scale + shift. Each
+    param is one value per channel (`channels` of them where the conv before it says so), and
+    running_var + eps is positive (a negative one made every logit NaN)."""
+    gamma, beta, mean, var = (ctx.host_param(node, role) for role in BN_PARAMS)
+    if channels is None:
+        if gamma.ndim != 1:
+            shape_error(node, f"weight has shape {gamma.shape}, expected one value per channel")
+        channels = gamma.shape[0]
+    for role, p in zip(BN_PARAMS, (gamma, beta, mean, var)):
+        if p.shape != (channels,):
+            shape_error(node, f"{role} has shape {p.shape}, expected ({channels},)")
+    eps = node.attrs.get("eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < np.inf:
+        shape_error(node, f"eps is {eps!r}: expected a non-negative number")
+    if not (var + eps > 0).all():
+        shape_error(node, f"running_var + eps is {float((var + eps).min())} for some channel: "
+                          f"must be positive")
+    scale = gamma / np.sqrt(var + float(eps))
     return scale, beta - mean * scale
 
 
@@ -31,8 +46,9 @@ class Conv2d(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         w = ctx.host_param(node, "weight")                    # (K, C, kh, kw)
-        if w.ndim != 4:
-            shape_error(node, f"weight must be 4-D (K, C, kh, kw), got shape {w.shape}")
+        if w.ndim != 4 or 0 in w.shape:
+            shape_error(node, f"weight must be 4-D (K, C, kh, kw) and not empty, got shape "
+                              f"{w.shape}")
         if node.attrs.get("groups", 1) != 1:
             shape_error(node, "grouped convolution is not supported")
         bias = ctx.host_param(node, "bias", required=False)
@@ -45,7 +61,7 @@ class Conv2d(Op):
         self.layer = PrunableWeight(node, ctx, f, conv_weight_to_f)
         bn = ctx.fold.get(node.name)
         if bn is not None:                                     # fold batch norm into F and bias
-            scale, shift = bn_scale_shift(bn, ctx)
+            scale, shift = bn_scale_shift(bn, ctx, channels=self.K)
             f = f * scale[None, :]
             bias = (0.0 if bias is None else bias) * scale + shift
         self.path = self.layer.build(f, ctx)
@@ -85,6 +101,7 @@ class Conv2d(Op):
         if OH < 1 or OW < 1:
             raise InputError(f"layer {self.node.name!r}: input {H}x{W} is too small for its "
                              f"{kh}x{kw} kernel")
+        check_residual(self.node, residual, (N, OH, OW, self.K))
         y = self.epilogue.after(self.path, self._columns(x), residual)  # (M, T) @ (T, K) -> (M, K)
         return y.reshape(N, OH, OW, self.K)       # (M, K) -> (N, OH, OW, K), no transpose
 
@@ -108,4 +125,7 @@ class BatchNorm(Op):
         self.scale, self.shift = ctx.device(scale), ctx.device(shift)
 
     def __call__(self, x):
+        if x.shape[-1] != self.scale.shape[0]:
+            raise InputError(f"layer {self.node.name!r} normalises {self.scale.shape[0]} "
+                             f"channels, got {x.shape[-1]}")
         return x * self.scale + self.shift        # channels last: broadcast over (N, H, W)

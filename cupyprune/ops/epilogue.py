@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from ..errors import InputError
 from ..gpu.cuda_source import compile_kernel, storage_type
 
 _GPU_KERNELS = {}
@@ -120,6 +121,13 @@ def _gpu_epilogue(y, bias, residual, activation, post):
     kernel((gx, gy), (_THREADS,), (y, y if bias is None else bias,
                                    y if residual is None else residual,
                                    np.int64(rows), np.int32(packs)))
+
+
+def check_residual(node, residual, shape):
+    """A residual add folded into a layer needs the layer output's shape, as the add would."""
+    if residual is not None and tuple(residual.shape) != tuple(shape):
+        raise InputError(f"node {node.name!r}: cannot add its output of shape {tuple(shape)} "
+                         f"and a residual of shape {tuple(residual.shape)}")
 
 
 class Epilogue:

@@ -2,6 +2,7 @@
 features, one smaller GEMM (paper Algorithm 2)."""
 from ..errors import InputError
 from ..gpu.gather import gather_columns
+from .epilogue import check_residual
 from .prunable import PrunableWeight
 from .registry import Op, register, shape_error
 
@@ -17,8 +18,8 @@ class Linear(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         w = ctx.host_param(node, "weight")                     # (out, in)
-        if w.ndim != 2:
-            shape_error(node, f"weight must be 2-D (out, in), got shape {w.shape}")
+        if w.ndim != 2 or 0 in w.shape:
+            shape_error(node, f"weight must be 2-D (out, in) and not empty, got shape {w.shape}")
         bias = ctx.host_param(node, "bias", required=False)
         self.out_features, self.in_features = w.shape
         if bias is not None and bias.shape != (self.out_features,):
@@ -36,6 +37,7 @@ class Linear(Op):
         x2 = x.reshape(-1, self.in_features)                   # (M, in)
         if self.path.input_rows is not None:
             x2 = gather_columns(x2, self.path.input_rows)      # (M, T): kept features only
+        check_residual(self.node, residual, (*lead, self.out_features))
         y = self.epilogue.after(self.path, x2, residual)       # (M, out)
         return y.reshape(*lead, self.out_features)
 
