@@ -789,3 +789,36 @@ def test_stdout_on_a_full_disk_is_one_line(model_path):
         proc = _cli_process("inspect", model_path, stdout=full)
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == ["error: cannot write the output: No space left on device"]
+
+
+@pytest.mark.parametrize("node, attrs, fragment", [
+    (5, {"start_dim": "x"}, "asks start_dim 'x', end_dim -1"),
+    (5, {"start_dim": 2}, "asks start_dim 2"),
+])
+def test_flatten_of_another_range(rng, tmp_path, node, attrs, fragment):
+    g = tiny_graph()
+    g["nodes"][node]["attrs"] = attrs
+    p = tmp_path / "f.safetensors"
+    write_tiny(p, rng, graph=g)
+    assert_one_line_error(run_cli("infer", p), "node 'f' (flatten)", fragment)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_gelu_of_an_unknown_form(rng, tmp_path, fused):
+    """Folded into the conv's epilogue or run on its own, a GELU's form is checked."""
+    g = tiny_graph()
+    g["nodes"][2].update(op="gelu", attrs={"approximate": "bogus"})
+    if not fused:                           # the pool before it: nothing to fold into
+        g["nodes"][2:4] = [dict(g["nodes"][3], inputs=["t1"], outputs=["t2"]),
+                           dict(g["nodes"][2], inputs=["t2"], outputs=["t3"])]
+    p = tmp_path / "g.safetensors"
+    write_tiny(p, rng, graph=g)
+    assert_one_line_error(run_cli("infer", p), "node 'r' (gelu)",
+                          "approximate is 'bogus': expected 'none' or 'tanh'")
+
+
+@pytest.mark.parametrize("labels", [[1, 2, 3, 4, 5], ["a", None, "c", "d", "e"]])
+def test_labels_that_are_not_names(rng, tmp_path, labels):
+    p = tmp_path / "l.safetensors"
+    write_tiny(p, rng, labels=labels)
+    assert_one_line_error(run_cli("infer", p), "'labels' must be a JSON list of strings")

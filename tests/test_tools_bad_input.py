@@ -306,9 +306,12 @@ def bench_inputs(tmp_path):
     (d / "text.json").write_text("{not json")
     (d / "other.json").write_text('{"schema": "something else", "sections": {}}')
     for name, sections in (("unknown", {"nope": []}), ("nolist", {"models": {}}),
-                           ("nofield", {"compile": [{"model": "m"}]})):
+                           ("nofield", {"compile": [{"model": "m"}]}),
+                           ("textms", {"layers": [{"layer": "l", "median_ms": "fast"}]})):
         (d / f"{name}.json").write_text(json.dumps({"schema": RESULTS_SCHEMA,
                                                     "sections": sections}))
+    (d / "listenv.json").write_text(json.dumps({"schema": RESULTS_SCHEMA, "environment": [1],
+                                                "sections": {}}))
     (d / "bad.xml").write_text("<testsuite")
     return {"in": str(d)}
 
@@ -361,6 +364,8 @@ def test_bench_tools_without_a_gpu_are_one_line(tool, args, tmp_path):
     (["<in>/text.json"], "is not JSON"),
     (["<in>/unknown.json"], "unknown section 'nope'"),
     (["<in>/nofield.json"], "a results cell lacks the field"),
+    (["<in>/textms.json"], "section 'layers': median_ms is 'fast', not a number"),
+    (["<in>/listenv.json"], "'environment' must be a JSON object"),
     (["<in>/nolist.json", "--out", "<out>/no-dir/r.md"], "does not exist"),
     (["<in>/nolist.json", "--out", "<out>"], "is a directory"),
     (["--out", "<out>/r.md"], "the following arguments are required: results"),

@@ -197,6 +197,9 @@ def _read_checked(path):
                              f"version {keys.COMPACT_VERSION}, the file says "
                              f"{meta[keys.META_VERSION]}")
     labels = _parse_json(meta, keys.META_LABELS, path, list) if keys.META_LABELS in meta else None
+    if labels is not None and not all(isinstance(label, str) for label in labels):
+        raise ModelFileError(f"{path}: metadata 'labels' must be a JSON list of strings (class "
+                             f"names)")
     pruning = _parse_json(meta, keys.META_PRUNING, path, dict) if keys.META_PRUNING in meta else {}
     _check_pruning_entries(pruning, path)
     return ModelFile(

@@ -1,6 +1,7 @@
 """Elementwise activations; layout-agnostic."""
 import math
 
+from .epilogue import activation_name
 from .registry import Op, register
 
 
@@ -30,7 +31,7 @@ def _erf(xp, x):
 class GELU(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.approximate = node.attrs.get("approximate", "none")
+        self.approximate = "tanh" if activation_name(node) == "gelu_tanh" else "none"
 
     def __call__(self, x):
         xp = self.xp

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..gpu.cuda_source import compile_kernel, storage_type
+from .registry import shape_error
 
 _GPU_KERNELS = {}
 _ACTIVATIONS = {
@@ -24,10 +25,17 @@ _ACTIVATIONS = {
 }
 
 
+GELU_FORMS = {"none": "gelu", "tanh": "gelu_tanh"}      # attrs.approximate -> epilogue name
+
+
 def activation_name(node):
-    """An activation node -> its epilogue name."""
-    if node.op == "gelu" and node.attrs.get("approximate", "none") == "tanh":
-        return "gelu_tanh"
+    """An activation node -> its epilogue name (a GELU's form checked: the node may never be
+    built as an op of its own once it is folded)."""
+    if node.op == "gelu":
+        form = node.attrs.get("approximate", "none")
+        if form not in GELU_FORMS:
+            shape_error(node, f"approximate is {form!r}: expected 'none' or 'tanh'")
+        return GELU_FORMS[form]
     return node.op
 
 

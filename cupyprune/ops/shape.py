@@ -1,12 +1,19 @@
 """Ops that only move or combine values: flatten, add, dropout."""
 from ..errors import InputError
-from .registry import Op, register
+from .registry import Op, register, shape_error
 
 
 @register("flatten")
 class Flatten(Op):
     """torch.flatten(x, 1) on NCHW semantics: a channels-last 4-D input is put back in (C, H, W)
     order first, so the next linear layer sees PyTorch's feature order."""
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        dims = (node.attrs.get("start_dim", 1), node.attrs.get("end_dim", -1))
+        if dims != (1, -1):
+            shape_error(node, f"flattens from dim 1 to the last (torch.flatten(x, 1)); the file "
+                              f"asks start_dim {dims[0]!r}, end_dim {dims[1]!r}")
 
     def __call__(self, x):
         if x.ndim == 4:

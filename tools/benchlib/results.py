@@ -47,6 +47,14 @@ def read_results(path):
                                f"{', '.join(SECTION_KEYS)})")
         if not isinstance(cells, list) or not all(isinstance(c, dict) for c in cells):
             raise ResultsError(f"{path}: section {name!r} must be a list of objects")
+        for cell in cells:
+            for field, value in cell.items():
+                if field.endswith(("_ms", "_us", "_s")) and value is not None and (
+                        isinstance(value, bool) or not isinstance(value, (int, float))):
+                    raise ResultsError(f"{path}: section {name!r}: {field} is {value!r}, not a "
+                                       f"number")
+    if not isinstance(doc.get("environment", {}), dict):
+        raise ResultsError(f"{path}: 'environment' must be a JSON object")
     return doc
 
 
