@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import backend, passes
-from .errors import DeviceError, InputError
+from .errors import DeviceError, InputError, ModelFileError
 from .format import read_model_file
 from .folding import plan_folding
 from .graph import check_tensors, parse_graph
@@ -66,6 +66,7 @@ class Model:
         self.steps = [Step(n, OPS[n.op](n, ctx), list(n.inputs) + (
             [folding.residual[n.name]] if n.name in folding.residual else []))
             for n in self.graph.nodes if n.name not in folded]
+        _check_pruning_names(model_file, self.steps)
         self.folded = {conv: bn.name for conv, bn in folding.bn.items()}
         self.fused = folding.activation
         self.residual, self.post = folding.residual, folding.post
@@ -195,6 +196,16 @@ class Model:
 
     def layers(self):
         return [s for s in self.steps if s.op.prunable]
+
+
+def _check_pruning_names(model_file, steps):
+    """Every pruning declaration names the weight of a conv or linear layer: one that names
+    anything else would be ignored, and the pattern the user declared never checked."""
+    prunable = {s.node.params["weight"] for s in steps if s.op.prunable}
+    for key in model_file.pruning:
+        if key not in prunable:
+            raise ModelFileError(f"{model_file.path}: metadata 'pruning' declares {key!r}, "
+                                 f"which is not the weight of a conv or linear layer")
 
 
 def _logical_shape(a):

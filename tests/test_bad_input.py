@@ -822,3 +822,10 @@ def test_labels_that_are_not_names(rng, tmp_path, labels):
     p = tmp_path / "l.safetensors"
     write_tiny(p, rng, labels=labels)
     assert_one_line_error(run_cli("infer", p), "'labels' must be a JSON list of strings")
+
+
+@pytest.mark.parametrize("key", ["nothing.weight", "bn.weight"])
+def test_pruning_declared_for_a_weight_no_layer_prunes(rng, tmp_path, key):
+    result = infer_tiny(rng, tmp_path, tiny_tensors(rng), pruning={key: {"pattern": "group"}})
+    assert_one_line_error(result, f"'pruning' declares {key!r}",
+                          "not the weight of a conv or linear layer")
