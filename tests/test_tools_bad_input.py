@@ -369,6 +369,8 @@ def test_bench_tools_without_a_gpu_are_one_line(tool, args, tmp_path):
     (["<in>/nolist.json", "--out", "<out>/no-dir/r.md"], "does not exist"),
     (["<in>/nolist.json", "--out", "<out>"], "is a directory"),
     (["--out", "<out>/r.md"], "the following arguments are required: results"),
+    (["<in>/nolist.json", "--out", "<out>/r.md", "--plots", "<in>/text.json"],
+     "text.json is a file: it names the folder for the plots"),
 ])
 def test_bench_report_bad_input(args, text, bench_inputs, tmp_path):
     out = tmp_path / "out"
@@ -381,6 +383,7 @@ def test_bench_report_bad_input(args, text, bench_inputs, tmp_path):
     (["<in>/missing.xml"], "missing.xml: No such file"),
     (["<in>/bad.xml"], "bad.xml is not junit XML"),
     (["<in>/bad.xml", "--out", "<out>/no-dir/f.md"], "does not exist"),
+    (["<in>/bad.xml", "--out", ""], "--out: empty path"),
     ([], "the following arguments are required: junit"),
 ])
 def test_junit_figures_bad_input(args, text, bench_inputs, tmp_path):

@@ -252,6 +252,8 @@ def parse_args(argv):
     ap.add_argument("--plots", help="folder for PNG plots (needs matplotlib)")
     args = ap.parse_args(argv)
     check_out(args.out)
+    if args.plots is not None and os.path.exists(args.plots) and not os.path.isdir(args.plots):
+        raise UsageError(f"--plots {args.plots} is a file: it names the folder for the plots")
     return args
 
 

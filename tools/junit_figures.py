@@ -42,10 +42,10 @@ def main(argv=None):
     p.add_argument("--out", help="write the Markdown table here (default: stdout)")
     try:
         args = p.parse_args(argv)
-        if args.out:
+        if args.out is not None:
             check_out(args.out)
         text = markdown(args.junit)
-        if args.out:
+        if args.out is not None:
             with atomic_path(args.out, prefix=".junit-figures-") as tmp:
                 with open(tmp, "w") as f:
                     f.write(text)

@@ -64,6 +64,8 @@ def positive_int(text):
 
 def check_out(path):
     """Refuse an --out file that cannot be written, before any (slow) work starts."""
+    if not path:
+        raise UsageError("--out: empty path")
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise UsageError(f"--out {path} is a directory")
