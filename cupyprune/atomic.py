@@ -3,6 +3,7 @@ outputs, the tools' checkpoints) writes a temporary file beside the target and r
 the target once complete, so a failed run never leaves a partial file."""
 import contextlib
 import os
+import signal
 import tempfile
 
 
@@ -31,3 +32,18 @@ def probe_directory(directory):
     Tried for real because os.access answers yes to root whatever the mode, and in /proc."""
     with tempfile.TemporaryFile(dir=directory):
         pass
+
+
+class Terminated(BaseException):
+    """SIGTERM (a `timeout`, a scheduler), raised in the main thread like KeyboardInterrupt: the
+    writers' cleanup runs on the way out instead of the process vanishing mid-write."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def terminate_by_exception():
+    """From now on SIGTERM raises Terminated in the main thread (a command-line entry point
+    calls this; a library must leave the host program's signals alone)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)

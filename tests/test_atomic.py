@@ -39,3 +39,27 @@ def test_missing_folder_is_an_oserror(tmp_path):
     with pytest.raises(OSError):
         with atomic_path(str(tmp_path / "no" / "out.bin")):
             pass
+
+
+def test_sigterm_mid_write_leaves_nothing_and_one_line(tmp_path):
+    """A tool killed by SIGTERM (`timeout`, a scheduler) while writing: atomic_path's cleanup
+    runs, and the tool says so in one line with exit code 143."""
+    import subprocess
+    import sys
+    from conftest import TOOLS
+    script = (
+        "import os, signal, sys\n"
+        f"sys.path.insert(0, {TOOLS!r})\n"
+        "from oneline import run_tool\n"
+        "from cupyprune.atomic import atomic_path\n"
+        "def main():\n"
+        f"    with atomic_path({str(tmp_path / 'out.bin')!r}) as tmp:\n"
+        "        open(tmp, 'wb').write(b'half')\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        open(tmp, 'ab').write(b' and the rest')\n"
+        "    return 0\n"
+        "sys.exit(run_tool(main))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert (proc.returncode, proc.stderr) == (143, "error: terminated\n")
+    assert os.listdir(tmp_path) == []

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from cupyprune.atomic import probe_directory
+from cupyprune.atomic import Terminated, probe_directory, terminate_by_exception
 
 SEED_LIMIT = 2 ** 32          # NumPy and scikit-learn take seeds in [0, 2**32)
 
@@ -98,11 +98,16 @@ def gpu_or_say(tool):
 
 
 def run_tool(main):
-    """A tool's main() -> its exit code, with Ctrl-C as one line `error: interrupted` and exit
-    code 130 instead of a traceback (the tools write through atomic_path: nothing half-written
-    is left)."""
+    """A tool's main() -> its exit code, with Ctrl-C and SIGTERM as one line (`error:
+    interrupted`, exit 130; `error: terminated`, exit 143) instead of a traceback or a silent
+    death: the tools write through atomic_path, whose cleanup then runs, so nothing
+    half-written is left."""
+    terminate_by_exception()
     try:
         return main()
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("error: terminated", file=sys.stderr)
+        return 143

@@ -7,7 +7,7 @@ import warnings
 import click
 import numpy as np
 
-from ..atomic import atomic_path, probe_directory
+from ..atomic import Terminated, atomic_path, probe_directory
 from ..backend import DEVICES
 from ..engine import PRECISIONS
 from ..errors import CupyPruneError, InputError
@@ -34,6 +34,9 @@ def one_line_errors(fn):
             except KeyboardInterrupt:
                 click.echo("error: interrupted", err=True)
                 sys.exit(130)
+            except Terminated:
+                click.echo("error: terminated", err=True)
+                sys.exit(143)
             except BrokenPipeError:         # `| head`: the reader has all it wanted
                 _detach_stdout()
                 sys.exit(141)

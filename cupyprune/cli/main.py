@@ -4,6 +4,7 @@ import sys
 import click
 
 from .. import __version__
+from ..atomic import terminate_by_exception
 from .bench_cmd import bench_cmd
 from .infer import infer
 from .inspect_cmd import inspect_cmd
@@ -14,6 +15,7 @@ class OneLineErrors(click.Group):
 
     def main(self, *args, **kwargs):
         kwargs["standalone_mode"] = False
+        terminate_by_exception()          # SIGTERM: one line, and no temporary file left
         try:
             return super().main(*args, **kwargs)
         except click.UsageError as e:
