@@ -31,9 +31,10 @@ def _check_outputs(json_path, csv_path, models):
     """Writable, named for what they hold (so never one file for both), and never a model file
     (`--csv w/*.safetensors` makes the first model the CSV's name)."""
     outs = [(opt, p) for opt, p in (("--json", json_path), ("--csv", csv_path)) if p is not None]
+    model_files = {os.path.realpath(m) for m in models}
     for opt, p in outs:
         check_writable(p, opt, suffix="." + opt[2:])
-        if os.path.realpath(p) in {os.path.realpath(m) for m in models}:
+        if os.path.realpath(p) in model_files:
             raise InputError(f"{opt} {p} is one of the models to time: it would be replaced")
 
 

@@ -25,9 +25,9 @@ def _choose_inputs(model, input_path, batch):
         return inputs, None, f"{input_path}"
     shipped = model.file.sample_inputs()
     if shipped:
-        labels = _checked_labels(model.file.sample_labels(), shipped)
-        n = len(next(iter(shipped.values()))) if batch is None else batch
         have = len(next(iter(shipped.values())))
+        labels = _checked_labels(model.file.sample_labels(), have)
+        n = have if batch is None else batch
         if n > have:
             raise InputError(f"--batch {n}: the file ships only {have} sample inputs")
         inputs = {k: v[:n] for k, v in shipped.items()}
@@ -38,11 +38,11 @@ def _choose_inputs(model, input_path, batch):
         f"{n} deterministic synthetic inputs (seed 0) from the input spec"
 
 
-def _checked_labels(labels, shipped):
-    """The file's sample labels: one integer class per shipped sample input, or None."""
+def _checked_labels(labels, have):
+    """The file's sample labels: one integer class per shipped sample input (`have`), or
+    None."""
     if labels is None:
         return None
-    have = len(next(iter(shipped.values())))
     if labels.ndim != 1 or labels.shape[0] != have or labels.dtype.kind not in "iu":
         raise InputError(f"the file's sample labels have shape {tuple(labels.shape)} and dtype "
                          f"{labels.dtype}: expected ({have},) integers, one per sample input")

@@ -1,7 +1,7 @@
 """Elementwise activations; layout-agnostic."""
 import math
 
-from .epilogue import activation_name
+from .epilogue import gelu_form
 from .registry import Op, register
 
 
@@ -31,7 +31,7 @@ def _erf(xp, x):
 class GELU(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.approximate = "tanh" if activation_name(node) == "gelu_tanh" else "none"
+        self.approximate = gelu_form(node)
 
     def __call__(self, x):
         xp = self.xp

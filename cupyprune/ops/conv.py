@@ -32,10 +32,11 @@ def bn_scale_shift(node, ctx, channels=None):
     eps = node.attrs.get("eps", 1e-5)
     if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < np.inf:
         shape_error(node, f"eps is {eps!r}: expected a non-negative number")
-    if not (var + eps > 0).all():
-        shape_error(node, f"running_var + eps is {float((var + eps).min())} for some channel: "
+    denominator = var + float(eps)
+    if not (denominator > 0).all():
+        shape_error(node, f"running_var + eps is {float(denominator.min())} for some channel: "
                           f"must be positive")
-    scale = gamma / np.sqrt(var + float(eps))
+    scale = gamma / np.sqrt(denominator)
     return scale, beta - mean * scale
 
 

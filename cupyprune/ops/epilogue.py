@@ -28,15 +28,18 @@ _ACTIVATIONS = {
 GELU_FORMS = {"none": "gelu", "tanh": "gelu_tanh"}      # attrs.approximate -> epilogue name
 
 
+def gelu_form(node):
+    """A gelu node's `approximate` ('none' or 'tanh'), checked: for the op, and for the
+    epilogue it may be folded into (then the node is never built as an op of its own)."""
+    form = node.attrs.get("approximate", "none")
+    if form not in GELU_FORMS:
+        shape_error(node, f"approximate is {form!r}: expected 'none' or 'tanh'")
+    return form
+
+
 def activation_name(node):
-    """An activation node -> its epilogue name (a GELU's form checked: the node may never be
-    built as an op of its own once it is folded)."""
-    if node.op == "gelu":
-        form = node.attrs.get("approximate", "none")
-        if form not in GELU_FORMS:
-            shape_error(node, f"approximate is {form!r}: expected 'none' or 'tanh'")
-        return GELU_FORMS[form]
-    return node.op
+    """An activation node -> its epilogue name."""
+    return GELU_FORMS[gelu_form(node)] if node.op == "gelu" else node.op
 
 
 def _numpy_activation(name, y):
