@@ -1,10 +1,10 @@
 """The generic graph executor: a model file compiled for one device, precision and path."""
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import backend, passes
+from . import backend, bf16, passes
 from .errors import DeviceError, InputError, ModelFileError
 from .format import read_model_file
 from .folding import plan_folding
@@ -14,18 +14,8 @@ from .inputs import (FEATURES, IMAGE, IdRangeCheck, check_input, check_input_spe
 from .gpu.gemm import Matmul
 from .ops import OPS, LoadContext
 from .ops.epilogue import activation_name
-
-PRECISIONS = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16}
-GPU_ONLY_PRECISIONS = ("tf32", "fp16")
-
-
-def check_precision(precision, device):
-    """A DeviceError unless `precision` is known and runs on `device` ('gpu' or 'cpu')."""
-    if precision not in PRECISIONS:
-        raise DeviceError(f"unknown precision {precision!r}: choose one of "
-                          f"{', '.join(PRECISIONS)}")
-    if precision in GPU_ONLY_PRECISIONS and device != "gpu":
-        raise DeviceError(f"precision {precision} needs the GPU (device is {device})")
+from .ops.float_boundary import FloatBoundary, needs_boundary
+from .precision import PRECISIONS, check_precision, is_bf16
 
 
 @dataclass
@@ -63,7 +53,7 @@ class Model:
                           activation=folding.activation, residual=folding.residual,
                           post=folding.post, matmul=Matmul(self.xp, tf32=precision == "tf32"))
         folded = folding.folded_nodes(self.graph)
-        self.steps = [Step(n, OPS[n.op](n, ctx), list(n.inputs) + (
+        self.steps = [Step(n, _build_op(n, ctx), list(n.inputs) + (
             [folding.residual[n.name]] if n.name in folding.residual else []))
             for n in self.graph.nodes if n.name not in folded]
         _check_pruning_names(model_file, self.steps)
@@ -157,10 +147,16 @@ class Model:
             if kind == IMAGE:                                   # (N, C, H, W) -> (N, H, W, C)
                 n, c, h, w = arr.shape
                 nhwc = self.xp.empty((n, h, w, c), dtype=self.dtype)
-                nhwc[...] = arr.transpose(0, 2, 3, 1)           # cast and transpose: one pass
+                if is_bf16(self.dtype):                          # round and transpose: one pass
+                    bf16.to_bits(arr.transpose(0, 2, 3, 1), nhwc)
+                else:
+                    nhwc[...] = arr.transpose(0, 2, 3, 1)       # cast and transpose: one pass
                 arr = nhwc
             elif kind == FEATURES:
-                arr = arr.astype(self.dtype, copy=False)
+                arr = bf16.to_bits(arr) if is_bf16(self.dtype) else \
+                    arr.astype(self.dtype, copy=False)
+            elif is_bf16(arr.dtype) and is_bf16(self.dtype):     # uint16 ids or mask: never
+                arr = arr.astype(np.int32)                       # taken for bf16 bits
             prepared[name] = arr
         return prepared
 
@@ -173,7 +169,14 @@ class Model:
         else:
             outputs = self._forward(env, trace)
         ids.finish()                # waits for the id counts only, the pass being queued already
-        return {name: _to_nchw(self.xp, value) for name, value in outputs.items()}
+        return {name: self._to_user(value) for name, value in outputs.items()}
+
+    def _to_user(self, value):
+        """An output in the runtime's layout and storage -> NCHW (4-D) in the run's dtype, or
+        float32 for bf16 (its values exactly: no array library here has a bfloat16 dtype)."""
+        if is_bf16(value.dtype):
+            value = bf16.from_bits(value)
+        return _to_nchw(self.xp, value)
 
     def _forward(self, env, trace=None):
         """Every step, in order, on bound inputs -> graph outputs (internal layouts)."""
@@ -196,6 +199,15 @@ class Model:
 
     def layers(self):
         return [s for s in self.steps if s.op.prunable]
+
+
+def _build_op(node, ctx):
+    """node -> its op for ctx's backend and precision (bf16: float32 inside a FloatBoundary
+    where the op computes with CuPy arithmetic)."""
+    op_class = OPS[node.op]
+    if needs_boundary(op_class, ctx.dtype):
+        return FloatBoundary(op_class(node, replace(ctx, dtype=np.float32)))
+    return op_class(node, ctx)
 
 
 def _check_pruning_names(model_file, steps):
@@ -221,7 +233,8 @@ def load(path, device="auto", path_choice="auto", precision="fp32", cuda_graph="
     """Load a model file for inference.
 
     device: 'auto' | 'gpu' | 'cpu'; path_choice: 'auto' or a path name (paths.PATH_CHOICES);
-    precision: 'fp32' | 'tf32' | 'fp16'; cuda_graph: replay the forward as one CUDA graph on the
+    precision: 'fp32' | 'tf32' | 'fp16' | 'bf16' (bf16 outputs come back as float32);
+    cuda_graph: replay the forward as one CUDA graph on the
     GPU ('auto': when every layer's path allows it)."""
     return Model(read_model_file(path), device=device, path=path_choice, precision=precision,
                  cuda_graph=cuda_graph)

@@ -112,7 +112,7 @@ def parse_args(argv):
     ap.add_argument("--patterns", help="cnn and transformer presets: comma-separated subset of "
                     "element,vector,block,group (default: all four)")
     ap.add_argument("--precisions", help="batch1, deploy, compile and fused presets: "
-                    "comma-separated subset of fp32,fp16 (default: both)")
+                    "comma-separated subset of fp32,fp16,bf16 (default: fp32,fp16)")
     ap.add_argument("--max-minutes", type=positive_float, default=9.0,
                     help="model presets start no new cell after this long (resume later)")
     args = ap.parse_args(argv)
@@ -131,7 +131,7 @@ def parse_args(argv):
     if args.precisions:
         if args.preset not in DEPLOY_PRESETS:
             raise UsageError(f"--precisions is for the {', '.join(DEPLOY_PRESETS)} presets")
-        _subset(args.precisions, ("fp32", "fp16"), "--precisions")
+        _subset(args.precisions, ("fp32", "fp16", "bf16"), "--precisions")
     if args.patterns:
         from benchlib.models import PATTERNS
         if args.preset not in ("cnn", "transformer"):

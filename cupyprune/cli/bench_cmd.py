@@ -10,7 +10,8 @@ import click
 
 from ..backend import resolve_device
 from ..bench import CELL_KEYS, SCHEMA, bench_cell, environment
-from ..engine import PRECISIONS, check_precision, load
+from ..engine import load
+from ..precision import PRECISIONS, check_precision
 from ..errors import InputError
 from ..inputs import sample_inputs
 from ..paths import PATH_CHOICES

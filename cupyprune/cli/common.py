@@ -9,7 +9,7 @@ import numpy as np
 
 from ..atomic import Terminated, atomic_path, probe_directory
 from ..backend import DEVICES
-from ..engine import PRECISIONS
+from ..precision import PRECISIONS
 from ..errors import CupyPruneError, InputError
 from ..paths import PATH_CHOICES
 
@@ -81,8 +81,9 @@ path_option = click.option(
          "run dense.")
 precision_option = click.option(
     "--precision", type=click.Choice(tuple(PRECISIONS)), default="fp32", show_default=True,
-    help="Arithmetic precision: fp32; tf32 (fp32 storage, TF32 tensor-core GEMMs) and fp16 "
-         "(fp16 storage, fp32 accumulation) need the GPU.")
+    help="Arithmetic precision: fp32; tf32 (fp32 storage, TF32 tensor-core GEMMs), fp16 and "
+         "bf16 (16-bit storage, fp32 accumulation; bf16 outputs are written as float32) need "
+         "the GPU.")
 graph_option = click.option(
     "--cuda-graph/--no-cuda-graph", "cuda_graph", default=None,
     help="Replay the forward pass as one CUDA graph (GPU). Default: on where every layer "

@@ -1,12 +1,29 @@
 """Shared CUDA C for the runtime's own kernels: storage types, float conversion, reductions.
 
 Kernels keep activations in their storage type (float for fp32/tf32 runs, IEEE half for fp16
-runs) and compute in float. Half values are moved as raw 16-bit words and converted with PTX
-`cvt`, so no CUDA header is needed when NVRTC compiles a kernel on the user's machine.
+runs, bfloat16 for bf16 runs) and compute in float. Half values are moved as raw 16-bit words
+and converted with PTX `cvt`, bfloat16 ones as `bf16_t` (its bits: the top half of a float),
+so no CUDA header is needed when NVRTC compiles a kernel on the user's machine.
 """
 import numpy as np
 
-PRELUDE = r"""
+from ..precision import BF16
+
+# bfloat16: a float's top 16 bits; rounded to nearest even, NaN kept (bf16.py does the same on
+# the host)
+BF16_SOURCE = r"""
+struct __align__(2) bf16_t { unsigned short bits; };
+__device__ __forceinline__ float to_f(bf16_t h) {
+    return __uint_as_float((unsigned)h.bits << 16);
+}
+__device__ __forceinline__ void store_f(bf16_t* p, float v) {
+    unsigned u = __float_as_uint(v);
+    bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    p->bits = (unsigned short)(nan ? (u >> 16) | 0x40u : (u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+"""
+
+PRELUDE = BF16_SOURCE + r"""
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(unsigned short h) {
     float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
@@ -34,15 +51,28 @@ __device__ float block_sum(float v, float* scratch) {
 }
 """
 
-_STORAGE = {np.dtype(np.float32): "float", np.dtype(np.float16): "unsigned short"}
+_STORAGE = {np.dtype(np.float32): "float", np.dtype(np.float16): "unsigned short",
+            BF16: "bf16_t"}
+STORAGE_TYPES = tuple(_STORAGE.values())        # every C type a kernel may be built for
+_TAGS = {"float": "f32", "unsigned short": "f16", "bf16_t": "bf16"}
+_BYTES = {"float": 4, "unsigned short": 2, "bf16_t": 2}
 
 
 def storage_type(dtype):
-    """numpy dtype -> the C type a kernel stores it as (float or raw half bits)."""
+    """numpy dtype -> the C type a kernel stores it as (float, raw half bits or bf16_t)."""
     try:
         return _STORAGE[np.dtype(dtype)]
     except KeyError:
         raise TypeError(f"no GPU kernel for dtype {np.dtype(dtype)}") from None
+
+
+def type_tag(T):
+    """A storage C type -> its short name in kernel names: f32, f16, bf16."""
+    return _TAGS[T]
+
+
+def type_bytes(T):
+    return _BYTES[T]
 
 
 def values_per_pack(itemsize):

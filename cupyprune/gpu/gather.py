@@ -11,9 +11,11 @@ import functools
 
 import numpy as np
 
-from .cuda_source import compile_kernel, storage_type, values_per_pack
+from ..precision import PRECISIONS
+from .cuda_source import compile_kernel, storage_type, type_bytes, values_per_pack
 
 _KERNELS = {}
+_DTYPES = tuple(dict.fromkeys(PRECISIONS.values()))      # every run's storage dtype
 
 _GATHER = r"""
 struct __align__(%(pack_bytes)d) Pack { %(T)s v[%(pack)d]; };
@@ -37,7 +39,7 @@ extern "C" __global__ void %(name)s(const %(T)s* __restrict__ x, long long ld,
 
 def _source(T, pack):
     name = f"cupyprune_gather_{T.replace(' ', '_')}_{pack}"
-    size = 4 if T == "float" else 2
+    size = type_bytes(T)
     return name, _GATHER % {"T": T, "pack": pack, "pack_bytes": pack * size, "name": name}
 
 
@@ -49,7 +51,7 @@ def _packs(itemsize):
 
 def kernel_sources():
     """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
-    for dtype in (np.float32, np.float16):
+    for dtype in _DTYPES:
         for pack in _packs(np.dtype(dtype).itemsize):
             yield _source(storage_type(dtype), pack)
 
@@ -57,7 +59,7 @@ def kernel_sources():
 def gather_columns(x, cols):
     """x (M, R), cols int32 (T,) of column indices -> (M, T) = x[:, cols], a new array. NumPy
     arrays (and dtypes without a kernel) take NumPy's/CuPy's indexing."""
-    if isinstance(x, np.ndarray) or x.dtype not in (np.float32, np.float16):
+    if isinstance(x, np.ndarray) or x.dtype not in _DTYPES:
         return x[:, cols]
     import cupy
     if x.strides[1] != x.itemsize:

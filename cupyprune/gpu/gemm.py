@@ -12,22 +12,22 @@ import os
 
 import numpy as np
 
+from ..precision import BF16
 from . import cublas, cublaslt
 
 # CUPYPRUNE_CUBLASLT=0 runs every GEMM's epilogue as its own kernel (for side-by-side timing)
 FUSED_EPILOGUE_ENV = "CUPYPRUNE_CUBLASLT"
 _ALIGN = 16                          # bytes: cuBLASLt's algorithms assume aligned operands
 
-_DTYPES = {np.dtype(np.float32): cublas.CUDA_R_32F, np.dtype(np.float16): cublas.CUDA_R_16F}
+_DTYPES = {np.dtype(np.float32): cublas.CUDA_R_32F, np.dtype(np.float16): cublas.CUDA_R_16F,
+           BF16: cublas.CUDA_R_16BF}            # bf16 runs hold bfloat16 bits in uint16 arrays
 
 
 def data_type(dtype):
-    dtype = np.dtype(dtype)
-    if dtype in _DTYPES:
-        return _DTYPES[dtype]
-    if dtype.name == "bfloat16":
-        return cublas.CUDA_R_16BF
-    raise TypeError(f"no cuBLAS data type for {dtype}")
+    try:
+        return _DTYPES[np.dtype(dtype)]
+    except KeyError:
+        raise TypeError(f"no cuBLAS data type for {np.dtype(dtype)}") from None
 
 
 def _compute_type(dt, tf32):

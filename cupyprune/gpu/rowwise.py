@@ -8,7 +8,8 @@ rows loop over memory, layer norm with a block per row.
 """
 import numpy as np
 
-from .cuda_source import compile_kernel, storage_type
+from ..precision import lowest
+from .cuda_source import STORAGE_TYPES, compile_kernel, storage_type, type_tag
 
 _KERNELS = {}
 
@@ -127,14 +128,14 @@ _SOURCES = {"layer_norm": _LAYER_NORM, "softmax": _SOFTMAX,
 
 
 def _source(kind, T, vpl=0):
-    name = f"cupyprune_{kind}{vpl or ''}_{'f32' if T == 'float' else 'f16'}"
+    name = f"cupyprune_{kind}{vpl or ''}_{type_tag(T)}"
     return name, _SOURCES[kind] % {"T": T, "name": name, "vpl": vpl}
 
 
 def kernel_sources():
     """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
     for kind in _SOURCES:
-        for T in ("float", "unsigned short"):
+        for T in STORAGE_TYPES:
             for vpl in _WARP_WIDTHS if kind.endswith("_warp") else (0,):
                 yield _source(kind, T, vpl)
 
@@ -177,7 +178,7 @@ def attention_softmax_(scores, scale, mask=None, heads=1):
     m = cupy.ascontiguousarray(mask, dtype=cupy.int64) if has_mask else scores  # never read
     rows = B * T
     warps = _WARPS_PER_BLOCK
-    masked = float(np.finfo(scores.dtype).min)
+    masked = lowest(scores.dtype)
     vpl = _warp_width(L)
     kernel = (_kernel("softmax", scores.dtype) if vpl is None
               else _kernel("softmax_warp", scores.dtype, vpl))

@@ -43,6 +43,7 @@ def bn_scale_shift(node, ctx, channels=None):
 @register("conv2d")
 class Conv2d(Op):
     prunable = True
+    bf16_native = True                 # im2col, cuBLAS, our epilogue kernel
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

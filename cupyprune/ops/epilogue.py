@@ -11,7 +11,8 @@ import math
 import numpy as np
 
 from ..errors import InputError
-from ..gpu.cuda_source import compile_kernel, storage_type
+from ..gpu.cuda_source import (STORAGE_TYPES, compile_kernel, storage_type, type_bytes,
+                               type_tag)
 from .registry import shape_error
 
 _GPU_KERNELS = {}
@@ -102,17 +103,17 @@ def _pack(arrays, cols):
 def _epilogue_source(T, pack, activation, post, has_bias, has_res):
     name = "cupyprune_epilogue_{}_{}{}{}_{}{}".format(
         activation, post, "_bias" if has_bias else "", "_res" if has_res else "",
-        "f32" if T == "float" else "f16", pack)
+        type_tag(T), pack)
     return name, _EPILOGUE_SOURCE % {
         "act": _ACTIVATIONS[activation], "post": _ACTIVATIONS[post], "T": T, "pack": pack,
-        "pack_bytes": pack * (4 if T == "float" else 2), "name": name,
+        "pack_bytes": pack * type_bytes(T), "name": name,
         "has_bias": int(has_bias), "has_res": int(has_res)}
 
 
 def kernel_sources():
     """(name, CUDA source) of a spread of this module's kernels (for an NVRTC check): every
     activation in each slot, each storage type and pack width."""
-    for T in ("float", "unsigned short"):
+    for T in STORAGE_TYPES:
         for pack in (1, 4):
             for act in _ACTIVATIONS:
                 yield _epilogue_source(T, pack, act, "none", True, False)

@@ -14,6 +14,7 @@ def _linear_f(w):
 @register("linear")
 class Linear(Op):
     prunable = True
+    bf16_native = True                 # gather, cuBLAS, our epilogue kernel
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

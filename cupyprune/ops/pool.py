@@ -4,7 +4,9 @@ padded 3x3 one, each a pass over the activations)."""
 import numpy as np
 
 from ..errors import InputError
-from ..gpu.cuda_source import compile_kernel, storage_type
+from ..gpu.cuda_source import STORAGE_TYPES, compile_kernel, storage_type, type_tag
+from ..bf16 import from_bits, to_bits
+from ..precision import is_bf16
 from .im2col import out_size
 from .registry import Op, attr_pair, register
 
@@ -37,13 +39,13 @@ extern "C" __global__ void %(name)s(const %(T)s* x, %(T)s* y, int total, int H, 
 
 
 def _max_pool_source(T):
-    name = f"cupyprune_max_pool_{'f32' if T == 'float' else 'f16'}"
+    name = f"cupyprune_max_pool_{type_tag(T)}"
     return name, _MAX_POOL_SOURCE % {"T": T, "name": name}
 
 
 def kernel_sources():
     """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
-    for T in ("float", "unsigned short"):
+    for T in STORAGE_TYPES:
         yield _max_pool_source(T)
 
 
@@ -95,9 +97,16 @@ class _Pool(Op):
 
 @register("max_pool2d")
 class MaxPool2d(_Pool):
+    bf16_native = True                 # our kernel; the fallback widens bf16 itself
+
     def __call__(self, x):
         if self.xp is not np and x.size < 2 ** 31:          # the kernel indexes with int
             return _gpu_max_pool(x, self.kernel, self.stride, self.padding)
+        if is_bf16(x.dtype):                                # CuPy compares bits as integers
+            return to_bits(self._max_of_windows(from_bits(x)))
+        return self._max_of_windows(x)
+
+    def _max_of_windows(self, x):
         out = None
         for w in _windows(self.xp, x, self.kernel, self.stride, self.padding, float("-inf")):
             if out is None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..bf16 import to_storage
 from ..errors import ModelFileError
 
 OPS = {}
@@ -59,14 +60,16 @@ class LoadContext:
                         self.activation.get(node.name, "none"), node.name in self.residual,
                         self.post.get(node.name, "none"))
 
-    def device(self, host_array, dtype=None):
-        return self.xp.asarray(np.ascontiguousarray(host_array), dtype=dtype or self.dtype)
+    def device(self, host_array):
+        """A host array -> the backend's array in the run's storage dtype (bf16: its bits)."""
+        return to_storage(self.xp, host_array, self.dtype)
 
 
 class Op:
     """Base: a node compiled for one device. Subclasses set `prunable` and implement __call__."""
     prunable = False
     op_name = ""
+    bf16_native = False     # reads and writes bf16 bits itself (else ops/float_boundary.py)
 
     def __init__(self, node, ctx):
         self.node = node

@@ -7,6 +7,7 @@ from .registry import Op, register, shape_error
 class Flatten(Op):
     """torch.flatten(x, 1) on NCHW semantics: a channels-last 4-D input is put back in (C, H, W)
     order first, so the next linear layer sees PyTorch's feature order."""
+    bf16_native = True                 # only moves values
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -31,5 +32,7 @@ class Add(Op):
 
 @register("dropout")
 class Dropout(Op):
+    bf16_native = True                 # only moves values
+
     def __call__(self, x):
         return x

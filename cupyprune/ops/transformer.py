@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..inputs import check_ids
+from ..precision import lowest
 from .registry import Op, register, shape_error
 
 
@@ -28,6 +29,8 @@ def _check_tokens(node, ids, x):
 
 @register("layer_norm")
 class LayerNorm(Op):
+    bf16_native = True                 # one kernel of ours (gpu/rowwise.py)
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.weight = ctx.device(ctx.host_param(node, "weight"))      # (D,)
@@ -72,6 +75,8 @@ class _IdTable(_Table):
 
 @register("embedding")
 class Embedding(_IdTable):
+    bf16_native = True                 # a lookup: moves values
+
     def __call__(self, ids):
         if not self.checked_upstream:
             check_ids(ids, self.table.shape[0], "token id", "tokens in its vocabulary")
@@ -99,6 +104,8 @@ class TokenTypeEmbedding(_IdTable):
 
 @register("patches_to_tokens")
 class PatchesToTokens(Op):
+    bf16_native = True                 # only moves values
+
     def __call__(self, x):
         N, h, w, D = x.shape                   # channels-last conv output: no transpose needed
         return x.reshape(N, h * w, D)          # (N, h, w, D) -> (N, h*w, D), row-major patches
@@ -114,6 +121,8 @@ def _sequence_param(node, ctx, role, tokens=None):
 
 @register("prepend_token")
 class PrependToken(Op):
+    bf16_native = True                 # only moves values
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.token = _sequence_param(node, ctx, "token", tokens=1)   # (1, 1, D)
@@ -140,6 +149,8 @@ class AddParam(Op):
 
 @register("self_attention")
 class SelfAttention(Op):
+    bf16_native = True                 # cuBLAS and our softmax kernel (gpu/attention.py)
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.heads = int(node.attrs.get("num_heads", 0))
@@ -164,7 +175,7 @@ class SelfAttention(Op):
     def _mask_bias(self, mask, N, T):
         """HF's extended mask: (1 - mask) * dtype min on padded keys -> (N, 1, 1, T)."""
         keep = mask.astype(self.dtype)
-        return ((1 - keep) * np.finfo(self.dtype).min).reshape(N, 1, 1, T)
+        return ((1 - keep) * lowest(self.dtype)).reshape(N, 1, 1, T)
 
     def __call__(self, q, k, v, attention_mask=None):
         N, T, D = q.shape
@@ -193,6 +204,8 @@ class SelfAttention(Op):
 
 @register("select_token")
 class SelectToken(Op):
+    bf16_native = True                 # only moves values
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.index = int(node.attrs.get("index", 0))

@@ -45,7 +45,7 @@ def choose_path(requested, pattern):
 # 58% for the 4096x4096 layer at batch 64, whose 0.01 ms timings lie within noise of each other.
 # Convolutions always pay (im2col shrinks with T), and so does a linear whose input arrives
 # pre-compacted (passes.compact_producers).
-GATHER_COST = {"fp32": 50, "tf32": 650, "fp16": 3000}
+GATHER_COST = {"fp32": 50, "tf32": 650, "fp16": 3000, "bf16": 3000}   # bf16: as fp16 (2 bytes)
 
 
 def gather_pays(R, T, K, precision):

@@ -1,7 +1,12 @@
 """CSR path: the paper's sparse baseline. F^T is held as CSR (K, R): cuSPARSE SpMM through
-cupyx.scipy.sparse on the GPU, scipy.sparse on the CPU. Y^T = F^T X^T."""
+cupyx.scipy.sparse on the GPU, scipy.sparse on the CPU. Y^T = F^T X^T.
+
+cupyx.scipy.sparse has no bfloat16: a bf16 run holds the weights' bf16 values in float32 and
+multiplies in float32, its input widened and its output rounded back to bf16."""
 import numpy as np
 
+from .. import bf16
+from ..precision import is_bf16
 from .base import GemmPath
 
 
@@ -12,7 +17,10 @@ class CsrPath(GemmPath):
     def __init__(self, f, fmask, ctx):
         import scipy.sparse
         w = f if fmask is None else f * fmask
-        host = scipy.sparse.csr_matrix(np.ascontiguousarray(w.T).astype(ctx.dtype))  # (K, R)
+        self.bf16 = is_bf16(ctx.dtype)
+        wt = np.ascontiguousarray(w.T)                                                # (K, R)
+        wt = bf16.from_bits_host(bf16.to_bits_host(wt)) if self.bf16 else wt.astype(ctx.dtype)
+        host = scipy.sparse.csr_matrix(wt)
         host.eliminate_zeros()
         if ctx.xp is np:
             self.wt = host
@@ -24,6 +32,11 @@ class CsrPath(GemmPath):
         self.xp = ctx.xp
 
     def __call__(self, x):
+        if self.bf16:
+            return bf16.to_bits(self._product(bf16.from_bits(x)))
+        return self._product(x)
+
+    def _product(self, x):
         yt = self.wt @ self.xp.ascontiguousarray(x.T)   # (K, R) @ (R, M) -> (K, M)
         return self.xp.ascontiguousarray(yt.T)           # (M, K)
 

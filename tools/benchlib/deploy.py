@@ -23,6 +23,7 @@ import numpy as np
 from . import kernels
 from .models import (PRESETS, _export, _inputs, _masked_state, _ours_inputs, _torch_forward,
                      _torch_model)
+from .precisions import torch_dtype
 from .timing import free_gpu_memory, rel_err, time_gpu
 
 MODELS = ("vgg16_bn-cifar10", "resnet18-cifar10", "vit-cifar10", "bert-base-qqp")
@@ -59,8 +60,7 @@ class _Case:
         self.inputs = {b: _inputs(family, size, b, cfg, rng) for b in (1, batch)}
 
     def torch_fn(self, precision, batch, state="masked"):
-        import torch
-        dtype = torch.float16 if precision == "fp16" else torch.float32
+        dtype = torch_dtype(precision)
         self.model.load_state_dict(self.masked_state if state == "masked" else self.dense_state)
         self.model.to(dtype)
         return _torch_forward(self.model, self.family, self.inputs[batch], dtype)
@@ -255,7 +255,7 @@ def compiled(store, case, precision, progress):
     cell = {"model": case.name, "precision": precision, "batch": case.batch}
     if store.has("compile", cell):
         return
-    dtype = torch.float16 if precision == "fp16" else torch.float32
+    dtype = torch_dtype(precision)
     fn = case.torch_fn(precision, case.batch, state="masked")
     eager_model = case.model
     with torch.no_grad():

@@ -17,13 +17,13 @@ import numpy as np
 from cupyprune import load
 from cupyprune.format import write_model_file
 
+from .precisions import torch_dtype
 from .timing import captured, free_gpu_memory, rel_err, time_gpu
 
 CONV = dict(name="conv512", N=64, C=512, H=28, W=28, K=512, k=3)
 LINEARS = [dict(name="fc4096", M=64, fin=4096, fout=4096),
            dict(name="bert-ffn1", M=8192, fin=768, fout=3072),
            dict(name="bert-ffn2", M=8192, fin=3072, fout=768)]
-TORCH_DTYPES = {"fp32": "float32", "tf32": "float32", "fp16": "float16"}
 
 
 def _group_mask(rng, shape, keep):
@@ -120,7 +120,7 @@ def conv_sweep(store, keeps, precisions, progress=print):
     with tempfile.TemporaryDirectory() as tmp:
         for precision in precisions:
             _torch_setup(torch, precision)
-            tdt = getattr(torch, TORCH_DTYPES[precision])
+            tdt = torch_dtype(precision)
             for keep in keeps:
                 mask = _group_mask(rng, w.shape, keep)
                 path = _layer_file(tmp, "conv2d", w, mask, attrs)
@@ -171,7 +171,7 @@ def linear_sweep(store, keeps, precisions, progress=print):
             x_host = rng.standard_normal((spec["M"], spec["fin"])).astype(np.float32)
             for precision in precisions:
                 _torch_setup(torch, precision)
-                tdt = getattr(torch, TORCH_DTYPES[precision])
+                tdt = torch_dtype(precision)
                 dt = np.float16 if precision == "fp16" else np.float32
                 x = cupy.asarray(x_host, dtype=dt)
                 for keep in keeps:

@@ -14,6 +14,7 @@ import numpy as np
 from cupyprune import load
 from cupyprune.bench import graph_bytes
 
+from .precisions import torch_dtype
 from .timing import free_gpu_memory, rel_err, time_gpu
 
 PATTERNS = ("element", "vector", "block", "group")
@@ -204,7 +205,7 @@ def _measure(cell, model, family, inputs, path, ref):
     import torch
     precision, impl = cell["precision"], cell["impl"]
     if impl == "torch-eager":
-        dtype = torch.float16 if precision == "fp16" else torch.float32
+        dtype = torch_dtype(precision)
         model.to(dtype)
         t_inputs = dict(inputs)
         fn = _torch_forward(model, family, t_inputs, dtype)
