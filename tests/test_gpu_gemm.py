@@ -1,14 +1,33 @@
 """The GEMM with its epilogue inside (cuBLASLt, gpu/cublaslt.py) against float64 NumPy on fresh
-random operands: relu?(x @ w + bias + residual), row-major, fp32 / TF32 / fp16, and the cases
-that must fall back to GEMM and epilogue apart."""
+random operands: relu?(x @ w + bias + residual), row-major, fp32 / TF32 / fp16 / bf16, the plain
+GEMM (cublasGemmEx), and the cases that must fall back to GEMM and epilogue apart."""
 import numpy as np
 import pytest
 
 from conftest import rel_err
 
 pytestmark = pytest.mark.gpu
-TOL = {"fp32": 1e-5, "tf32": 5e-3, "fp16": 3e-3}
-DTYPES = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16}
+TOL = {"fp32": 1e-5, "tf32": 5e-3, "fp16": 3e-3, "bf16": 1e-2}
+DTYPES = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16, "bf16": np.float32}
+
+
+def _operand(rng, shape, precision):
+    """(host values as float64, device array in the precision's storage)."""
+    import cupy
+    from cupyprune import bf16
+    a = rng.standard_normal(shape)
+    if precision == "bf16":
+        bits = bf16.to_bits_host(a)
+        return bf16.from_bits_host(bits).astype(np.float64), cupy.asarray(bits)
+    a = a.astype(DTYPES[precision])
+    return a.astype(np.float64), cupy.asarray(a)
+
+
+def _host(out, precision):
+    import cupy
+    from cupyprune import bf16
+    out = cupy.asnumpy(out)
+    return bf16.from_bits_host(out) if precision == "bf16" else out
 
 
 def _matmul(precision):
@@ -17,26 +36,27 @@ def _matmul(precision):
     return Matmul(cupy, tf32=precision == "tf32")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "tf32", "fp16", "bf16"])
 @pytest.mark.parametrize("M,K,N", [(64, 72, 40), (37, 24, 16), (512, 768, 3072)])
 @pytest.mark.parametrize("bias,residual,relu", [(True, False, False), (True, False, True),
                                                 (True, True, False), (True, True, True),
-                                                (False, False, True), (False, True, False)])
+                                                (False, False, True), (False, True, False),
+                                                (False, False, False)])
 def test_fused_gemm_matches_float64(rng, precision, M, K, N, bias, residual, relu):
-    import cupy
-    dt = DTYPES[precision]
-    x, w = rng.standard_normal((M, K)).astype(dt), rng.standard_normal((K, N)).astype(dt)
-    b = rng.standard_normal(N).astype(dt) if bias else None
-    r = rng.standard_normal((M, N)).astype(dt) if residual else None
-    pre = x.astype(np.float64) @ w.astype(np.float64) + (b if bias else 0) + (r if residual else 0)
+    (x, dx), (w, dw) = _operand(rng, (M, K), precision), _operand(rng, (K, N), precision)
+    b, db = _operand(rng, (N,), precision) if bias else (0, None)
+    r, dr = _operand(rng, (M, N), precision) if residual else (0, None)
+    pre = x @ w + b + r
     ref = np.maximum(pre, 0) if relu else pre
-    dev = lambda a: None if a is None else cupy.asarray(a)              # noqa: E731
-    out = _matmul(precision).fused(dev(x), dev(w), dev(b), dev(r), relu)
+    matmul = _matmul(precision)
+    out = matmul.fused(dx, dw, db, dr, relu)
     assert out is not None, "cuBLASLt offered no algorithm"
-    assert out.shape == (M, N) and out.dtype == dt
-    assert rel_err(cupy.asnumpy(out), ref) <= TOL[precision]
+    assert out.shape == (M, N) and out.dtype == dx.dtype
+    assert rel_err(_host(out, precision), ref) <= TOL[precision]
     if relu:                                   # the ReLU had something to clip
-        assert (pre < 0).any() and float(out.min()) == 0.0
+        assert (pre < 0).any() and float(_host(out, precision).min()) == 0.0
+    if not (bias or residual or relu):         # the plain product (cublasGemmEx)
+        assert rel_err(_host(matmul(dx, dw), precision), ref) <= TOL[precision]
 
 
 def test_fused_gemm_falls_back_where_it_cannot_run(rng, monkeypatch):

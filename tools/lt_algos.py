@@ -8,7 +8,6 @@ operands; medians of 30 CUDA-event timings of single eager launches after 5 warm
 figure includes the call's host time while the GPU waits: a lead, not a graph-replay result;
 docs/PERF_NOTES.md version 20). Needs a CUDA GPU and CuPy.
 """
-import ctypes
 import json
 import os
 import sys
@@ -42,27 +41,6 @@ def median_ms(cupy, fn):
     return float(np.median(time_calls(fn, cupy, warmup=5, repeat=30)))
 
 
-def heuristic_candidates(plan):
-    """Up to CANDIDATES usable algorithms of a cublaslt plan's shape, the heuristic's order."""
-    from cupyprune.gpu import cublas, cublaslt
-    lib = cublaslt.library()
-    pref = ctypes.c_void_p()
-    cublas.check(lib.cublasLtMatmulPreferenceCreate(ctypes.byref(pref)),
-                 "cublasLtMatmulPreferenceCreate")
-    size = ctypes.c_uint64(cublas.WORKSPACE_BYTES)
-    cublas.check(lib.cublasLtMatmulPreferenceSetAttribute(
-        pref, cublaslt.PREF_MAX_WORKSPACE_BYTES, ctypes.byref(size), ctypes.sizeof(size)),
-        "cublasLtMatmulPreferenceSetAttribute")
-    results = (cublaslt._HeuristicResult * CANDIDATES)()
-    found = ctypes.c_int(0)
-    cublas.check(lib.cublasLtMatmulAlgoGetHeuristic(
-        cublaslt._lt_handle(), plan.desc, plan.a, plan.b, plan.d, plan.d, pref, CANDIDATES,
-        ctypes.cast(results, ctypes.POINTER(cublaslt._HeuristicResult)), ctypes.byref(found)),
-        "cublasLtMatmulAlgoGetHeuristic")
-    lib.cublasLtMatmulPreferenceDestroy(pref)
-    return [results[i] for i in range(found.value) if results[i].state == 0]
-
-
 def time_shape(cupy, layer, M, K, N, dtype):
     from cupyprune.gpu import cublas, cublaslt
     from cupyprune.gpu.gemm import data_type, gemm_into
@@ -74,9 +52,8 @@ def time_shape(cupy, layer, M, K, N, dtype):
     plan = cublaslt._Plan(N, M, K, data_type(dtype), cublas.COMPUTE_32F,
                           cublaslt.EPILOGUE_DEFAULT, False)      # column-major: W^T X^T
     lt = []
-    for candidate in heuristic_candidates(plan):
-        plan.algo = candidate
-        lt.append(median_ms(cupy, lambda: plan.run(w, x, None, None, out, handle)))
+    for candidate in plan.heuristic(CANDIDATES):       # the runtime takes the first
+        lt.append(median_ms(cupy, lambda: plan.launch(candidate, w, x, None, out, handle)))
     lt = [round(t, 4) for t in lt]
     return {"layer": layer, "dtype": np.dtype(dtype).name, "M": M, "K": K, "N": N,
             "gemmex": round(gemm_ex, 4), "lt_first": lt[0] if lt else None,

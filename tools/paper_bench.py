@@ -102,6 +102,11 @@ def _subset(text, allowed, option):
     return items
 
 
+def _sweep_values(preset, field, form):
+    """The kept fractions (field 1) or precisions (field 2) a layer preset runs, in order."""
+    return tuple(dict.fromkeys(form(v) for entry in PRESETS[preset] for v in entry[field]))
+
+
 def parse_args(argv):
     """Every option checked before anything runs: a bad one is one line `error: ...`, exit 2."""
     ap = OneLineParser(prog="tools/paper_bench.py", description=__doc__.split("\n")[0])
@@ -112,7 +117,10 @@ def parse_args(argv):
     ap.add_argument("--patterns", help="cnn and transformer presets: comma-separated subset of "
                     "element,vector,block,group (default: all four)")
     ap.add_argument("--precisions", help="batch1, deploy, compile and fused presets: "
-                    "comma-separated subset of fp32,fp16,bf16 (default: fp32,fp16)")
+                    "comma-separated subset of fp32,fp16,bf16 (default: fp32,fp16); layer "
+                    "presets: a subset of the preset's precisions")
+    ap.add_argument("--keeps", help="layer presets: run only these kept fractions of the "
+                    "preset's sweep (comma-separated, e.g. 0.25,0.5,0.75)")
     ap.add_argument("--max-minutes", type=positive_float, default=9.0,
                     help="model presets start no new cell after this long (resume later)")
     args = ap.parse_args(argv)
@@ -129,9 +137,17 @@ def parse_args(argv):
         except ResultsError as e:
             raise UsageError(f"--out {e}") from None
     if args.precisions:
-        if args.preset not in DEPLOY_PRESETS:
-            raise UsageError(f"--precisions is for the {', '.join(DEPLOY_PRESETS)} presets")
-        _subset(args.precisions, ("fp32", "fp16", "bf16"), "--precisions")
+        if args.preset in DEPLOY_PRESETS:
+            _subset(args.precisions, ("fp32", "fp16", "bf16"), "--precisions")
+        elif args.preset in PRESETS:
+            _subset(args.precisions, _sweep_values(args.preset, 2, str), "--precisions")
+        else:
+            raise UsageError(f"--precisions is for the layer presets and the "
+                             f"{', '.join(DEPLOY_PRESETS)} presets")
+    if args.keeps:
+        if args.preset not in PRESETS:
+            raise UsageError(f"--keeps is for the layer presets ({', '.join(PRESETS)})")
+        _subset(args.keeps, _sweep_values(args.preset, 1, str), "--keeps")
     if args.patterns:
         from benchlib.models import PATTERNS
         if args.preset not in ("cnn", "transformer"):
@@ -170,8 +186,14 @@ def main(argv=None):
             run_model_preset(args, wanted[0], progress)
     else:
         store = ResultStore(args.out, environment())
+        only_keeps = args.keeps.split(",") if args.keeps else None
+        only_precisions = args.precisions.split(",") if args.precisions else None
         for fn, keeps, precisions in PRESETS[args.preset]:
-            fn(store, keeps, precisions, progress=lambda s: print(s, flush=True))
+            keeps = [k for k in keeps if only_keeps is None or str(k) in only_keeps]
+            precisions = [p for p in precisions if only_precisions is None
+                          or p in only_precisions]
+            if keeps and precisions:
+                fn(store, keeps, precisions, progress=progress)
     print(f"preset {args.preset} done in {time.time() - t0:.0f} s -> {args.out}", flush=True)
     return 0
 

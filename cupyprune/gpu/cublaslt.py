@@ -5,9 +5,11 @@ Column-major, as cuBLAS: D (m, n) = relu?(alpha A (m, k) B (k, n) + beta C (m, n
 with beta = 1 and C = the residual where there is one (the cuBLASLt docs: the bias "is added
 before applying the final postprocessing"). Row-major callers swap the operands (gemm.py).
 
-A plan (descriptors and the algorithm the heuristic picks) is made once per shape and reused,
-so a call is one cublasLtMatmul; it runs inside CUDA-graph capture like cublasGemmEx, on the
-workspace of the stream's cuBLAS handle (cublas.py).
+A plan (descriptors and the algorithm the heuristic picks first) is made once per shape and
+reused, so a call is one cublasLtMatmul; it runs inside CUDA-graph capture like cublasGemmEx,
+on the workspace of the stream's cuBLAS handle (cublas.py). Timing the heuristic's other
+candidates at the first call, and plain GEMMs through cuBLASLt, were measured and lost
+(docs/PERF_NOTES.md, version 22).
 """
 import ctypes
 
@@ -42,6 +44,7 @@ def library():
         lib.cublasLtMatrixLayoutCreate.argtypes = [ctypes.POINTER(p), i, u64, u64, i64]
         lib.cublasLtMatmulPreferenceCreate.argtypes = [ctypes.POINTER(p)]
         lib.cublasLtMatmulPreferenceSetAttribute.argtypes = [p, i, p, ctypes.c_size_t]
+        lib.cublasLtMatmulPreferenceDestroy.argtypes = [p]
         lib.cublasLtMatmulAlgoGetHeuristic.argtypes = [
             p, p, p, p, p, p, p, i, ctypes.POINTER(_HeuristicResult), ctypes.POINTER(i)]
         lib.cublasLtMatmul.argtypes = [p, p, p, p, p, p, p, p, p, p, p, p, p, p,
@@ -87,23 +90,29 @@ class _Plan:
         self.a, self.b = _layout(lib, dt, m, k), _layout(lib, dt, k, n)
         self.d = _layout(lib, dt, m, n)
         self.beta = ctypes.c_float(1.0 if has_c else 0.0)
-        self.algo = self._pick(lib)
+        first = self.heuristic(1)
+        self.algo = first[0] if first else None
 
-    def _pick(self, lib):
+    def heuristic(self, count):
+        """Up to `count` usable algorithms for this plan's shape, the heuristic's order."""
+        lib = library()
         pref = ctypes.c_void_p()
         cublas.check(lib.cublasLtMatmulPreferenceCreate(ctypes.byref(pref)),
                      "cublasLtMatmulPreferenceCreate")
-        size = ctypes.c_uint64(cublas.WORKSPACE_BYTES)
-        cublas.check(lib.cublasLtMatmulPreferenceSetAttribute(
-            pref, PREF_MAX_WORKSPACE_BYTES, ctypes.byref(size), ctypes.sizeof(size)),
-            "cublasLtMatmulPreferenceSetAttribute")
-        result, found = _HeuristicResult(), ctypes.c_int(0)
-        status = lib.cublasLtMatmulAlgoGetHeuristic(
-            _lt_handle(), self.desc, self.a, self.b, self.d, self.d, pref, 1,
-            ctypes.byref(result), ctypes.byref(found))
-        if status != 0 or found.value < 1 or result.state != 0:
-            return None
-        return result
+        try:
+            size = ctypes.c_uint64(cublas.WORKSPACE_BYTES)
+            cublas.check(lib.cublasLtMatmulPreferenceSetAttribute(
+                pref, PREF_MAX_WORKSPACE_BYTES, ctypes.byref(size), ctypes.sizeof(size)),
+                "cublasLtMatmulPreferenceSetAttribute")
+            results, found = (_HeuristicResult * count)(), ctypes.c_int(0)
+            status = lib.cublasLtMatmulAlgoGetHeuristic(
+                _lt_handle(), self.desc, self.a, self.b, self.d, self.d, pref, count,
+                ctypes.cast(results, ctypes.POINTER(_HeuristicResult)), ctypes.byref(found))
+        finally:
+            lib.cublasLtMatmulPreferenceDestroy(pref)
+        if status != 0:
+            return []
+        return [r for r in results[:found.value] if r.state == 0]
 
     def run(self, w, x, bias, c, out, handle):
         """out = the plan's product of w and x (column-major A, B) on `handle`'s stream and
@@ -111,13 +120,17 @@ class _Plan:
         lib = library()
         if bias is not None:          # the bias pointer is part of the descriptor: set per call
             _set(lib, self.desc, DESC_BIAS_POINTER, ctypes.c_void_p(bias.data.ptr))
+        cublas.check(self.launch(self.algo, w, x, c, out, handle), "cublasLtMatmul")
+
+    def launch(self, algo, w, x, c, out, handle):
+        """One cublasLtMatmul with `algo` -> its status (the bias pointer set already)."""
         c_ptr = ctypes.c_void_p((out if c is None else c).data.ptr)
-        cublas.check(lib.cublasLtMatmul(
+        return library().cublasLtMatmul(
             _lt_handle(), self.desc, ctypes.byref(_ONE), ctypes.c_void_p(w.data.ptr), self.a,
             ctypes.c_void_p(x.data.ptr), self.b, ctypes.byref(self.beta), c_ptr, self.d,
-            ctypes.c_void_p(out.data.ptr), self.d, ctypes.byref(self.algo.algo),
+            ctypes.c_void_p(out.data.ptr), self.d, ctypes.byref(algo.algo),
             ctypes.c_void_p(handle.workspace.data.ptr), cublas.WORKSPACE_BYTES,
-            ctypes.c_void_p(handle.stream_ptr)), "cublasLtMatmul")
+            ctypes.c_void_p(handle.stream_ptr))
 
 
 def plan(m, n, k, dt, compute, relu, has_bias, has_c):
