@@ -1,6 +1,6 @@
 """The runtime's own transformer kernels (cupyprune/gpu/rowwise.py, attention.py) against
-float64 torch.nn.functional on fresh random inputs, in fp32 and fp16, at odd sizes and at
-BERT-base's."""
+float64 torch.nn.functional on fresh random inputs, in fp32 and fp16 (layer norm also bf16), at
+odd sizes and at BERT-base's."""
 import numpy as np
 import pytest
 import torch
@@ -9,26 +9,51 @@ import torch.nn.functional as F
 from conftest import rel_err
 
 pytestmark = pytest.mark.gpu
-TOL = {"fp32": 2e-6, "fp16": 2e-3}
+TOL = {"fp32": 2e-6, "fp16": 2e-3, "bf16": 1.6e-2}
 DTYPES = {"fp32": np.float32, "fp16": np.float16}
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-# 1,024 rows or more, of up to 1,024 values, run warp-per-row from registers; fewer rows, or
-# longer ones, a block per row
-@pytest.mark.parametrize("rows,D", [(1030, 37), (1024, 768), (1100, 1024), (5, 37), (64, 768),
-                                    (3, 1500), (2000, 1500)])
-def test_layer_norm(rng, precision, rows, D):
+def _storage(a, precision):
+    """float64 host values -> (the values the kernel sees, as float64; a device array)."""
     import cupy
-    from cupyprune.gpu.rowwise import layer_norm
-    dt = DTYPES[precision]
-    x = (rng.standard_normal((rows, D)) * 3 + 1.5).astype(dt)
-    w, b = rng.standard_normal(D).astype(dt), rng.standard_normal(D).astype(dt)
-    out = layer_norm(cupy.asarray(x), cupy.asarray(w), cupy.asarray(b), 1e-12)
-    T = lambda a: torch.from_numpy(a.astype(np.float64))                 # noqa: E731
+    from cupyprune import bf16
+    if precision == "bf16":
+        bits = bf16.to_bits_host(a)
+        return bf16.from_bits_host(bits).astype(np.float64), cupy.asarray(bits)
+    a = a.astype(DTYPES[precision])
+    return a.astype(np.float64), cupy.asarray(a)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+# 1,024 rows or more, of up to 1,024 values, run warp-per-row from registers (16-byte packs
+# where D and the pointers allow: 768, 1024, 520 with a part-filled last pack round); fewer
+# rows, or longer ones, a block per row
+@pytest.mark.parametrize("rows,D", [(1030, 37), (1024, 768), (1100, 1024), (1024, 520), (5, 37),
+                                    (64, 768), (3, 1500), (2000, 1500)])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_layer_norm(rng, precision, rows, D, aligned):
+    import cupy
+    from cupyprune.gpu import rowwise
+    x, dx = _storage(rng.standard_normal((rows, D)) * 3 + 1.5, precision)
+    (w, dw), (b, db) = _storage(rng.standard_normal(D), precision), \
+        _storage(rng.standard_normal(D), precision)
+    if not aligned:                      # the same values one element into a larger buffer
+        buf = cupy.empty(dx.size + 1, dtype=dx.dtype)
+        buf[1:] = dx.ravel()
+        dx = buf[1:].reshape(rows, D)
+        assert dx.flags.c_contiguous and dx.data.ptr % 16
+    rowwise._KERNELS.clear()
+    out = rowwise.layer_norm(dx, dw, db, 1e-12)
+    T = lambda a: torch.from_numpy(a)                                    # noqa: E731
     ref = F.layer_norm(T(x), (D,), T(w), T(b), 1e-12).numpy()
-    assert out.dtype == dt
-    assert rel_err(cupy.asnumpy(out), ref) <= TOL[precision]
+    assert out.dtype == dx.dtype
+    got = cupy.asnumpy(out)
+    if precision == "bf16":
+        from cupyprune import bf16
+        got = bf16.from_bits_host(got)
+    assert rel_err(got, ref) <= TOL[precision]
+    packed = aligned and rows >= 1024 and D <= 1024 and D % (16 // dx.dtype.itemsize) == 0
+    assert any(k[0] == "layer_norm_packed" for k in rowwise._KERNELS) == packed
 
 
 def _reference_attention(q, k, v, heads, mask):
@@ -43,37 +68,41 @@ def _reference_attention(q, k, v, heads, mask):
     return out.transpose(1, 2).reshape(N, T, D).numpy()
 
 
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
-# softmax rows: BERT's 128, ViT-tiny's 257 and odd lengths from registers; 1,100 loops
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
+# softmax rows: BERT's 128, ViT-tiny's 257 and odd lengths from registers; 1,100 loops; ViT
+# CIFAR's 65 tokens of 12 heads (bf16 then transposes k first)
 @pytest.mark.parametrize("N,T,heads,dh", [(3, 7, 2, 8), (4, 128, 12, 64), (2, 33, 3, 16),
-                                           (1, 257, 3, 8), (1, 1100, 1, 8)])
+                                           (1, 257, 3, 8), (1, 1100, 1, 8), (2, 65, 12, 64)])
 @pytest.mark.parametrize("masked", [False, True])
 def test_self_attention(rng, precision, N, T, heads, dh, masked):
     import cupy
     from cupyprune.gpu.attention import self_attention
-    dt = DTYPES[precision]
     D = heads * dh
-    q, k, v = (rng.standard_normal((N, T, D)).astype(dt) for _ in range(3))
+    (q, dq), (k, dk), (v, dv) = (_storage(rng.standard_normal((N, T, D)), precision)
+                                 for _ in range(3))
     mask = None
     if masked:
         mask = np.ones((N, T), dtype=np.int64)
         for n in range(N):                                      # each row keeps >= 1 key
             mask[n, rng.integers(1, T + 1):] = 0
-    out = self_attention(*(cupy.asarray(a) for a in (q, k, v)), heads,
-                         None if mask is None else cupy.asarray(mask))
+    out = self_attention(dq, dk, dv, heads, None if mask is None else cupy.asarray(mask))
     ref = _reference_attention(q, k, v, heads, mask)
-    assert out.shape == (N, T, D) and out.dtype == dt
-    assert rel_err(cupy.asnumpy(out), ref) <= TOL[precision] * 5
+    assert out.shape == (N, T, D) and out.dtype == dq.dtype
+    got = cupy.asnumpy(out)
+    if precision == "bf16":
+        from cupyprune import bf16
+        got = bf16.from_bits_host(got)
+    assert rel_err(got, ref) <= TOL[precision] * 5
 
 
-def test_attention_replays_in_a_cuda_graph(rng):
+@pytest.mark.parametrize("precision,T", [("fp32", 16), ("bf16", 17)])
+def test_attention_replays_in_a_cuda_graph(rng, precision, T):
     """Pointer arrays are written by a kernel, so a captured graph replays correctly on new
-    values copied into the same buffers."""
+    values copied into the same buffers (bf16 at an odd T: k transposed inside the graph)."""
     import cupy
     from cupyprune.gpu.attention import self_attention
     from cupyprune.gpu.graph import capture_stream
-    q, k, v = (cupy.asarray(rng.standard_normal((2, 16, 32)).astype(np.float32))
-               for _ in range(3))
+    q, k, v = (_storage(rng.standard_normal((2, T, 32)), precision)[1] for _ in range(3))
     stream = capture_stream()
     with stream:
         self_attention(q, k, v, 4)
@@ -81,12 +110,17 @@ def test_attention_replays_in_a_cuda_graph(rng):
         stream.begin_capture()
         out = self_attention(q, k, v, 4)
         graph = stream.end_capture()
-        fresh = [rng.standard_normal((2, 16, 32)).astype(np.float32) for _ in range(3)]
-        for buf, value in zip((q, k, v), fresh):
-            buf[...] = cupy.asarray(value)
+        fresh = [_storage(rng.standard_normal((2, T, 32)), precision) for _ in range(3)]
+        for buf, (_, value) in zip((q, k, v), fresh):
+            buf[...] = value
         graph.launch(stream)
         stream.synchronize()
-    assert rel_err(cupy.asnumpy(out), _reference_attention(*fresh, 4, None)) <= 1e-5
+    got = cupy.asnumpy(out)
+    if precision == "bf16":
+        from cupyprune import bf16
+        got = bf16.from_bits_host(got)
+    ref = _reference_attention(*(f[0] for f in fresh), 4, None)
+    assert rel_err(got, ref) <= (1e-5 if precision == "fp32" else TOL["bf16"] * 5)
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.uint64, np.int16])

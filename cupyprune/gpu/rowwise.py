@@ -9,7 +9,8 @@ rows loop over memory, layer norm with a block per row.
 import numpy as np
 
 from ..precision import lowest
-from .cuda_source import STORAGE_TYPES, compile_kernel, storage_type, type_tag
+from .cuda_source import (STORAGE_TYPES, compile_kernel, storage_type, type_bytes, type_tag,
+                          values_per_pack)
 
 _KERNELS = {}
 
@@ -91,6 +92,53 @@ extern "C" __global__ void %(name)s(const %(T)s* x, const %(T)s* w, const %(T)s*
 }
 """
 
+_LAYER_NORM_PACKED = r"""
+// As above, moving %(pack)d values per load and store (16 bytes): lane l holds packs l, l + 32,
+// ... of the row, %(vpl)d packs per lane. D a multiple of %(pack)d; x, w, b, y 16-byte aligned.
+struct __align__(16) Pack { %(T)s v[%(pack)d]; };
+extern "C" __global__ void %(name)s(const %(T)s* x, const %(T)s* w, const %(T)s* b, %(T)s* y,
+                                    int D, int rows, float eps) {
+    int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    int lane = threadIdx.x & 31, packs = D / %(pack)d;
+    const Pack* xr = (const Pack*)(x + (size_t)row * D);
+    Pack* yr = (Pack*)(y + (size_t)row * D);
+    float v[%(vpl)d][%(pack)d];
+    float s = 0.f;
+    #pragma unroll
+    for (int i = 0; i < %(vpl)d; ++i) {
+        int p = lane + 32 * i;
+        Pack q;
+        if (p < packs) q = xr[p];
+        #pragma unroll
+        for (int k = 0; k < %(pack)d; ++k) {
+            v[i][k] = p < packs ? to_f(q.v[k]) : 0.f;
+            s += v[i][k];
+        }
+    }
+    float mean = warp_sum(s) / D;
+    float q2 = 0.f;
+    #pragma unroll
+    for (int i = 0; i < %(vpl)d; ++i)
+        #pragma unroll
+        for (int k = 0; k < %(pack)d; ++k) {
+            float d = v[i][k] - mean;
+            q2 += (lane + 32 * i < packs) ? d * d : 0.f;
+        }
+    float rstd = rsqrtf(warp_sum(q2) / D + eps);
+    #pragma unroll
+    for (int i = 0; i < %(vpl)d; ++i) {
+        int p = lane + 32 * i;
+        if (p >= packs) continue;
+        Pack wp = ((const Pack*)w)[p], bp = ((const Pack*)b)[p], out;
+        #pragma unroll
+        for (int k = 0; k < %(pack)d; ++k)
+            store_f(&out.v[k], (v[i][k] - mean) * rstd * to_f(wp.v[k]) + to_f(bp.v[k]));
+        yr[p] = out;
+    }
+}
+"""
+
 # As the softmax above, for L <= 32 * vpl: the row held in registers (vpl values per lane), so s
 # is read once and written once and each exp is taken once.
 _SOFTMAX_WARP = _SOFTMAX_HEAD + r"""
@@ -124,19 +172,33 @@ _WARPS_PER_BLOCK = 4
 # keep a block per row, else each of a few warps walks a whole row alone (measured slower).
 _WARP_ROWS_MIN = 1024
 _SOURCES = {"layer_norm": _LAYER_NORM, "softmax": _SOFTMAX,
-            "layer_norm_warp": _LAYER_NORM_WARP, "softmax_warp": _SOFTMAX_WARP}
+            "layer_norm_warp": _LAYER_NORM_WARP, "softmax_warp": _SOFTMAX_WARP,
+            "layer_norm_packed": _LAYER_NORM_PACKED}
+_MAX_WARP_ROW = 32 * _WARP_WIDTHS[-1]          # values
+
+
+def _packed_widths(T):
+    """Packs per lane the packed layer norm is built for: rows up to _MAX_WARP_ROW values."""
+    return range(1, _MAX_WARP_ROW // (32 * values_per_pack(type_bytes(T))) + 1)
+
+
+def _widths(kind, T):
+    if kind == "layer_norm_packed":
+        return _packed_widths(T)
+    return _WARP_WIDTHS if kind.endswith("_warp") else (0,)
 
 
 def _source(kind, T, vpl=0):
     name = f"cupyprune_{kind}{vpl or ''}_{type_tag(T)}"
-    return name, _SOURCES[kind] % {"T": T, "name": name, "vpl": vpl}
+    return name, _SOURCES[kind] % {"T": T, "name": name, "vpl": vpl,
+                                   "pack": values_per_pack(type_bytes(T))}
 
 
 def kernel_sources():
     """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
     for kind in _SOURCES:
         for T in STORAGE_TYPES:
-            for vpl in _WARP_WIDTHS if kind.endswith("_warp") else (0,):
+            for vpl in _widths(kind, T):
                 yield _source(kind, T, vpl)
 
 
@@ -158,6 +220,13 @@ def layer_norm(x, weight, bias, eps):
     y = cupy.empty_like(x)
     rows = x.size // D
     vpl = _warp_width(D)
+    pack = values_per_pack(x.dtype.itemsize)
+    if vpl is not None and rows >= _WARP_ROWS_MIN and D % pack == 0 \
+            and not any(a.data.ptr % 16 for a in (x, weight, bias, y)):
+        _kernel("layer_norm_packed", x.dtype, -(-D // (32 * pack)))(      # 16-byte accesses
+            (-(-rows // _WARPS_PER_BLOCK),), (32 * _WARPS_PER_BLOCK,),
+            (x, weight, bias, y, np.int32(D), np.int32(rows), np.float32(eps)))
+        return y
     if vpl is not None and rows >= _WARP_ROWS_MIN:
         _kernel("layer_norm_warp", x.dtype, vpl)(
             (-(-rows // _WARPS_PER_BLOCK),), (32 * _WARPS_PER_BLOCK,),
