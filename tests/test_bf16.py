@@ -210,8 +210,11 @@ def test_every_family_pattern_and_path_in_bf16(tmp_path, rng, record_property, f
     ref = _torch_run(family, model, inputs, torch.float64, "cpu")
     # the logits must move across inputs by more than the tolerance (CNNs: 11-34% of their max)
     assert np.ptp(ref, axis=0).max() > TOLERANCE * np.abs(ref).max(), "logits ignore input"
-    theirs = _torch_run(family, model, inputs, torch.bfloat16, "cuda")
-    record_property("rel_err torch-bf16", f"{rel_err(theirs, ref):.3g}")
+    theirs = rel_err(_torch_run(family, model, inputs, torch.bfloat16, "cuda"), ref)
+    record_property("rel_err torch-bf16", f"{theirs:.3g}")
+    # bf16 rounding alone moves VGG-16-BN's logits by up to 3.4e-2 (PyTorch's own run, H100):
+    # a draw where PyTorch errs more than half the tolerance allows us twice its error
+    bound = max(TOLERANCE, 2 * theirs)
     for choice in PATHS[pattern]:
         runtime = cupyprune.load(path, device="gpu", path_choice=choice, precision="bf16")
         out = runtime(**inputs)
@@ -220,5 +223,5 @@ def test_every_family_pattern_and_path_in_bf16(tmp_path, rng, record_property, f
         agree = float((out.get().argmax(-1) == ref.argmax(-1)).mean())
         record_property(f"rel_err path={choice}", f"{err:.3g}")
         record_property(f"argmax agreement path={choice}", f"{agree:.3g}")
-        assert err <= TOLERANCE, (choice, err)
+        assert err <= bound, (choice, err, theirs)
         assert agree >= MIN_ARGMAX_AGREEMENT, (choice, agree)

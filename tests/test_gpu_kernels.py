@@ -70,7 +70,7 @@ def _reference_attention(q, k, v, heads, mask):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 # softmax rows: BERT's 128, ViT-tiny's 257 and odd lengths from registers; 1,100 loops; ViT
-# CIFAR's 65 tokens of 12 heads (bf16 then transposes k first)
+# CIFAR's 65 tokens of 12 heads
 @pytest.mark.parametrize("N,T,heads,dh", [(3, 7, 2, 8), (4, 128, 12, 64), (2, 33, 3, 16),
                                            (1, 257, 3, 8), (1, 1100, 1, 8), (2, 65, 12, 64)])
 @pytest.mark.parametrize("masked", [False, True])
@@ -98,7 +98,7 @@ def test_self_attention(rng, precision, N, T, heads, dh, masked):
 @pytest.mark.parametrize("precision,T", [("fp32", 16), ("bf16", 17)])
 def test_attention_replays_in_a_cuda_graph(rng, precision, T):
     """Pointer arrays are written by a kernel, so a captured graph replays correctly on new
-    values copied into the same buffers (bf16 at an odd T: k transposed inside the graph)."""
+    values copied into the same buffers (fp32, and bf16 at an odd T)."""
     import cupy
     from cupyprune.gpu.attention import self_attention
     from cupyprune.gpu.graph import capture_stream

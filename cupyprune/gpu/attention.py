@@ -12,7 +12,6 @@ Legend: N batch, T tokens, H heads, dh head size, D = H * dh, B = N * H.
 """
 import numpy as np
 
-from ..precision import is_bf16
 from . import cublas
 from .cuda_source import compile_kernel
 from .gemm import pointer_batched_gemm
@@ -47,15 +46,6 @@ def kernel_sources():
     yield _pointers_source()
 
 
-def _pointers(ptr, bases, B, H, sample, head, square):
-    """ptr (5 * B,) uint64 <- the per-head addresses of the five arrays `bases` (the kernel's
-    q, k, v, out, scores slots), strides in bytes."""
-    kernel = compile_kernel(_KERNELS, "pointers", _pointers_source)
-    kernel((-(-B // 128),), (128,), (ptr, *(np.uint64(a.data.ptr) for a in bases), np.int32(B),
-                                     np.int32(H), np.int64(sample), np.int64(head),
-                                     np.int64(square)))
-
-
 def self_attention(q, k, v, heads, mask=None, tf32=False):
     """q, k, v (N, T, D) C-contiguous CuPy arrays; mask (N, T) of 0/1 or None -> (N, T, D)."""
     import cupy
@@ -66,24 +56,16 @@ def self_attention(q, k, v, heads, mask=None, tf32=False):
     scores = cupy.empty((B, T, T), dtype=q.dtype)
     out = cupy.empty_like(q)
     ptr = cupy.empty(5 * B, dtype=cupy.uint64)
-    _pointers(ptr, (q, k, v, out, scores), B, H, T * D * item, dh * item, T * T * item)
+    kernel = compile_kernel(_KERNELS, "pointers", _pointers_source)
+    kernel((-(-B // 128),), (128,), (
+        ptr, np.uint64(q.data.ptr), np.uint64(k.data.ptr), np.uint64(v.data.ptr),
+        np.uint64(out.data.ptr), np.uint64(scores.data.ptr), np.int32(B), np.int32(H),
+        np.int64(T * D * item), np.int64(dh * item), np.int64(T * T * item)))
     p = ptr.data.ptr
     P = lambda i: p + 8 * i * B                                           # noqa: E731
-    scale = 1.0 / float(np.sqrt(dh))
-    if is_bf16(q.dtype) and T % 8:
-        # cuBLAS has no tensor-core kernel for the transposed bf16 product below at such T (ViT
-        # CIFAR's 65: a generic MAGMA kernel, 0.77 ms per pass against fp16's 0.33 ms), but has
-        # one for the plain product: k's heads are written out transposed, (N, H, dh, T)
-        kt = cupy.ascontiguousarray(k.reshape(N, T, H, dh).transpose(0, 2, 3, 1))
-        kt_ptr = cupy.empty(5 * B, dtype=cupy.uint64)            # slot 0: head b at b * dh * T
-        _pointers(kt_ptr, (kt,) * 5, B, H, H * dh * T * item, dh * T * item, 0)
-        # column-major: (T_k x T_q) = kt_b' (T_k x dh, ld T) q_b' (dh x T_q, ld D)
-        pointer_batched_gemm(cublas.OP_N, cublas.OP_N, T, T, dh, scale, kt_ptr.data.ptr, T,
-                             P(0), D, P(4), T, B, q.dtype, tf32)
-    else:
-        # scores_b (T, T) = q_b k_b^T * scale; column-major: (T_k x T_q) = k_b^T' q_b'
-        pointer_batched_gemm(cublas.OP_T, cublas.OP_N, T, T, dh, scale, P(1), D,
-                             P(0), D, P(4), T, B, q.dtype, tf32)
+    # scores_b (T, T) = q_b k_b^T * scale; column-major: (T_k x T_q) = k_b^T' q_b'
+    pointer_batched_gemm(cublas.OP_T, cublas.OP_N, T, T, dh, 1.0 / float(np.sqrt(dh)), P(1), D,
+                         P(0), D, P(4), T, B, q.dtype, tf32)
     attention_softmax_(scores, 1.0, mask, H)                            # (B, T, T) in place
     # out_b (T, dh) = probs_b v_b, written at column h*dh of (N, T, D); column-major:
     # (dh x T_q) = v_b' (dh x T_k) probs_b' (T_k x T_q)
