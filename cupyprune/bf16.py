@@ -6,6 +6,8 @@ half of the float32 with the same bits, so the way back is exact.
 """
 import numpy as np
 
+from .precision import is_bf16
+
 _TO_BITS = "bf16_t t; store_f(&t, x); y = t.bits;"        # the kernels' own rounding
 _FROM_BITS = "y = to_f(bf16_t{h});"
 _KERNELS = {}
@@ -51,7 +53,6 @@ def from_bits(bits):
 def to_storage(xp, host_array, dtype):
     """A host array -> a C-contiguous array of the run's storage dtype on `xp`'s device: a cast,
     or for bf16 the rounded bits."""
-    from .precision import is_bf16
     host = np.ascontiguousarray(host_array)
     if is_bf16(dtype):
         host = to_bits_host(host)

@@ -51,6 +51,29 @@ def rel_err(out, ref):
     return float(np.abs(out - ref).max() / np.abs(ref).max())
 
 
+_STORED = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16}
+
+
+def stored(values, precision):
+    """float64 host values -> (the values a kernel sees in `precision`, as float64; the CuPy
+    array holding them: the cast, or bf16's bits in uint16)."""
+    import cupy
+    from cupyprune import bf16
+    if precision == "bf16":
+        bits = bf16.to_bits_host(values)
+        return bf16.from_bits_host(bits).astype(np.float64), cupy.asarray(bits)
+    cast = values.astype(_STORED[precision])
+    return cast.astype(np.float64), cupy.asarray(cast)
+
+
+def host_values(out):
+    """A CuPy output -> NumPy values (uint16 arrays are bf16 bits: widened)."""
+    import cupy
+    from cupyprune import bf16
+    out = cupy.asnumpy(out)
+    return bf16.from_bits_host(out) if out.dtype == np.uint16 else out
+
+
 def he_scaled(state, masks):
     """A CNN state dict (torch tensors) with every conv/linear weight rescaled so that its
     masked weight (masks: key -> 0/1 tensor) has He variance over its kept fan-in: activations

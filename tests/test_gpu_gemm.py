@@ -4,30 +4,15 @@ GEMM (cublasGemmEx), and the cases that must fall back to GEMM and epilogue apar
 import numpy as np
 import pytest
 
-from conftest import rel_err
+from conftest import host_values, rel_err, stored
 
 pytestmark = pytest.mark.gpu
 TOL = {"fp32": 1e-5, "tf32": 5e-3, "fp16": 3e-3, "bf16": 1e-2}
-DTYPES = {"fp32": np.float32, "tf32": np.float32, "fp16": np.float16, "bf16": np.float32}
 
 
 def _operand(rng, shape, precision):
     """(host values as float64, device array in the precision's storage)."""
-    import cupy
-    from cupyprune import bf16
-    a = rng.standard_normal(shape)
-    if precision == "bf16":
-        bits = bf16.to_bits_host(a)
-        return bf16.from_bits_host(bits).astype(np.float64), cupy.asarray(bits)
-    a = a.astype(DTYPES[precision])
-    return a.astype(np.float64), cupy.asarray(a)
-
-
-def _host(out, precision):
-    import cupy
-    from cupyprune import bf16
-    out = cupy.asnumpy(out)
-    return bf16.from_bits_host(out) if precision == "bf16" else out
+    return stored(rng.standard_normal(shape), precision)
 
 
 def _matmul(precision):
@@ -52,11 +37,11 @@ def test_fused_gemm_matches_float64(rng, precision, M, K, N, bias, residual, rel
     out = matmul.fused(dx, dw, db, dr, relu)
     assert out is not None, "cuBLASLt offered no algorithm"
     assert out.shape == (M, N) and out.dtype == dx.dtype
-    assert rel_err(_host(out, precision), ref) <= TOL[precision]
+    assert rel_err(host_values(out), ref) <= TOL[precision]
     if relu:                                   # the ReLU had something to clip
-        assert (pre < 0).any() and float(_host(out, precision).min()) == 0.0
+        assert (pre < 0).any() and float(host_values(out).min()) == 0.0
     if not (bias or residual or relu):         # the plain product (cublasGemmEx)
-        assert rel_err(_host(matmul(dx, dw), precision), ref) <= TOL[precision]
+        assert rel_err(host_values(matmul(dx, dw)), ref) <= TOL[precision]
 
 
 def test_fused_gemm_falls_back_where_it_cannot_run(rng, monkeypatch):

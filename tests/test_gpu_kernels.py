@@ -6,22 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import rel_err
+from conftest import host_values, rel_err, stored
 
 pytestmark = pytest.mark.gpu
 TOL = {"fp32": 2e-6, "fp16": 2e-3, "bf16": 1.6e-2}
-DTYPES = {"fp32": np.float32, "fp16": np.float16}
-
-
-def _storage(a, precision):
-    """float64 host values -> (the values the kernel sees, as float64; a device array)."""
-    import cupy
-    from cupyprune import bf16
-    if precision == "bf16":
-        bits = bf16.to_bits_host(a)
-        return bf16.from_bits_host(bits).astype(np.float64), cupy.asarray(bits)
-    a = a.astype(DTYPES[precision])
-    return a.astype(np.float64), cupy.asarray(a)
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
@@ -34,9 +22,9 @@ def _storage(a, precision):
 def test_layer_norm(rng, precision, rows, D, aligned):
     import cupy
     from cupyprune.gpu import rowwise
-    x, dx = _storage(rng.standard_normal((rows, D)) * 3 + 1.5, precision)
-    (w, dw), (b, db) = _storage(rng.standard_normal(D), precision), \
-        _storage(rng.standard_normal(D), precision)
+    x, dx = stored(rng.standard_normal((rows, D)) * 3 + 1.5, precision)
+    (w, dw), (b, db) = stored(rng.standard_normal(D), precision), \
+        stored(rng.standard_normal(D), precision)
     if not aligned:                      # the same values one element into a larger buffer
         buf = cupy.empty(dx.size + 1, dtype=dx.dtype)
         buf[1:] = dx.ravel()
@@ -47,10 +35,7 @@ def test_layer_norm(rng, precision, rows, D, aligned):
     T = lambda a: torch.from_numpy(a)                                    # noqa: E731
     ref = F.layer_norm(T(x), (D,), T(w), T(b), 1e-12).numpy()
     assert out.dtype == dx.dtype
-    got = cupy.asnumpy(out)
-    if precision == "bf16":
-        from cupyprune import bf16
-        got = bf16.from_bits_host(got)
+    got = host_values(out)
     assert rel_err(got, ref) <= TOL[precision]
     packed = aligned and rows >= 1024 and D <= 1024 and D % (16 // dx.dtype.itemsize) == 0
     assert any(k[0] == "layer_norm_packed" for k in rowwise._KERNELS) == packed
@@ -78,7 +63,7 @@ def test_self_attention(rng, precision, N, T, heads, dh, masked):
     import cupy
     from cupyprune.gpu.attention import self_attention
     D = heads * dh
-    (q, dq), (k, dk), (v, dv) = (_storage(rng.standard_normal((N, T, D)), precision)
+    (q, dq), (k, dk), (v, dv) = (stored(rng.standard_normal((N, T, D)), precision)
                                  for _ in range(3))
     mask = None
     if masked:
@@ -88,10 +73,7 @@ def test_self_attention(rng, precision, N, T, heads, dh, masked):
     out = self_attention(dq, dk, dv, heads, None if mask is None else cupy.asarray(mask))
     ref = _reference_attention(q, k, v, heads, mask)
     assert out.shape == (N, T, D) and out.dtype == dq.dtype
-    got = cupy.asnumpy(out)
-    if precision == "bf16":
-        from cupyprune import bf16
-        got = bf16.from_bits_host(got)
+    got = host_values(out)
     assert rel_err(got, ref) <= TOL[precision] * 5
 
 
@@ -99,10 +81,9 @@ def test_self_attention(rng, precision, N, T, heads, dh, masked):
 def test_attention_replays_in_a_cuda_graph(rng, precision, T):
     """Pointer arrays are written by a kernel, so a captured graph replays correctly on new
     values copied into the same buffers (fp32, and bf16 at an odd T)."""
-    import cupy
     from cupyprune.gpu.attention import self_attention
     from cupyprune.gpu.graph import capture_stream
-    q, k, v = (_storage(rng.standard_normal((2, T, 32)), precision)[1] for _ in range(3))
+    q, k, v = (stored(rng.standard_normal((2, T, 32)), precision)[1] for _ in range(3))
     stream = capture_stream()
     with stream:
         self_attention(q, k, v, 4)
@@ -110,15 +91,12 @@ def test_attention_replays_in_a_cuda_graph(rng, precision, T):
         stream.begin_capture()
         out = self_attention(q, k, v, 4)
         graph = stream.end_capture()
-        fresh = [_storage(rng.standard_normal((2, T, 32)), precision) for _ in range(3)]
+        fresh = [stored(rng.standard_normal((2, T, 32)), precision) for _ in range(3)]
         for buf, (_, value) in zip((q, k, v), fresh):
             buf[...] = value
         graph.launch(stream)
         stream.synchronize()
-    got = cupy.asnumpy(out)
-    if precision == "bf16":
-        from cupyprune import bf16
-        got = bf16.from_bits_host(got)
+    got = host_values(out)
     ref = _reference_attention(*(f[0] for f in fresh), 4, None)
     assert rel_err(got, ref) <= (1e-5 if precision == "fp32" else TOL["bf16"] * 5)
 

@@ -102,9 +102,10 @@ def _subset(text, allowed, option):
     return items
 
 
-def _sweep_values(preset, field, form):
-    """The kept fractions (field 1) or precisions (field 2) a layer preset runs, in order."""
-    return tuple(dict.fromkeys(form(v) for entry in PRESETS[preset] for v in entry[field]))
+def _sweep_values(preset, field):
+    """The kept fractions (field 1) or precisions (field 2) a layer preset runs, in order, as
+    the option spells them."""
+    return tuple(dict.fromkeys(str(v) for entry in PRESETS[preset] for v in entry[field]))
 
 
 def parse_args(argv):
@@ -140,14 +141,14 @@ def parse_args(argv):
         if args.preset in DEPLOY_PRESETS:
             _subset(args.precisions, ("fp32", "fp16", "bf16"), "--precisions")
         elif args.preset in PRESETS:
-            _subset(args.precisions, _sweep_values(args.preset, 2, str), "--precisions")
+            _subset(args.precisions, _sweep_values(args.preset, 2), "--precisions")
         else:
             raise UsageError(f"--precisions is for the layer presets and the "
                              f"{', '.join(DEPLOY_PRESETS)} presets")
     if args.keeps:
         if args.preset not in PRESETS:
             raise UsageError(f"--keeps is for the layer presets ({', '.join(PRESETS)})")
-        _subset(args.keeps, _sweep_values(args.preset, 1, str), "--keeps")
+        _subset(args.keeps, _sweep_values(args.preset, 1), "--keeps")
     if args.patterns:
         from benchlib.models import PATTERNS
         if args.preset not in ("cnn", "transformer"):

@@ -53,9 +53,10 @@ __device__ float block_sum(float v, float* scratch) {
 
 _STORAGE = {np.dtype(np.float32): "float", np.dtype(np.float16): "unsigned short",
             BF16: "bf16_t"}
-STORAGE_TYPES = tuple(_STORAGE.values())        # every C type a kernel may be built for
+STORAGE_DTYPES = tuple(_STORAGE)                # every dtype a kernel may be built for
+STORAGE_TYPES = tuple(_STORAGE.values())        # and its C type
 _TAGS = {"float": "f32", "unsigned short": "f16", "bf16_t": "bf16"}
-_BYTES = {"float": 4, "unsigned short": 2, "bf16_t": 2}
+_BYTES = {T: dtype.itemsize for dtype, T in _STORAGE.items()}
 
 
 def storage_type(dtype):

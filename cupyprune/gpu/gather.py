@@ -11,11 +11,10 @@ import functools
 
 import numpy as np
 
-from ..precision import PRECISIONS
-from .cuda_source import compile_kernel, storage_type, type_bytes, values_per_pack
+from .cuda_source import (STORAGE_DTYPES, compile_kernel, storage_type, type_bytes,
+                          values_per_pack)
 
 _KERNELS = {}
-_DTYPES = tuple(dict.fromkeys(PRECISIONS.values()))      # every run's storage dtype
 
 _GATHER = r"""
 struct __align__(%(pack_bytes)d) Pack { %(T)s v[%(pack)d]; };
@@ -51,7 +50,7 @@ def _packs(itemsize):
 
 def kernel_sources():
     """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
-    for dtype in _DTYPES:
+    for dtype in STORAGE_DTYPES:
         for pack in _packs(np.dtype(dtype).itemsize):
             yield _source(storage_type(dtype), pack)
 
@@ -59,7 +58,7 @@ def kernel_sources():
 def gather_columns(x, cols):
     """x (M, R), cols int32 (T,) of column indices -> (M, T) = x[:, cols], a new array. NumPy
     arrays (and dtypes without a kernel) take NumPy's/CuPy's indexing."""
-    if isinstance(x, np.ndarray) or x.dtype not in _DTYPES:
+    if isinstance(x, np.ndarray) or x.dtype not in STORAGE_DTYPES:
         return x[:, cols]
     import cupy
     if x.strides[1] != x.itemsize:

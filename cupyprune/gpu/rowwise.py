@@ -220,15 +220,13 @@ def layer_norm(x, weight, bias, eps):
     y = cupy.empty_like(x)
     rows = x.size // D
     vpl = _warp_width(D)
-    pack = values_per_pack(x.dtype.itemsize)
-    if vpl is not None and rows >= _WARP_ROWS_MIN and D % pack == 0 \
-            and not any(a.data.ptr % 16 for a in (x, weight, bias, y)):
-        _kernel("layer_norm_packed", x.dtype, -(-D // (32 * pack)))(      # 16-byte accesses
-            (-(-rows // _WARPS_PER_BLOCK),), (32 * _WARPS_PER_BLOCK,),
-            (x, weight, bias, y, np.int32(D), np.int32(rows), np.float32(eps)))
-        return y
     if vpl is not None and rows >= _WARP_ROWS_MIN:
-        _kernel("layer_norm_warp", x.dtype, vpl)(
+        pack = values_per_pack(x.dtype.itemsize)
+        if D % pack == 0 and not any(a.data.ptr % 16 for a in (x, weight, bias, y)):
+            kind, width = "layer_norm_packed", -(-D // (32 * pack))     # 16-byte accesses
+        else:
+            kind, width = "layer_norm_warp", vpl
+        _kernel(kind, x.dtype, width)(
             (-(-rows // _WARPS_PER_BLOCK),), (32 * _WARPS_PER_BLOCK,),
             (x, weight, bias, y, np.int32(D), np.int32(rows), np.float32(eps)))
         return y
