@@ -59,9 +59,12 @@ def _reference_attention(q, k, v, heads, mask):
 @pytest.mark.parametrize("N,T,heads,dh", [(3, 7, 2, 8), (4, 128, 12, 64), (2, 33, 3, 16),
                                            (1, 257, 3, 8), (1, 1100, 1, 8), (2, 65, 12, 64)])
 @pytest.mark.parametrize("masked", [False, True])
-def test_self_attention(rng, precision, N, T, heads, dh, masked):
+# padded_kv copies k and v per head with zero rows up to a 16-byte multiple of T (the default
+# for fp16/bf16 at such T); where T is already one it runs unpadded
+@pytest.mark.parametrize("layout", ["unpadded", "padded_kv"])
+def test_self_attention(rng, precision, N, T, heads, dh, masked, layout):
     import cupy
-    from cupyprune.gpu.attention import self_attention
+    from cupyprune.gpu import attention
     D = heads * dh
     (q, dq), (k, dk), (v, dv) = (stored(rng.standard_normal((N, T, D)), precision)
                                  for _ in range(3))
@@ -70,11 +73,55 @@ def test_self_attention(rng, precision, N, T, heads, dh, masked):
         mask = np.ones((N, T), dtype=np.int64)
         for n in range(N):                                      # each row keeps >= 1 key
             mask[n, rng.integers(1, T + 1):] = 0
-    out = self_attention(dq, dk, dv, heads, None if mask is None else cupy.asarray(mask))
+    attention._KERNELS.clear()
+    out = attention.self_attention(dq, dk, dv, heads,
+                                   None if mask is None else cupy.asarray(mask), layout=layout)
     ref = _reference_attention(q, k, v, heads, mask)
     assert out.shape == (N, T, D) and out.dtype == dq.dtype
     got = host_values(out)
     assert rel_err(got, ref) <= TOL[precision] * 5
+    padded = layout == "padded_kv" and T % (16 // dq.dtype.itemsize) != 0
+    assert ("pad_kv" in attention._KERNELS) == padded
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_padded_attention_falls_back_on_misaligned_heads(rng, precision):
+    """k and v one element into their buffers: no 16-byte copies, the unpadded GEMMs, and the
+    same values."""
+    import cupy
+    from cupyprune.gpu import attention
+    N, T, heads, D = 2, 9, 2, 16
+    values = [stored(rng.standard_normal((N, T, D)), precision) for _ in range(3)]
+    shifted = []
+    for _, d in values[1:]:
+        buf = cupy.empty(d.size + 1, dtype=d.dtype)
+        buf[1:] = d.ravel()
+        shifted.append(buf[1:].reshape(N, T, D))
+    attention._KERNELS.clear()
+    out = attention.self_attention(values[0][1], *shifted, heads, layout="padded_kv")
+    assert "pad_kv" not in attention._KERNELS
+    ref = _reference_attention(*(h for h, _ in values), heads, None)
+    assert rel_err(host_values(out), ref) <= TOL[precision] * 5
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("L,ld", [(65, 72), (5, 8), (33, 36)])
+def test_softmax_of_padded_rows_zeroes_the_padding(rng, precision, L, ld):
+    """Rows ld long, softmax over the first L (scale and mask applied); columns L..ld-1, which
+    held random values, come back zero."""
+    import cupy
+    from cupyprune.gpu.rowwise import attention_softmax_
+    N, heads, T = 3, 2, 4
+    s, ds = stored(rng.standard_normal((N * heads, T, ld)) * 4, precision)
+    mask = np.ones((N, L), dtype=np.int64)
+    mask[1, L // 2:] = 0
+    attention_softmax_(ds, 0.5, cupy.asarray(mask), heads, length=L)
+    got = host_values(ds)
+    ref = torch.from_numpy(s[..., :L] * 0.5).reshape(N, heads, T, L)
+    ref = ref.masked_fill(torch.from_numpy(mask == 0)[:, None, None, :], -1e30)
+    ref = torch.softmax(ref, -1).reshape(N * heads, T, L).numpy()
+    assert rel_err(got[..., :L], ref) <= TOL[precision]
+    assert np.all(got[..., L:] == 0) and np.all(s[..., L:] != 0)
 
 
 @pytest.mark.parametrize("precision,T", [("fp32", 16), ("bf16", 17)])

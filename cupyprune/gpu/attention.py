@@ -7,6 +7,10 @@ and the second writes its result straight into the merged (N, T, D) layout: no s
 copies (a pure layout change that took a quarter of BERT's fp16 time: docs/BENCHMARKS.md's
 kernel breakdown). One small kernel writes the pointer arrays, so the call replays in a CUDA
 graph. Between the GEMMs, one fused kernel applies the scale, the padding mask and the softmax.
+At T not a multiple of 8 (ViT's 65 tokens) in fp16 and bf16, k and v are first copied per head
+into (B, ld, dh) with zero rows up to ld, a multiple of 8, and the scores' rows are ld long: every
+GEMM extent is then aligned to 16 bytes, and cuBLAS picks tensor-core kernels (bf16 had only a
+generic MAGMA kernel for the unaligned product; docs/PERF_NOTES.md, versions 24-25).
 
 Legend: N batch, T tokens, H heads, dh head size, D = H * dh, B = N * H.
 """
@@ -20,11 +24,13 @@ from .rowwise import attention_softmax_
 _KERNELS = {}
 _POINTERS = r"""
 // ptr[i*B + b] for the (n, h) = (b / H, b % H) matrix of each operand i:
-// 0 q, 1 k, 2 v, 3 out: base + (n*T*D + h*dh) * itemsize; 4 scores: base + b*T*T * itemsize.
+// 0 q, 1 k, 2 v, 3 out: base + (n*T*D + h*dh) * itemsize; 4 scores: base + b*T*ld * itemsize;
+// 5 k, 6 v copied per head with padded rows (pad_kv): base + b*ld*dh * itemsize.
 extern "C" __global__ void cupyprune_attention_pointers(
         unsigned long long* ptr, unsigned long long q, unsigned long long k,
         unsigned long long v, unsigned long long out, unsigned long long scores,
-        int B, int H, long long sample, long long head, long long square) {
+        unsigned long long kp, unsigned long long vp, int B, int H, long long sample,
+        long long head, long long square, long long padded) {
     int b = blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= B) return;
     unsigned long long offset = (b / H) * sample + (b % H) * head;
@@ -33,42 +39,98 @@ extern "C" __global__ void cupyprune_attention_pointers(
     ptr[2 * B + b] = v + offset;
     ptr[3 * B + b] = out + offset;
     ptr[4 * B + b] = scores + b * square;
+    ptr[5 * B + b] = kp + b * padded;
+    ptr[6 * B + b] = vp + b * padded;
 }
 """
+
+# kp, vp (B, ld, dh) from k, v (N, T, D): head h of sample n (b = n*H + h) in rows t < T, zero
+# rows from T to ld. A thread per 16-byte pack (dh and D multiples of the pack).
+_PAD_KV = r"""
+struct __align__(16) Pack { unsigned int w[4]; };
+extern "C" __global__ void cupyprune_attention_pad_kv(
+        const Pack* __restrict__ k, const Pack* __restrict__ v, Pack* __restrict__ kp,
+        Pack* __restrict__ vp, int T, int ld, int H, int head_packs, int row_packs,
+        long long total) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    const int p = (int)(i % head_packs);
+    const long long r = i / head_packs;
+    const int t = (int)(r % ld);
+    const long long b = r / ld;
+    Pack a = {{0u, 0u, 0u, 0u}}, c = a;
+    if (t < T) {
+        const long long src = ((b / H) * T + t) * row_packs + (b % H) * head_packs + p;
+        a = k[src];
+        c = v[src];
+    }
+    kp[i] = a;
+    vp[i] = c;
+}
+"""
+LAYOUTS = ("unpadded", "padded_kv")
+
+
+def default_layout(dtype, T):
+    """padded_kv for 2-byte storage at T not a multiple of 8: the ViT attention went from 0.69
+    to 0.56 ms per pass in fp16 and 1.17 to 0.57 in bf16 on the H100; fp32 was slower padded
+    (1.02 -> 1.24 ms; docs/PERF_NOTES.md version 25)."""
+    return "padded_kv" if np.dtype(dtype).itemsize == 2 and T % 8 else "unpadded"
 
 
 def _pointers_source():
     return "cupyprune_attention_pointers", _POINTERS
 
 
+def _pad_kv_source():
+    return "cupyprune_attention_pad_kv", _PAD_KV
+
+
 def kernel_sources():
     """(name, CUDA source) of every kernel this module can compile (for an NVRTC check)."""
     yield _pointers_source()
+    yield _pad_kv_source()
 
 
-def self_attention(q, k, v, heads, mask=None, tf32=False):
-    """q, k, v (N, T, D) C-contiguous CuPy arrays; mask (N, T) of 0/1 or None -> (N, T, D)."""
+def self_attention(q, k, v, heads, mask=None, tf32=False, layout=None):
+    """q, k, v (N, T, D) C-contiguous CuPy arrays; mask (N, T) of 0/1 or None -> (N, T, D).
+    layout: one of LAYOUTS, default_layout's choice when None; padded_kv runs unpadded where
+    T is a multiple of the 16-byte pack, or dh or an operand's address is not aligned to it."""
     import cupy
     N, T, D = q.shape
     H, dh = heads, D // heads
     B = N * H
     item = q.dtype.itemsize
-    scores = cupy.empty((B, T, T), dtype=q.dtype)
+    pack = 16 // item
+    pad_kv = ((layout or default_layout(q.dtype, T)) == "padded_kv" and T % pack != 0
+              and dh % pack == 0 and all(a.data.ptr % 16 == 0 for a in (k, v)))
+    ld = -(-T // pack) * pack if pad_kv else T
+    scores = cupy.empty((B, T, ld), dtype=q.dtype)
     out = cupy.empty_like(q)
-    ptr = cupy.empty(5 * B, dtype=cupy.uint64)
-    kernel = compile_kernel(_KERNELS, "pointers", _pointers_source)
-    kernel((-(-B // 128),), (128,), (
-        ptr, np.uint64(q.data.ptr), np.uint64(k.data.ptr), np.uint64(v.data.ptr),
-        np.uint64(out.data.ptr), np.uint64(scores.data.ptr), np.int32(B), np.int32(H),
-        np.int64(T * D * item), np.int64(dh * item), np.int64(T * T * item)))
+    kp = vp = None
+    if pad_kv:                                   # (B, ld, dh) each, zero rows T..ld-1
+        kp, vp = (cupy.empty((B, ld, dh), dtype=q.dtype) for _ in range(2))
+        total = B * ld * (dh // pack)
+        compile_kernel(_KERNELS, "pad_kv", _pad_kv_source)(
+            (-(-total // 256),), (256,),
+            (k, v, kp, vp, np.int32(T), np.int32(ld), np.int32(H), np.int32(dh // pack),
+             np.int32(D // pack), np.int64(total)))
+    ptr = cupy.empty(7 * B, dtype=cupy.uint64)
+    addr = lambda a: np.uint64(0 if a is None else a.data.ptr)           # noqa: E731
+    compile_kernel(_KERNELS, "pointers", _pointers_source)((-(-B // 128),), (128,), (
+        ptr, addr(q), addr(k), addr(v), addr(out), addr(scores), addr(kp), addr(vp),
+        np.int32(B), np.int32(H), np.int64(T * D * item), np.int64(dh * item),
+        np.int64(T * ld * item), np.int64(ld * dh * item)))
     p = ptr.data.ptr
     P = lambda i: p + 8 * i * B                                           # noqa: E731
-    # scores_b (T, T) = q_b k_b^T * scale; column-major: (T_k x T_q) = k_b^T' q_b'
-    pointer_batched_gemm(cublas.OP_T, cublas.OP_N, T, T, dh, 1.0 / float(np.sqrt(dh)), P(1), D,
-                         P(0), D, P(4), T, B, q.dtype, tf32)
-    attention_softmax_(scores, 1.0, mask, H)                            # (B, T, T) in place
+    keys, values, lkv = (P(5), P(6), dh) if pad_kv else (P(1), P(2), D)  # copies or heads
+    # scores_b (T, ld) = q_b k_b^T / sqrt(dh), zero in padded key columns; column-major:
+    # (ld x T_q) = k_b'^T (ld x dh) q_b' (dh x T_q)
+    pointer_batched_gemm(cublas.OP_T, cublas.OP_N, ld, T, dh, 1.0 / float(np.sqrt(dh)), keys,
+                         lkv, P(0), D, P(4), ld, B, q.dtype, tf32)
+    attention_softmax_(scores, 1.0, mask, H, length=T)       # (B, T, ld), zeros past T
     # out_b (T, dh) = probs_b v_b, written at column h*dh of (N, T, D); column-major:
-    # (dh x T_q) = v_b' (dh x T_k) probs_b' (T_k x T_q)
-    pointer_batched_gemm(cublas.OP_N, cublas.OP_N, dh, T, T, 1.0, P(2), D, P(4), T, P(3), D, B,
-                         q.dtype, tf32)
+    # (dh x T_q) = v_b' (dh x ld) probs_b' (ld x T_q)
+    pointer_batched_gemm(cublas.OP_N, cublas.OP_N, dh, T, ld, 1.0, values, lkv, P(4), ld, P(3), D,
+                         B, q.dtype, tf32)
     return out

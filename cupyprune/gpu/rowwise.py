@@ -33,16 +33,20 @@ extern "C" __global__ void %(name)s(const %(T)s* x, const %(T)s* w, const %(T)s*
 }
 """
 
-# s (N*H, T, L) in place, one warp per row: softmax(s * scale + (mask[n, j] == 0 ? masked : 0))
-# over j < L, with n = row / (T * H): Hugging Face's additive padding mask of the dtype's min.
+# s (N*H, T, ld) in place, one warp per row: softmax(s * scale + (mask[n, j] == 0 ? masked : 0))
+# over j < L <= ld, with n = row / (T * H): Hugging Face's additive padding mask of the dtype's
+# min. Columns L..ld-1 (padding that keeps the attention GEMMs' rows 16-byte aligned) are
+# written as zeros.
 _SOFTMAX_HEAD = r"""
 #define SCORE(j) (to_f(r[j]) * scale + ((has_mask && m[j] == 0) ? masked : 0.f))
+#define ZERO_PADDING for (int j = L + lane; j < ld; j += 32) store_f(r + j, 0.f);
 extern "C" __global__ void %(name)s(%(T)s* s, const long long* mask, int has_mask, int L,
-                                    int rows_per_sample, int rows, float scale, float masked) {
+                                    int ld, int rows_per_sample, int rows, float scale,
+                                    float masked) {
     int row = blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5);
     if (row >= rows) return;
     int lane = threadIdx.x & 31;
-    %(T)s* r = s + (size_t)row * L;
+    %(T)s* r = s + (size_t)row * ld;
     const long long* m = mask + (size_t)(row / rows_per_sample) * L;
     float mx = __int_as_float(0xff800000);          // -inf
 """
@@ -54,6 +58,7 @@ _SOFTMAX = _SOFTMAX_HEAD + r"""
     for (int j = lane; j < L; j += 32) sum += expf(SCORE(j) - mx);
     float inv = 1.f / warp_sum(sum);
     for (int j = lane; j < L; j += 32) store_f(r + j, expf(SCORE(j) - mx) * inv);
+    ZERO_PADDING
 }
 """
 
@@ -162,6 +167,7 @@ _SOFTMAX_WARP = _SOFTMAX_HEAD + r"""
         int j = lane + 32 * i;
         if (j < L) store_f(r + j, v[i] * inv);
     }
+    ZERO_PADDING
 }
 """
 
@@ -236,11 +242,13 @@ def layer_norm(x, weight, bias, eps):
     return y
 
 
-def attention_softmax_(scores, scale, mask=None, heads=1):
-    """scores (N*H, T, L) contiguous, in place: softmax over L of scores * scale, plus the
-    dtype's min where mask (N, L) is 0. -> scores"""
+def attention_softmax_(scores, scale, mask=None, heads=1, length=None):
+    """scores (N*H, T, ld) contiguous, in place: softmax over the first L = length (default ld)
+    columns of scores * scale, plus the dtype's min where mask (N, L) is 0; columns L.. are set
+    to zero. -> scores"""
     import cupy
-    B, T, L = scores.shape
+    B, T, ld = scores.shape
+    L = ld if length is None else length
     has_mask = mask is not None
     m = cupy.ascontiguousarray(mask, dtype=cupy.int64) if has_mask else scores  # never read
     rows = B * T
@@ -251,6 +259,6 @@ def attention_softmax_(scores, scale, mask=None, heads=1):
               else _kernel("softmax_warp", scores.dtype, vpl))
     kernel(
         (-(-rows // warps),), (32 * warps,),
-        (scores, m, np.int32(has_mask), np.int32(L), np.int32(T * heads), np.int32(rows),
-         np.float32(scale), np.float32(masked)))
+        (scores, m, np.int32(has_mask), np.int32(L), np.int32(ld), np.int32(T * heads),
+         np.int32(rows), np.float32(scale), np.float32(masked)))
     return scores
