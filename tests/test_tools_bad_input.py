@@ -1,6 +1,6 @@
 """The command-line tools (tools/prune.py, export.py, make_digits_model.py, accuracy_table.py, and
 the benchmark's paper_bench.py, bench_report.py, junit_figures.py, lt_algos.py,
-attention_layouts.py) on bad input:
+attention_layouts.py, csr_memory_probe.py) on bad input:
 exactly one line `error: ...` on stderr, exit code 2, no traceback, and nothing left in the
 output directory. Cases tests/test_patterns.py and tests/test_parity_cnn.py already run are not
 repeated here. Each case is a fresh interpreter (about 1.5 s: torch's import); the checkpoints
@@ -317,7 +317,8 @@ def bench_inputs(tmp_path):
     return {"in": str(d)}
 
 
-PB, LT, AL = "paper_bench.py", "lt_algos.py", "attention_layouts.py"
+PB, LT, AL, CM = ("paper_bench.py", "lt_algos.py", "attention_layouts.py",
+                  "csr_memory_probe.py")
 
 
 @pytest.mark.parametrize("tool,args,text", [
@@ -355,6 +356,8 @@ PB, LT, AL = "paper_bench.py", "lt_algos.py", "attention_layouts.py"
     (AL, [], "--out is required"),
     (AL, ["--out", "<out>/no-dir/r.json"], "does not exist"),
     (AL, ["--out", "<out>"], "is a directory"),
+    (CM, [], "--out is required"),
+    (CM, ["--out", "<out>/no-dir/r.json"], "does not exist"),
 ])
 def test_bench_tools_bad_input(tool, args, text, bench_inputs, tmp_path):
     out = tmp_path / "out"
@@ -363,7 +366,7 @@ def test_bench_tools_bad_input(tool, args, text, bench_inputs, tmp_path):
 
 
 @pytest.mark.skipif(HAS_GPU, reason="on a GPU machine they would run")
-@pytest.mark.parametrize("tool,args", [(PB, ["--preset", "quick"]), (LT, []), (AL, [])])
+@pytest.mark.parametrize("tool,args", [(PB, ["--preset", "quick"]), (LT, []), (AL, []), (CM, [])])
 def test_bench_tools_without_a_gpu_are_one_line(tool, args, tmp_path):
     proc = run_tool(tool, *args, "--out", tmp_path / "r.json")
     assert_one_line_error(proc, f"{tool[:-3]} needs CuPy and a CUDA GPU", tmp_path)
