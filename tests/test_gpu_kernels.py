@@ -59,12 +59,13 @@ def _reference_attention(q, k, v, heads, mask):
 @pytest.mark.parametrize("N,T,heads,dh", [(3, 7, 2, 8), (4, 128, 12, 64), (2, 33, 3, 16),
                                            (1, 257, 3, 8), (1, 1100, 1, 8), (2, 65, 12, 64)])
 @pytest.mark.parametrize("masked", [False, True])
-# padded_kv copies k and v per head with zero rows up to a 16-byte multiple of T (the default
-# for fp16/bf16 at such T); where T is already one it runs unpadded
-@pytest.mark.parametrize("layout", ["unpadded", "padded_kv"])
+# padded_kv copies k and v per head with zero rows up to a 16-byte multiple of T, and runs
+# unpadded where T is already one; fused is one tensor-core kernel for 16-bit storage at
+# dh 16/32/64 and T <= 128, padded_kv elsewhere
+@pytest.mark.parametrize("layout", ["unpadded", "padded_kv", "fused"])
 def test_self_attention(rng, precision, N, T, heads, dh, masked, layout):
     import cupy
-    from cupyprune.gpu import attention
+    from cupyprune.gpu import attention, fused_attention
     D = heads * dh
     (q, dq), (k, dk), (v, dv) = (stored(rng.standard_normal((N, T, D)), precision)
                                  for _ in range(3))
@@ -74,23 +75,27 @@ def test_self_attention(rng, precision, N, T, heads, dh, masked, layout):
         for n in range(N):                                      # each row keeps >= 1 key
             mask[n, rng.integers(1, T + 1):] = 0
     attention._KERNELS.clear()
+    fused_attention._KERNELS.clear()
     out = attention.self_attention(dq, dk, dv, heads,
                                    None if mask is None else cupy.asarray(mask), layout=layout)
     ref = _reference_attention(q, k, v, heads, mask)
     assert out.shape == (N, T, D) and out.dtype == dq.dtype
     got = host_values(out)
     assert rel_err(got, ref) <= TOL[precision] * 5
-    padded = layout == "padded_kv" and T % (16 // dq.dtype.itemsize) != 0
+    fused = layout == "fused" and precision != "fp32" and dh in (16, 32, 64) and T <= 128
+    padded = layout != "unpadded" and not fused and T % (16 // dq.dtype.itemsize) != 0
+    assert bool(fused_attention._KERNELS) == fused
     assert ("pad_kv" in attention._KERNELS) == padded
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_padded_attention_falls_back_on_misaligned_heads(rng, precision):
-    """k and v one element into their buffers: no 16-byte copies, the unpadded GEMMs, and the
-    same values."""
+@pytest.mark.parametrize("layout", ["padded_kv", "fused"])
+def test_attention_falls_back_on_misaligned_heads(rng, precision, layout):
+    """k and v one element into their buffers: no 16-byte loads or copies (neither the fused
+    kernel nor padded_kv), the unpadded GEMMs, and the same values."""
     import cupy
-    from cupyprune.gpu import attention
-    N, T, heads, D = 2, 9, 2, 16
+    from cupyprune.gpu import attention, fused_attention
+    N, T, heads, D = 2, 9, 1, 16
     values = [stored(rng.standard_normal((N, T, D)), precision) for _ in range(3)]
     shifted = []
     for _, d in values[1:]:
@@ -98,8 +103,9 @@ def test_padded_attention_falls_back_on_misaligned_heads(rng, precision):
         buf[1:] = d.ravel()
         shifted.append(buf[1:].reshape(N, T, D))
     attention._KERNELS.clear()
-    out = attention.self_attention(values[0][1], *shifted, heads, layout="padded_kv")
-    assert "pad_kv" not in attention._KERNELS
+    fused_attention._KERNELS.clear()
+    out = attention.self_attention(values[0][1], *shifted, heads, layout=layout)
+    assert "pad_kv" not in attention._KERNELS and not fused_attention._KERNELS
     ref = _reference_attention(*(h for h, _ in values), heads, None)
     assert rel_err(host_values(out), ref) <= TOL[precision] * 5
 
@@ -124,13 +130,15 @@ def test_softmax_of_padded_rows_zeroes_the_padding(rng, precision, L, ld):
     assert np.all(got[..., L:] == 0) and np.all(s[..., L:] != 0)
 
 
-@pytest.mark.parametrize("precision,T", [("fp32", 16), ("bf16", 17)])
-def test_attention_replays_in_a_cuda_graph(rng, precision, T):
+# fp32 (unpadded GEMMs), bf16 at an odd T with dh 8 (padded_kv), fp16 at ViT's 65 tokens with
+# dh 16 (the fused kernel)
+@pytest.mark.parametrize("precision,T,D", [("fp32", 16, 32), ("bf16", 17, 32), ("fp16", 65, 64)])
+def test_attention_replays_in_a_cuda_graph(rng, precision, T, D):
     """Pointer arrays are written by a kernel, so a captured graph replays correctly on new
-    values copied into the same buffers (fp32, and bf16 at an odd T)."""
+    values copied into the same buffers, in each of the default layouts."""
     from cupyprune.gpu.attention import self_attention
     from cupyprune.gpu.graph import capture_stream
-    q, k, v = (stored(rng.standard_normal((2, T, 32)), precision)[1] for _ in range(3))
+    q, k, v = (stored(rng.standard_normal((2, T, D)), precision)[1] for _ in range(3))
     stream = capture_stream()
     with stream:
         self_attention(q, k, v, 4)
@@ -138,14 +146,14 @@ def test_attention_replays_in_a_cuda_graph(rng, precision, T):
         stream.begin_capture()
         out = self_attention(q, k, v, 4)
         graph = stream.end_capture()
-        fresh = [stored(rng.standard_normal((2, T, 32)), precision) for _ in range(3)]
+        fresh = [stored(rng.standard_normal((2, T, D)), precision) for _ in range(3)]
         for buf, (_, value) in zip((q, k, v), fresh):
             buf[...] = value
         graph.launch(stream)
         stream.synchronize()
     got = host_values(out)
     ref = _reference_attention(*(f[0] for f in fresh), 4, None)
-    assert rel_err(got, ref) <= (1e-5 if precision == "fp32" else TOL["bf16"] * 5)
+    assert rel_err(got, ref) <= (1e-5 if precision == "fp32" else TOL[precision] * 5)
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.uint64, np.int16])

@@ -1,15 +1,19 @@
 """Which attention layout: the runtime's self-attention (cupyprune/gpu/attention.py) timed in each
 of its score/key layouts, for the models' attention shapes, in graph replay.
 
-    python tools/attention_layouts.py --out bench/results/h100/experiments/attention-layouts.json
+    python tools/attention_layouts.py --out FILE.json
 
-Layouts (attention.LAYOUTS): `unpadded` (scores (B, T, T), heads read in place) and `padded_kv`
+(committed: bench/results/h100/experiments/attention-layouts-fused.json).
+
+Layouts (attention.LAYOUTS): `unpadded` (scores (B, T, T), heads read in place), `padded_kv`
 (k and v copied per head into (B, ld, dh) with zero rows, score rows ld long, so every GEMM
-extent is a multiple of 16 bytes). The committed experiments/attention-layouts.json also has a
-third, `padded_scores` (score rows padded, k and v read in place): it lost at every shape and
-was removed. Per cell: the median of 20 CUDA-event timings of a captured graph of 12
-calls (one ViT/BERT-base pass of attention), after 3 warm-up replays, and the relative error of
-one call against float64 PyTorch on fresh random inputs. Needs a CUDA GPU and CuPy.
+extent is a multiple of 16 bytes) and `fused` (one tensor-core kernel, gpu/fused_attention.py;
+fp32 runs it as padded_kv). experiments/attention-layouts.json, from before the fused kernel,
+also has `padded_scores` (score rows padded, k and v read in place): it lost at every shape and
+was removed; experiments/attention-layouts-fused.json has the three layouts. Per cell: the
+median of 20 CUDA-event timings of a captured graph of 12 calls (one ViT/BERT-base pass of
+attention), after 3 warm-up replays, and the relative error of one call against float64
+PyTorch on fresh random inputs. Needs a CUDA GPU and CuPy.
 """
 import json
 import os

@@ -10,7 +10,9 @@ graph. Between the GEMMs, one fused kernel applies the scale, the padding mask a
 At T not a multiple of 8 (ViT's 65 tokens) in fp16 and bf16, k and v are first copied per head
 into (B, ld, dh) with zero rows up to ld, a multiple of 8, and the scores' rows are ld long: every
 GEMM extent is then aligned to 16 bytes, and cuBLAS picks tensor-core kernels (bf16 had only a
-generic MAGMA kernel for the unaligned product; docs/PERF_NOTES.md, versions 24-25).
+generic MAGMA kernel for the unaligned product; docs/PERF_NOTES.md, versions 24-25). Up to 80
+tokens fp16 and bf16 run none of this but one fused tensor-core kernel (gpu/fused_attention.py,
+version 26).
 
 Legend: N batch, T tokens, H heads, dh head size, D = H * dh, B = N * H.
 """
@@ -18,6 +20,8 @@ import numpy as np
 
 from . import cublas
 from .cuda_source import compile_kernel
+from .fused_attention import applies as fused_applies
+from .fused_attention import fused_self_attention
 from .gemm import pointer_batched_gemm
 from .rowwise import attention_softmax_
 
@@ -68,14 +72,22 @@ extern "C" __global__ void cupyprune_attention_pad_kv(
     vp[i] = c;
 }
 """
-LAYOUTS = ("unpadded", "padded_kv")
+LAYOUTS = ("unpadded", "padded_kv", "fused")
+
+
+# the fused kernel is the default up to this many tokens: measured faster at 16, 33 and 65
+# (3x at ViT's 65), 1-6% slower at 128, where its 64 score registers per lane cut occupancy
+FUSED_DEFAULT_TOKENS = 80
 
 
 def default_layout(dtype, T):
-    """padded_kv for 2-byte storage at T not a multiple of 8: the ViT attention went from 0.69
-    to 0.56 ms per pass in fp16 and 1.17 to 0.57 in bf16 on the H100; fp32 was slower padded
-    (1.02 -> 1.24 ms; docs/PERF_NOTES.md version 25)."""
-    return "padded_kv" if np.dtype(dtype).itemsize == 2 and T % 8 else "unpadded"
+    """For 2-byte storage: fused up to FUSED_DEFAULT_TOKENS tokens, else padded_kv (which runs
+    unpadded where T is a multiple of 8); fp32 unpadded. On the H100 the ViT attention (65 tokens)
+    took 0.68 ms per pass unpadded, 0.56 padded_kv, 0.20 fused in fp16 (bf16 1.18, 0.57, 0.20);
+    fp32 was slower padded (1.01 -> 1.24 ms; docs/PERF_NOTES.md 25-26)."""
+    if np.dtype(dtype).itemsize != 2:
+        return "unpadded"
+    return "fused" if T <= FUSED_DEFAULT_TOKENS else "padded_kv"
 
 
 def _pointers_source():
@@ -94,16 +106,22 @@ def kernel_sources():
 
 def self_attention(q, k, v, heads, mask=None, tf32=False, layout=None):
     """q, k, v (N, T, D) C-contiguous CuPy arrays; mask (N, T) of 0/1 or None -> (N, T, D).
-    layout: one of LAYOUTS, default_layout's choice when None; padded_kv runs unpadded where
-    T is a multiple of the 16-byte pack, or dh or an operand's address is not aligned to it."""
+    layout: one of LAYOUTS, default_layout's choice when None. fused runs as padded_kv where
+    it does not apply (gpu/fused_attention.py); padded_kv runs unpadded where T is a multiple
+    of the 16-byte pack, or dh or an operand's address is not aligned to it."""
     import cupy
+    layout = layout or default_layout(q.dtype, q.shape[1])
+    if layout == "fused":
+        if fused_applies(q, k, v, heads):
+            return fused_self_attention(q, k, v, heads, mask)
+        layout = "padded_kv"
     N, T, D = q.shape
     H, dh = heads, D // heads
     B = N * H
     item = q.dtype.itemsize
     pack = 16 // item
-    pad_kv = ((layout or default_layout(q.dtype, T)) == "padded_kv" and T % pack != 0
-              and dh % pack == 0 and all(a.data.ptr % 16 == 0 for a in (k, v)))
+    pad_kv = (layout == "padded_kv" and T % pack != 0 and dh % pack == 0
+              and all(a.data.ptr % 16 == 0 for a in (k, v)))
     ld = -(-T // pack) * pack if pad_kv else T
     scores = cupy.empty((B, T, ld), dtype=q.dtype)
     out = cupy.empty_like(q)
