@@ -14,6 +14,7 @@ from ..engine import load
 from ..precision import PRECISIONS, check_precision
 from ..errors import InputError
 from ..inputs import sample_inputs
+from ..memory import check_batch_fits
 from ..paths import PATH_CHOICES
 from .common import (check_writable, device_option, format_table, graph_option,
                      one_line_errors, save_text_atomic)
@@ -41,12 +42,17 @@ def _check_outputs(json_path, csv_path, models):
 
 def _preflight(models, precisions, batch, device, cuda_graph):
     """Every precision runs on this device, every model loads and its synthetic inputs fit,
-    before the first timing: a bad second model must not fail the run after the first."""
+    before the first timing: a bad second model must not fail the run after the first. On the
+    CPU a batch must also fit in memory, estimated from one input on the dense path."""
     for precision in precisions:
         check_precision(precision, device)
     for path in models:
-        model = load(path, device=device, precision=precisions[0], cuda_graph=cuda_graph)
-        sample_inputs(model.file.input_spec, batch)
+        model = load(path, device=device, path_choice="dense", precision=precisions[0],
+                     cuda_graph=cuda_graph)
+        spec = model.file.input_spec
+        check_batch_fits(model, lambda b: sample_inputs(spec, b), batch,
+                         f"--batch {batch} for {path}")
+        sample_inputs(spec, batch)
         del model
 
 

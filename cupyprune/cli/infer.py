@@ -8,6 +8,7 @@ from .. import backend
 from ..engine import load
 from ..errors import InputError
 from ..inputs import check_input, sample_inputs
+from ..memory import check_batch_fits
 from ..timing import summary, time_calls
 from .common import (check_writable, device_option, format_table, graph_option,
                      one_line_errors, path_option, precision_option, save_npy_atomic)
@@ -34,6 +35,7 @@ def _choose_inputs(model, input_path, batch):
         return inputs, None if labels is None else labels[:n], \
             f"{n} sample inputs shipped in the file"
     n = DEFAULT_SAMPLE_BATCH if batch is None else batch
+    check_batch_fits(model, lambda b: sample_inputs(model.file.input_spec, b), n, f"--batch {n}")
     return sample_inputs(model.file.input_spec, n), None, \
         f"{n} deterministic synthetic inputs (seed 0) from the input spec"
 
@@ -131,6 +133,10 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
     for spec in model.file.input_spec:     # on the host, before the copy to the device
         if spec["name"] in inputs:
             check_input(spec, inputs[spec["name"]])
+    if input_path is not None:             # before the pass whose activations might not fit
+        first = inputs[model.graph.inputs[0]]
+        check_batch_fits(model, lambda b: {k: v[:b] for k, v in inputs.items()}, len(first),
+                         f"--input {input_path}")
     arrays = {k: model.xp.asarray(v) for k, v in inputs.items()}
     logits = backend.to_numpy(_one_output(model(**arrays)))
     top_k = _resolve_top_k(logits, top_k)

@@ -1,0 +1,80 @@
+"""The host-memory check before a CPU run (cupyprune/memory.py): a batch that would not fit is a
+one-line error before anything is allocated or written, instead of the out-of-memory killer."""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from cupyprune import load, memory
+from cupyprune.inputs import sample_inputs
+from test_bad_input import assert_one_line_error, run_cli
+from tiny_models import write_tiny
+
+
+@pytest.fixture
+def tiny(rng, tmp_path):
+    path = tmp_path / "tiny.safetensors"
+    write_tiny(path, rng)
+    return path
+
+
+def test_available_memory_is_read_from_meminfo(tmp_path):
+    f = tmp_path / "meminfo"
+    f.write_text("MemTotal:       24000000 kB\nMemFree:  1000 kB\nMemAvailable:   12345678 kB\n")
+    assert memory.available_host_bytes(str(f)) == 12345678 * 1024
+    f.write_text("MemTotal:       24000000 kB\n")
+    assert memory.available_host_bytes(str(f)) is None                  # an older kernel
+    assert memory.available_host_bytes(str(tmp_path / "missing")) is None
+
+
+@pytest.mark.parametrize("batch", [7, 40])
+def test_two_small_passes_predict_a_batch(tiny, batch):
+    """The estimate from passes of one and two inputs is within 25% of the peak that the
+    batch's own pass allocates."""
+    model = load(str(tiny), device="cpu")
+    spec = model.file.input_spec
+    fixed, per_input = memory.estimate(model, lambda b: sample_inputs(spec, b))
+    x = sample_inputs(spec, batch)
+    tracemalloc.start()
+    try:
+        model(**x)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    measured = peak + sum(v.nbytes for v in x.values())
+    assert 0.8 <= (fixed + per_input * batch) / measured <= 1.25, (fixed, per_input, measured)
+
+
+def _little_memory(monkeypatch, tiny, inputs_of):
+    """Available memory set to hold about 3.5 inputs of the tiny model."""
+    model = load(str(tiny), device="cpu")
+    fixed, per_input = memory.estimate(model, inputs_of(model.file.input_spec))
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: int(fixed + per_input * 3.5))
+
+
+def test_infer_refuses_a_batch_that_does_not_fit(monkeypatch, tiny, tmp_path):
+    _little_memory(monkeypatch, tiny, lambda spec: lambda b: sample_inputs(spec, b))
+    out = tmp_path / "y.npy"
+    assert_one_line_error(run_cli("infer", tiny, "--device", "cpu", "--batch", 50,
+                                  "--output", out),
+                          "--batch 50: does not fit in memory", "at most about 3 inputs fit")
+    assert not out.exists()
+    result = run_cli("infer", tiny, "--device", "cpu", "--batch", 3, "--repeat", 1)
+    assert result.exit_code == 0, result.output
+
+
+def test_infer_refuses_an_input_file_that_does_not_fit(monkeypatch, rng, tiny, tmp_path):
+    x = rng.standard_normal((20, 3, 9, 9)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    _little_memory(monkeypatch, tiny, lambda spec: lambda b: {"image": x[:b]})
+    path = tmp_path / "x.npy"
+    assert_one_line_error(run_cli("infer", tiny, "--device", "cpu", "--input", path),
+                          f"--input {path}: does not fit in memory", "at most about 3")
+
+
+def test_bench_refuses_a_batch_that_does_not_fit(monkeypatch, tiny, tmp_path):
+    _little_memory(monkeypatch, tiny, lambda spec: lambda b: sample_inputs(spec, b))
+    json_out = tmp_path / "r.json"
+    assert_one_line_error(run_cli("bench", tiny, "--device", "cpu", "--batch", 64, "--json",
+                                  json_out), f"--batch 64 for {tiny}: does not fit in memory")
+    assert not json_out.exists()
