@@ -678,6 +678,26 @@ def test_overlapping_data_offsets(rng, tmp_path):
     assert_one_line_error(run_cli("infer", p), "overlapping data offsets")
 
 
+def test_bytes_after_the_last_tensor(rng, tmp_path):
+    """The safetensors format has no room for data no tensor owns: a file with bytes appended
+    (a corrupt copy, two files joined) is refused, not read as if whole."""
+    header, data = valid_header(rng, tmp_path)
+    p = tmp_path / "t.safetensors"
+    raw_file(p, header, data + b"\x00" * 24)
+    assert_one_line_error(run_cli("infer", p), "24 bytes after the last tensor's data")
+
+
+def test_a_gap_between_tensors(rng, tmp_path):
+    """Every tensor moved 8 bytes on, leaving the data section's first 8 bytes to no tensor."""
+    header, data = valid_header(rng, tmp_path)
+    for name, entry in header.items():
+        if name != "__metadata__":
+            entry["data_offsets"] = [entry["data_offsets"][0] + 8, entry["data_offsets"][1] + 8]
+    p = tmp_path / "g.safetensors"
+    raw_file(p, header, b"\x00" * 8 + data)
+    assert_one_line_error(run_cli("infer", p), "bytes 0-8 of the data section")
+
+
 @pytest.mark.parametrize("labels", [np.arange(3), np.zeros((4, 2), np.int64),
                                     np.array(2), np.linspace(0, 1, 4)])
 def test_shipped_sample_labels_that_do_not_match_the_inputs(rng, tmp_path, labels):

@@ -138,14 +138,25 @@ def _read_tensor(buf, name, entry, data_start, data_len, path):
     return arr.reshape(shape).copy()
 
 
-def _check_no_overlap(header, path):
-    """Tensors' byte ranges (already checked to lie in the data section) may not share bytes."""
+def _check_layout(header, data_len, path):
+    """Tensors' byte ranges (already checked to lie in the data section) may not share bytes,
+    and together cover the data section exactly, as the safetensors format requires: bytes
+    between tensors or after the last one mean a corrupt file (or two files joined)."""
     spans = sorted((entry["data_offsets"][0], entry["data_offsets"][1], name)
                    for name, entry in header.items())
     for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
         if begin < end:
             raise ModelFileError(f"{path}: tensors {first!r} and {second!r} have overlapping "
                                  f"data offsets")
+    covered = 0
+    for begin, end, name in spans:
+        if begin > covered:
+            raise ModelFileError(f"{path}: bytes {covered}-{begin} of the data section, before "
+                                 f"tensor {name!r}, belong to no tensor (a corrupt file)")
+        covered = end
+    if covered < data_len:
+        raise ModelFileError(f"{path}: {data_len - covered} bytes after the last tensor's data "
+                             f"belong to no tensor (a corrupt file, or two files joined)")
 
 
 def _check_pruning_entries(pruning, path):
@@ -189,7 +200,7 @@ def _read_checked(path):
                 for name, entry in header.items():
                     tensors[name] = _read_tensor(buf, name, entry, data_start,
                                                  size - data_start, path)
-            _check_no_overlap(header, path)
+        _check_layout(header, size - data_start, path)
     if meta[keys.META_VERSION] == keys.COMPACT_VERSION:
         tensors = expand_tensors(tensors, path)
     elif any(k.endswith(keys.GROUPS_SUFFIX) for k in tensors):
