@@ -78,3 +78,13 @@ def test_bench_refuses_a_batch_that_does_not_fit(monkeypatch, tiny, tmp_path):
     assert_one_line_error(run_cli("bench", tiny, "--device", "cpu", "--batch", 64, "--json",
                                   json_out), f"--batch 64 for {tiny}: does not fit in memory")
     assert not json_out.exists()
+
+
+def test_an_input_file_larger_than_memory_is_not_read(monkeypatch, rng, tiny, tmp_path):
+    """The .npy header's size against available memory, before np.load reads it whole."""
+    x = rng.standard_normal((20, 3, 9, 9)).astype(np.float32)
+    path = tmp_path / "x.npy"
+    np.save(path, x)
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: x.nbytes - 1)
+    assert_one_line_error(run_cli("infer", tiny, "--device", "cpu", "--input", path),
+                          f"--input {path}: its arrays do not fit in memory")

@@ -3,6 +3,7 @@ import os
 
 import numpy as np
 
+from .. import memory
 from ..errors import InputError
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -50,6 +51,10 @@ def _check_npy_size(path):
     if need > data_bytes:
         raise InputError(f"--input {path}: truncated or corrupt: its header declares shape "
                          f"{tuple(shape)} {dtype} ({need} bytes) but the file holds {data_bytes}")
+    available = memory.available_host_bytes()
+    if available is not None and need > available:     # read whole, it would not fit
+        raise InputError(f"--input {path}: its arrays do not fit in memory ({need / 2**30:.1f} "
+                         f"GiB, {available / 2**30:.1f} GiB available)")
 
 
 def _load(path):
