@@ -23,8 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import (OneLineParser, UsageError, check_out, gpu_or_say,  # noqa: E402
-                     parse_or_exit, run_tool)
+from oneline import (gpu_or_say, parse_or_exit, parse_out_only, run_tool,  # noqa: E402
+                     write_rows)
 
 CALLS = 12                                                 # attention layers per pass
 SHAPES = [("vit", 64, 65, 12, 64, False), ("bert", 64, 128, 12, 64, True),
@@ -33,13 +33,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def parse_args(argv):
-    ap = OneLineParser(prog="tools/attention_layouts.py", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", help="results JSON, a list of rows in ms (written at the end)")
-    args = ap.parse_args(argv)
-    if not args.out:
-        raise UsageError("--out is required (the results file)")
-    check_out(args.out)
-    return args
+    return parse_out_only("tools/attention_layouts.py", __doc__.split("\n")[0],
+                          "results JSON, a list of rows in ms (written at the end)", argv)
 
 
 def reference(q, k, v, heads, mask):
@@ -100,7 +95,6 @@ def main(argv=None):
     if not gpu_or_say("attention_layouts"):
         return 2
     import cupy
-    from cupyprune.atomic import atomic_path
     from cupyprune.gpu.attention import LAYOUTS
     rng = np.random.default_rng(0)
     rows = []
@@ -110,10 +104,7 @@ def main(argv=None):
                 row = time_cell(cupy, rng, *shape, precision, layout)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
-    with atomic_path(args.out) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=1)
-    print(f"wrote {args.out}")
+    write_rows(args.out, rows)
     return 0
 
 

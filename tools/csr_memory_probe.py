@@ -19,18 +19,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import (OneLineParser, UsageError, check_out, gpu_or_say,  # noqa: E402
-                     parse_or_exit, run_tool)
+from oneline import (gpu_or_say, parse_or_exit, parse_out_only, run_tool,  # noqa: E402
+                     write_rows)
 
 
 def parse_args(argv):
-    ap = OneLineParser(prog="tools/csr_memory_probe.py", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", help="results JSON (written at the end)")
-    args = ap.parse_args(argv)
-    if not args.out:
-        raise UsageError("--out is required (the results file)")
-    check_out(args.out)
-    return args
+    return parse_out_only("tools/csr_memory_probe.py", __doc__.split("\n")[0],
+                          "results JSON (written at the end)", argv)
 
 
 def snapshot(cupy, label, rows):
@@ -103,15 +98,11 @@ def main(argv=None):
     if not gpu_or_say("csr_memory_probe"):
         return 2
     import cupy
-    from cupyprune.atomic import atomic_path
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         probe_models(cupy, model_file(tmp), rows)
     probe_cupyx(cupy, rows)
-    with atomic_path(args.out) as tmp_out:
-        with open(tmp_out, "w") as f:
-            json.dump(rows, f, indent=1)
-    print(f"wrote {args.out}")
+    write_rows(args.out, rows)
     return 0
 
 

@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import (OneLineParser, UsageError, check_out, gpu_or_say,  # noqa: E402
-                     parse_or_exit, run_tool)
+from oneline import (gpu_or_say, parse_or_exit, parse_out_only, run_tool,  # noqa: E402
+                     write_rows)
 
 CANDIDATES = 8
 SHAPES = ([("ffn1", 8192, k, 3072) for k in (768, 384, 192, 96)]         # (layer, M, K, N)
@@ -26,14 +26,9 @@ SHAPES = ([("ffn1", 8192, k, 3072) for k in (768, 384, 192, 96)]         # (laye
 
 
 def parse_args(argv):
-    ap = OneLineParser(prog="tools/lt_algos.py", description=__doc__.split("\n")[0])
-    ap.add_argument("--out", help="results JSON, a list of rows in ms (written once every shape "
-                    "is timed)")
-    args = ap.parse_args(argv)
-    if not args.out:
-        raise UsageError("--out is required (the results file)")
-    check_out(args.out)
-    return args
+    return parse_out_only("tools/lt_algos.py", __doc__.split("\n")[0],
+                          "results JSON, a list of rows in ms (written once every shape is "
+                          "timed; lt_all in the heuristic's order)", argv)
 
 
 def median_ms(cupy, fn):
@@ -65,17 +60,13 @@ def main(argv=None):
     if not gpu_or_say("lt_algos"):
         return 2
     import cupy
-    from cupyprune.atomic import atomic_path
     rows = []
     for dtype in (np.float16, np.float32):
         for layer, M, K, N in SHAPES:
             row = time_shape(cupy, layer, M, K, N, dtype)
             print(json.dumps(row), flush=True)
             rows.append(row)
-    with atomic_path(args.out) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=1)     # ms; lt_all in the heuristic's order
-    print(f"wrote {args.out}")
+    write_rows(args.out, rows)
     return 0
 
 

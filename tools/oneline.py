@@ -2,10 +2,11 @@
 `error: ...` on stderr (no usage block) and exit code 2. Also argparse types for seeds and
 counts, so that a bad value is refused before any work starts."""
 import argparse
+import json
 import os
 import sys
 
-from cupyprune.atomic import Terminated, probe_directory, terminate_by_exception
+from cupyprune.atomic import Terminated, atomic_path, probe_directory, terminate_by_exception
 
 SEED_LIMIT = 2 ** 32          # NumPy and scikit-learn take seeds in [0, 2**32)
 
@@ -73,6 +74,26 @@ def check_out(path):
         raise UsageError(f"--out {path}: directory {directory} does not exist")
     if not can_create_in(directory):
         raise UsageError(f"--out {path}: directory {directory} is not writable")
+
+
+def parse_out_only(prog, description, out_help, argv):
+    """The command line of a GPU measuring tool whose one option is --out (required, checked
+    writable) -> its parsed arguments."""
+    ap = OneLineParser(prog=prog, description=description)
+    ap.add_argument("--out", help=out_help)
+    args = ap.parse_args(argv)
+    if not args.out:
+        raise UsageError("--out is required (the results file)")
+    check_out(args.out)
+    return args
+
+
+def write_rows(path, rows):
+    """A tool's result rows -> `path` as a JSON list, whole or not at all; says so."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(rows, f, indent=1)
+    print(f"wrote {path}")
 
 
 def can_create_in(directory):
