@@ -55,9 +55,11 @@ def _reference_attention(q, k, v, heads, mask):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "bf16"])
 # softmax rows: BERT's 128, ViT-tiny's 257 and odd lengths from registers; 1,100 loops; ViT
-# CIFAR's 65 tokens of 12 heads
+# CIFAR's 65 tokens of 12 heads; the fused kernel's key chunks: 100 tokens in seven chunks of 16,
+# 90 in two of 48, 128 in two of 64
 @pytest.mark.parametrize("N,T,heads,dh", [(3, 7, 2, 8), (4, 128, 12, 64), (2, 33, 3, 16),
-                                           (1, 257, 3, 8), (1, 1100, 1, 8), (2, 65, 12, 64)])
+                                           (1, 257, 3, 8), (1, 1100, 1, 8), (2, 65, 12, 64),
+                                           (2, 100, 2, 32), (3, 90, 2, 64)])
 @pytest.mark.parametrize("masked", [False, True])
 # padded_kv copies k and v per head with zero rows up to a 16-byte multiple of T, and runs
 # unpadded where T is already one; fused is one tensor-core kernel for 16-bit storage at
@@ -86,6 +88,28 @@ def test_self_attention(rng, precision, N, T, heads, dh, masked, layout):
     padded = layout != "unpadded" and not fused and T % (16 // dq.dtype.itemsize) != 0
     assert bool(fused_attention._KERNELS) == fused
     assert ("pad_kv" in attention._KERNELS) == padded
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("T,dh", [(128, 64), (100, 32), (65, 64), (20, 16)])
+@pytest.mark.parametrize("warps", [1, 2, 3, 4, 8])
+def test_fused_attention_block_shapes(rng, precision, T, dh, warps):
+    """Every block shape (warps of 16 query rows a block, idle warps in the last block included)
+    gives float64's values, with a mask that leaves the first key chunks without a single kept
+    key in some samples (their running sums must be dropped once a kept key arrives) and only
+    the first key kept in another."""
+    import cupy
+    from cupyprune.gpu.fused_attention import fused_self_attention
+    N, heads = 3, 2
+    D = heads * dh
+    (q, dq), (k, dk), (v, dv) = (stored(rng.standard_normal((N, T, D)) * 2, precision)
+                                 for _ in range(3))
+    mask = np.ones((N, T), dtype=np.int64)
+    mask[0, :T - 3] = 0                                  # only the last three keys kept
+    mask[1, 1:] = 0                                      # only the first
+    out = fused_self_attention(dq, dk, dv, heads, cupy.asarray(mask), warps=warps)
+    ref = _reference_attention(q, k, v, heads, mask)
+    assert rel_err(host_values(out), ref) <= TOL[precision] * 5
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
@@ -159,7 +183,7 @@ def test_attention_replays_in_a_cuda_graph(rng, precision, T, D):
 @pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.uint64, np.int16])
 def test_count_outside_matches_numpy(rng, dtype):
     """The id range check of the GPU path (gpu/checks.py) counts what NumPy counts, for every
-    integer type, strided views included, several arrays in one call."""
+    integer type, strided views included, several arrays in one call, and calls in a row."""
     import cupy
     from cupyprune.gpu.checks import count_outside
     info = np.iinfo(dtype)
@@ -176,7 +200,11 @@ def test_count_outside_matches_numpy(rng, dtype):
     got = count_outside([cupy.asarray(arrays[0])[:, ::3] if i == 3 else cupy.asarray(a)
                          for i, a in enumerate(arrays)], limits)
     assert got == want
-    assert count_outside([cupy.asarray(np.clip(arrays[2], 0, 199))], [200]) == [0]
+    clipped = cupy.asarray(np.clip(arrays[2], 0, 199))
+    assert count_outside([clipped], [200]) == [0]
+    # the same buffers again (kept for reuse by array count): each call starts from zero
+    assert count_outside([cupy.asarray(arrays[2])], [200]) == [want[2]]
+    assert count_outside([clipped], [200]) == [0]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])

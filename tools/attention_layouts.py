@@ -10,7 +10,9 @@ Layouts (attention.LAYOUTS): `unpadded` (scores (B, T, T), heads read in place),
 extent is a multiple of 16 bytes) and `fused` (one tensor-core kernel, gpu/fused_attention.py;
 fp32 runs it as padded_kv). experiments/attention-layouts.json, from before the fused kernel,
 also has `padded_scores` (score rows padded, k and v read in place): it lost at every shape and
-was removed; experiments/attention-layouts-fused.json has the three layouts. Per cell: the
+was removed; experiments/attention-layouts-fused.json has the three layouts, and
+experiments/attention-layouts-chunked.json also the fused kernel's other block shapes (`warps`:
+warps of 16 query rows a block; null is the default). Per cell: the
 median of 20 CUDA-event timings of a captured graph of 12 calls (one ViT/BERT-base pass of
 attention), after 3 warm-up replays, and the relative error of one call against float64
 PyTorch on fresh random inputs. Needs a CUDA GPU and CuPy.
@@ -37,6 +39,14 @@ def parse_args(argv):
                           "results JSON, a list of rows in ms (written at the end)", argv)
 
 
+def other_block_warps(T):
+    """Fused block shapes beside the default (`warps` null in the rows): a block per (sample,
+    head), and blocks of two and four warps."""
+    from cupyprune.gpu.fused_attention import block_warps
+    tp = -(-T // 16) * 16
+    return sorted({tp // 16, 2, 4} - {block_warps(tp)})
+
+
 def reference(q, k, v, heads, mask):
     """float64 torch: (N, T, D) each -> (N, T, D)."""
     import torch
@@ -59,9 +69,10 @@ def stored(cupy, values, precision):
     return cast.astype(np.float64), cupy.asarray(cast)
 
 
-def time_cell(cupy, rng, name, N, T, heads, dh, masked, precision, layout):
+def time_cell(cupy, rng, name, N, T, heads, dh, masked, precision, layout, warps=None):
     from cupyprune import bf16
     from cupyprune.gpu.attention import self_attention
+    from cupyprune.gpu.fused_attention import fused_self_attention
     from cupyprune.gpu.graph import capture_stream
     from cupyprune.timing import summary, time_calls
     D = heads * dh
@@ -72,9 +83,14 @@ def time_cell(cupy, rng, name, N, T, heads, dh, masked, precision, layout):
         mask = np.ones((N, T), dtype=np.int64)
         mask[N // 2:, T * 3 // 4:] = 0                  # half the batch padded, as BERT's bench
     dmask = None if mask is None else cupy.asarray(mask)
+
+    def call():
+        if warps:                                        # a fused block shape not the default
+            return fused_self_attention(dq, dk, dv, heads, dmask, warps=warps)
+        return self_attention(dq, dk, dv, heads, dmask, layout=layout)
     stream = capture_stream()
     with stream:
-        out = self_attention(dq, dk, dv, heads, dmask, layout=layout)
+        out = call()
         got = cupy.asnumpy(out)
         got = bf16.from_bits_host(got) if got.dtype == np.uint16 else got.astype(np.float64)
         ref = reference(q, k, v, heads, mask)
@@ -82,11 +98,11 @@ def time_cell(cupy, rng, name, N, T, heads, dh, masked, precision, layout):
         stream.synchronize()
         stream.begin_capture()
         for _ in range(CALLS):
-            self_attention(dq, dk, dv, heads, dmask, layout=layout)
+            call()
         graph = stream.end_capture()
         times = time_calls(lambda: graph.launch(stream), cupy, warmup=3, repeat=20)
     return {"shape": name, "N": N, "T": T, "heads": heads, "dh": dh, "masked": masked,
-            "precision": precision, "layout": layout, "calls": CALLS,
+            "precision": precision, "layout": layout, "warps": warps, "calls": CALLS,
             "ms": round(summary(times)["median_ms"], 4), "rel_err": err}
 
 
@@ -100,8 +116,11 @@ def main(argv=None):
     rows = []
     for precision in PRECISIONS:
         for shape in SHAPES:
-            for layout in LAYOUTS:
-                row = time_cell(cupy, rng, *shape, precision, layout)
+            cells = [(layout, None) for layout in LAYOUTS]
+            if precision != "fp32":
+                cells += [("fused", w) for w in other_block_warps(shape[2])]
+            for layout, warps in cells:
+                row = time_cell(cupy, rng, *shape, precision, layout, warps)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     write_rows(args.out, rows)

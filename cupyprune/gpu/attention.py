@@ -10,9 +10,9 @@ graph. Between the GEMMs, one fused kernel applies the scale, the padding mask a
 At T not a multiple of 8 (ViT's 65 tokens) in fp16 and bf16, k and v are first copied per head
 into (B, ld, dh) with zero rows up to ld, a multiple of 8, and the scores' rows are ld long: every
 GEMM extent is then aligned to 16 bytes, and cuBLAS picks tensor-core kernels (bf16 had only a
-generic MAGMA kernel for the unaligned product; docs/PERF_NOTES.md, versions 24-25). Up to 80
+generic MAGMA kernel for the unaligned product; docs/PERF_NOTES.md, versions 24-25). Up to 128
 tokens fp16 and bf16 run none of this but one fused tensor-core kernel (gpu/fused_attention.py,
-version 26).
+versions 26-27).
 
 Legend: N batch, T tokens, H heads, dh head size, D = H * dh, B = N * H.
 """
@@ -75,16 +75,17 @@ extern "C" __global__ void cupyprune_attention_pad_kv(
 LAYOUTS = ("unpadded", "padded_kv", "fused")
 
 
-# the fused kernel is the default up to this many tokens: measured faster at 16, 33 and 65
-# (3x at ViT's 65), 1-6% slower at 128, where its 64 score registers per lane cut occupancy
-FUSED_DEFAULT_TOKENS = 80
+# the fused kernel is the default up to this many tokens (its MAX_TOKENS): measured faster at
+# 33, 65 (3x) and 128 (1.4x, with its keys in chunks: version 27; 1-6% slower before)
+FUSED_DEFAULT_TOKENS = 128
 
 
 def default_layout(dtype, T):
     """For 2-byte storage: fused up to FUSED_DEFAULT_TOKENS tokens, else padded_kv (which runs
     unpadded where T is a multiple of 8); fp32 unpadded. On the H100 the ViT attention (65 tokens)
-    took 0.68 ms per pass unpadded, 0.56 padded_kv, 0.20 fused in fp16 (bf16 1.18, 0.57, 0.20);
-    fp32 was slower padded (1.01 -> 1.24 ms; docs/PERF_NOTES.md 25-26)."""
+    took 0.69 ms per pass unpadded, 0.56 padded_kv, 0.19 fused in fp16 (bf16 1.17, 0.58, 0.19),
+    BERT-base's (128) 0.82 unpadded and 0.57 fused (bf16 0.86, 0.57); fp32 was slower padded
+    (1.01 -> 1.23 ms; docs/PERF_NOTES.md 25-27)."""
     if np.dtype(dtype).itemsize != 2:
         return "unpadded"
     return "fused" if T <= FUSED_DEFAULT_TOKENS else "padded_kv"

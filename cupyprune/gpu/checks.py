@@ -39,33 +39,54 @@ def kernel_sources():
         yield _source(T)
 
 
-class PendingCounts:
-    """Counts being copied to the host on the current stream; `result()` waits for them only."""
+# buffers of finished checks by (device, array count), reused: at batch 1 making a device
+# buffer, a pinned one and an event per call was host time on the critical path
+_SPARE = {}
 
-    def __init__(self, counts, stream):
-        import cupy
+
+def _buffers(key):
+    """(device counts, pinned host memory, event) for key = (device, n): a spare set, or new."""
+    spare = _SPARE.get(key)
+    if spare:
+        try:
+            return spare.pop()
+        except IndexError:                  # another thread took the last one
+            pass
+    import cupy
+    n = key[1]
+    return (key, cupy.empty(n, dtype=cupy.uint64), cupy.cuda.alloc_pinned_memory(8 * n),
+            cupy.cuda.Event(disable_timing=True))
+
+
+class PendingCounts:
+    """Counts being copied to the host on `stream`; `result()` waits for them only."""
+
+    def __init__(self, buffers, stream):
         from cupy.cuda import runtime
-        self._device = counts                    # alive until the copy has run
-        self._pinned = cupy.cuda.alloc_pinned_memory(counts.nbytes)
-        runtime.memcpyAsync(self._pinned.ptr, counts.data.ptr, counts.nbytes,
+        self._buffers = buffers
+        _, counts, pinned, copied = buffers
+        runtime.memcpyAsync(pinned.ptr, counts.data.ptr, counts.nbytes,
                             runtime.memcpyDeviceToHost, stream.ptr)
-        self._copied = cupy.cuda.Event(disable_timing=True)
-        self._copied.record(stream)
+        copied.record(stream)
 
     def result(self):
-        self._copied.synchronize()
-        host = np.frombuffer(self._pinned, dtype=np.uint64, count=self._device.size)
-        return [int(c) for c in host]
+        key, counts, pinned, copied = self._buffers
+        copied.synchronize()
+        found = [int(c) for c in np.frombuffer(pinned, dtype=np.uint64, count=counts.size)]
+        _SPARE.setdefault(key, []).append(self._buffers)
+        self._buffers = None                # a second result() would read a reused buffer
+        return found
 
 
 def start_count_outside(arrays, limits):
     """[integer CuPy arrays], [limits] -> PendingCounts: how many ids of each lie outside
-    [0, limit), once `result()` is called. Runtime calls rather than CuPy's helpers where they
-    do the same: at batch 1 this host work is on the critical path."""
+    [0, limit), once `result()` is called (once). Runtime calls rather than CuPy's helpers
+    where they do the same: at batch 1 this host work is on the critical path."""
     import cupy
     from cupy.cuda import runtime
     stream = cupy.cuda.get_current_stream()
-    counts = cupy.empty(len(arrays), dtype=cupy.uint64)
+    buffers = _buffers((runtime.getDevice(), len(arrays)))
+    counts = buffers[1]
     runtime.memsetAsync(counts.data.ptr, 0, counts.nbytes, stream.ptr)
     for slot, (ids, limit) in enumerate(zip(arrays, limits)):
         if not ids.flags.c_contiguous:
@@ -75,7 +96,7 @@ def start_count_outside(arrays, limits):
         blocks = max(1, min(-(-ids.size // 256), 1024))
         kernel((blocks,), (256,), (ids, np.int64(ids.size), np.int64(limit), counts,
                                    np.int32(slot)))
-    return PendingCounts(counts, stream)
+    return PendingCounts(buffers, stream)
 
 
 def count_outside(arrays, limits):
