@@ -112,6 +112,21 @@ def test_fused_attention_block_shapes(rng, precision, T, dh, warps):
     assert rel_err(host_values(out), ref) <= TOL[precision] * 5
 
 
+def test_fused_attention_needs_sm80(rng, monkeypatch):
+    """On a GPU older than compute capability 8.0 (no 16-bit mma.m16n8k16, ldmatrix, cp.async)
+    the fused layout takes the GEMM path, with the same values."""
+    import cupy
+    from cupyprune.gpu import attention, fused_attention
+    N, T, heads, D = 2, 65, 2, 64
+    values = [stored(rng.standard_normal((N, T, D)), "fp16") for _ in range(3)]
+    monkeypatch.setitem(fused_attention._CAPABLE, cupy.cuda.Device().id, False)
+    fused_attention._KERNELS.clear()
+    out = attention.self_attention(*(d for _, d in values), heads, layout="fused")
+    assert not fused_attention._KERNELS
+    ref = _reference_attention(*(h for h, _ in values), heads, None)
+    assert rel_err(host_values(out), ref) <= TOL["fp16"] * 5
+
+
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
 @pytest.mark.parametrize("layout", ["padded_kv", "fused"])
 def test_attention_falls_back_on_misaligned_heads(rng, precision, layout):

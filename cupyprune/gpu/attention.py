@@ -76,16 +76,16 @@ LAYOUTS = ("unpadded", "padded_kv", "fused")
 
 
 # the fused kernel is the default up to this many tokens (its MAX_TOKENS): measured faster at
-# 33, 65 (3x) and 128 (1.4x, with its keys in chunks: version 27; 1-6% slower before)
+# 33, 65 (4x) and 128 (1.9x, with its keys in chunks: versions 27 and 29; 1-6% slower before)
 FUSED_DEFAULT_TOKENS = 128
 
 
 def default_layout(dtype, T):
     """For 2-byte storage: fused up to FUSED_DEFAULT_TOKENS tokens, else padded_kv (which runs
     unpadded where T is a multiple of 8); fp32 unpadded. On the H100 the ViT attention (65 tokens)
-    took 0.69 ms per pass unpadded, 0.56 padded_kv, 0.19 fused in fp16 (bf16 1.17, 0.58, 0.19),
-    BERT-base's (128) 0.82 unpadded and 0.57 fused (bf16 0.86, 0.57); fp32 was slower padded
-    (1.01 -> 1.23 ms; docs/PERF_NOTES.md 25-27)."""
+    took 0.69 ms per pass unpadded, 0.56 padded_kv, 0.17 fused in fp16 (bf16 1.17, 0.58, 0.17),
+    BERT-base's (128) 0.82 unpadded and 0.44 fused (bf16 0.86, 0.44); fp32 was slower padded
+    (1.01 -> 1.23 ms; docs/PERF_NOTES.md 25-29)."""
     if np.dtype(dtype).itemsize != 2:
         return "unpadded"
     return "fused" if T <= FUSED_DEFAULT_TOKENS else "padded_kv"

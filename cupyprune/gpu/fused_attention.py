@@ -1,15 +1,17 @@
 """Self-attention in one kernel for fp16 and bf16 at short sequences (ViT's 65 tokens, BERT's 128).
 
-One block per (sample, head): its keys and values are staged in shared memory (values
-transposed), and each warp takes 16 query rows through tensor-core `mma.m16n8k16` instructions:
-scores = q k^T in fp32 registers, the scale, the padding mask and the softmax on those registers
-(no scores in memory), the probabilities rounded to the storage type, and out = p v in fp32,
-written merged into (N, T, D). Past 80 tokens the keys come in chunks (64 at BERT's 128) with a
-running max and sum per row, flash attention's online softmax, so that a lane holds one chunk's
-scores: all 128 at once took 163 registers a thread and ran slower than the GEMM path. It
-replaces the padding copy, the pointer kernel, two batched GEMMs and the softmax kernel
-(gpu/attention.py). Fragment layouts: PTX ISA, "Matrix Fragments for mma.m16n8k16 with floating
-point type". docs/PERF_NOTES.md, versions 26-27.
+One block per (sample, head): its keys and values are copied into shared memory by `cp.async`
+(a copy group per key chunk, so the first chunk's work starts while the rest arrive), and each
+warp takes 16 query rows through tensor-core `mma.m16n8k16` instructions: scores = q k^T in fp32
+registers, the scale, the padding mask and the softmax on those registers (no scores in memory),
+the probabilities rounded to the storage type, and out = p v in fp32 (the values read
+transposed by `ldmatrix.trans`), written merged into (N, T, D). Past 80 tokens the keys come in
+chunks (64 at BERT's 128) with a running max and sum per row, flash attention's online softmax,
+so that a lane holds one chunk's scores: all 128 at once took 163 registers a thread and ran
+slower than the GEMM path. It replaces the padding copy, the pointer kernel, two batched GEMMs
+and the softmax kernel (gpu/attention.py). Needs compute capability 8.0. Fragment layouts: PTX
+ISA, "Matrix Fragments for mma.m16n8k16 with floating point type" and "ldmatrix".
+docs/PERF_NOTES.md, versions 26, 27 and 29.
 
 Legend: N batch, T tokens, H heads, dh head size, D = H * dh, TP = T padded to 16.
 """
@@ -26,9 +28,7 @@ _SOURCE = r"""
 #define TP @TP@
 #define KC @KC@              // keys per softmax chunk: a multiple of 16 that divides TP
 #define QW @QW@              // warps (16 query rows each) per block
-#define KS (DH + 8)          // key row stride in shared memory (halves): conflict-free loads
-#define VS (TP + 8)          // transposed value row stride
-struct __align__(16) Pack16 { unsigned int w[4]; };
+#define KS (DH + 8)          // key and value row stride in shared memory (halves): no conflicts
 __device__ __forceinline__ void mma16816(float* d, const unsigned* a, unsigned b0, unsigned b1) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.@PTX@.@PTX@.f32 "
                  "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
@@ -43,6 +43,20 @@ __device__ __forceinline__ unsigned pack2(float lo, float hi) {
 }
 __device__ __forceinline__ unsigned ld32(const unsigned short* p) {
     return *(const unsigned*)p;
+}
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+// four 8x8 matrices of 16-bit values, transposed: lanes 8i..8i+7 give matrix i's row addresses
+__device__ __forceinline__ void ldsm_x4_trans(unsigned* r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+// 16 bytes global -> shared without registers; bytes < 16 fills the rest with zeros
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes));
 }
 __device__ __forceinline__ float row_max(float x) {            // over the 4 lanes of a row
     x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
@@ -62,27 +76,27 @@ extern "C" __global__ void @BOUNDS@ @NAME@(
         const long long* __restrict__ mask, int has_mask, int T, int H, float scale,
         float masked) {
     __shared__ __align__(16) unsigned short ks[TP * KS];        // keys, row-major
-    __shared__ __align__(16) unsigned short vt[DH * VS];        // values transposed
+    __shared__ __align__(16) unsigned short vs[TP * KS];        // values, row-major
+    __shared__ float bias[TP];            // added to a key's scores: 0, masked, or -inf past T
     const int QB = (TP / 16 + QW - 1) / QW;
     const int bh = blockIdx.x / QB, qb = blockIdx.x % QB, n = bh / H, h = bh % H, D = H * DH;
     const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t4 = lane & 3;
     const size_t head = (size_t)n * T * D + (size_t)h * DH;
-    for (int i = threadIdx.x; i < TP * (DH / 8); i += blockDim.x) {     // 16 bytes a load
-        const int r = i / (DH / 8), c = (i % (DH / 8)) * 8;             // keys: rows coalesced
-        Pack16 kk = {{0u, 0u, 0u, 0u}};                                 // rows past T: zero
-        if (r < T) kk = *(const Pack16*)(k + head + (size_t)r * D + c);
-        *(Pack16*)(ks + r * KS + c) = kk;
-        const int rv = i % TP, cv = (i / TP) * 8;      // values: a warp on 32 rows, so its
-        Pack16 vv = {{0u, 0u, 0u, 0u}};                // transposed stores hit 32 banks once
-        if (rv < T) vv = *(const Pack16*)(v + head + (size_t)rv * D + cv);
-        const unsigned short* vh = (const unsigned short*)&vv;
-        #pragma unroll
-        for (int j = 0; j < 8; ++j) vt[(cv + j) * VS + rv] = vh[j];
+    for (int k0 = 0; k0 < TP; k0 += KC) {      // a copy group per chunk, 16 bytes a copy
+        for (int i = threadIdx.x; i < KC * (DH / 8); i += blockDim.x) {
+            const int r = k0 + i / (DH / 8), c = (i % (DH / 8)) * 8;
+            const size_t src = r < T ? head + (size_t)r * D + c : 0;        // rows past T: zero
+            cp_async16(smem_addr(ks + r * KS + c), k + src, r < T ? 16 : 0);
+            cp_async16(smem_addr(vs + r * KS + c), v + src, r < T ? 16 : 0);
+        }
+        asm volatile("cp.async.commit_group;");
     }
-    __syncthreads();
+    const float ninf = __int_as_float(0xff800000);
+    for (int i = threadIdx.x; i < TP; i += blockDim.x)
+        bias[i] = i >= T ? ninf : (has_mask && mask[(size_t)n * T + i] == 0) ? masked : 0.f;
     const int row0 = (qb * QW + warp) * 16;
     const int ra = row0 + g, rb = ra + 8;                         // this lane's two query rows
-    if (row0 >= T) return;
+    const bool active = row0 < T;          // idle warps still meet every barrier
     unsigned qa[DH / 16][4];                                      // A fragments of q
     #pragma unroll
     for (int s = 0; s < DH / 16; ++s) {
@@ -92,14 +106,17 @@ extern "C" __global__ void @BOUNDS@ @NAME@(
         qa[s][2] = ra < T ? ld32(q + head + (size_t)ra * D + c + 8) : 0u;
         qa[s][3] = rb < T ? ld32(q + head + (size_t)rb * D + c + 8) : 0u;
     }
-    const long long* m = mask + (size_t)n * T;
-    const float ninf = __int_as_float(0xff800000);
     float mxa = ninf, mxb = ninf, suma = 0.f, sumb = 0.f;         // running, per row
     float acc[DH / 8][4];                                         // out tile j: columns 8j..
     #pragma unroll
     for (int j = 0; j < DH / 8; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.f;
     #pragma unroll 1
     for (int k0 = 0; k0 < TP; k0 += KC) {     // every chunk holds a key < T (TP - KC < T)
+        // the first chunk's copies (and those before the last), then every copy
+        if (k0 == 0 && KC < TP) asm volatile("cp.async.wait_group 1;");
+        else asm volatile("cp.async.wait_group 0;");
+        __syncthreads();
+        if (!active) continue;
         float sc[KC / 8][4];      // scores: tile j holds keys k0 + 8j + 2*t4 + {0, 1} of ra, rb
         #pragma unroll
         for (int j = 0; j < KC / 8; ++j) {
@@ -114,16 +131,11 @@ extern "C" __global__ void @BOUNDS@ @NAME@(
         for (int j = 0; j < KC / 8; ++j)
             #pragma unroll
             for (int e = 0; e < 2; ++e) {
-                const int key = k0 + j * 8 + t4 * 2 + e;
-                if (key < T) {
-                    const float add = (has_mask && m[key] == 0) ? masked : 0.f;
-                    sc[j][e] = sc[j][e] * scale + add;
-                    sc[j][2 + e] = sc[j][2 + e] * scale + add;
-                    cma = fmaxf(cma, sc[j][e]);
-                    cmb = fmaxf(cmb, sc[j][2 + e]);
-                } else {
-                    sc[j][e] = sc[j][2 + e] = ninf;                 // padding: weight 0
-                }
+                const float add = bias[k0 + j * 8 + t4 * 2 + e];
+                sc[j][e] = sc[j][e] * scale + add;
+                sc[j][2 + e] = sc[j][2 + e] * scale + add;
+                cma = fmaxf(cma, sc[j][e]);
+                cmb = fmaxf(cmb, sc[j][2 + e]);
             }
         cma = fmaxf(mxa, row_max(cma));
         cmb = fmaxf(mxb, row_max(cmb));
@@ -153,13 +165,18 @@ extern "C" __global__ void @BOUNDS@ @NAME@(
             pa[1] = pack2(p[2], p[3]);
             pa[2] = pack2(p[4], p[5]);
             pa[3] = pack2(p[6], p[7]);
+            // B fragments of values: keys k0+16s.. (lanes' rows), columns 16jj + 8 * (lane / 16)
+            const unsigned short* vr = vs + (k0 + s * 16 + (lane & 15)) * KS + (lane >> 4) * 8;
             #pragma unroll
-            for (int j = 0; j < DH / 8; ++j) {
-                const unsigned short* vr = vt + (j * 8 + g) * VS + k0 + s * 16 + t4 * 2;
-                mma16816(acc[j], pa, ld32(vr), ld32(vr + 8));
+            for (int jj = 0; jj < DH / 16; ++jj) {
+                unsigned b[4];
+                ldsm_x4_trans(b, smem_addr(vr + jj * 16));
+                mma16816(acc[2 * jj], pa, b[0], b[1]);
+                mma16816(acc[2 * jj + 1], pa, b[2], b[3]);
             }
         }
     }
+    if (!active) return;
     const float ia = 1.f / row_sum(suma), ib = 1.f / row_sum(sumb);
     #pragma unroll
     for (int j = 0; j < DH / 8; ++j) {
@@ -189,9 +206,9 @@ def block_warps(tp):
 
 
 def _bounds(tp, qw):
-    """Past 80 tokens, registers capped at 128 a thread (16 warps an SM: 130 uncapped, 163 with
-    all keys at once); up to 80, ptxas's own choice (104 at ViT's 65 tokens; capping it at 96
-    spills)."""
+    """Past 80 tokens, registers capped at 128 a thread (16 warps an SM; 163 with all 128 keys'
+    scores at once, 130 with chunks, uncapped); up to 80, ptxas's own choice (about 100 at ViT's
+    65 tokens; capping it at 96 spilled)."""
     return f"__launch_bounds__({32 * qw}, {max(1, 16 // qw)})" if tp > 80 else ""
 
 
@@ -214,12 +231,24 @@ def kernel_sources():
     yield _source("bf16", 64, 96, 6)                                # chunks of 48, 6 warps
 
 
+_CAPABLE = {}                      # device id -> compute capability >= 8.0
+
+
+def _sm80(device):
+    """mma.m16n8k16 in 16-bit types, ldmatrix and cp.async need compute capability 8.0
+    (Ampere) or later; on a Turing or Volta GPU attention takes the GEMM path."""
+    if device.id not in _CAPABLE:
+        _CAPABLE[device.id] = int(device.compute_capability) >= 80
+    return _CAPABLE[device.id]
+
+
 def applies(q, k, v, heads):
     """Whether the fused kernel runs this attention: 2-byte storage, a head size and length it
-    is built for, and operands 16-byte aligned (it loads keys and values 16 bytes at a time)."""
+    is built for, operands 16-byte aligned (it loads keys and values 16 bytes at a time), and a
+    GPU of compute capability 8.0 or later."""
     T, D = q.shape[1], q.shape[2]
     return (q.dtype.itemsize == 2 and D // heads in HEAD_SIZES and 0 < T <= MAX_TOKENS
-            and all(a.data.ptr % 16 == 0 for a in (q, k, v)))
+            and all(a.data.ptr % 16 == 0 for a in (q, k, v)) and _sm80(q.device))
 
 
 def fused_self_attention(q, k, v, heads, mask=None, warps=None):
