@@ -157,3 +157,16 @@ def test_target_1_at_the_issues_kept_ratios_or_the_nearest_measured(tmp_path):
         "| 1. conv512 group vs our dense | fp16 | 50% | 2.00x (met, target 1.80x) |",
         "| 1. conv512 group vs our dense | fp16 | 30% | 3.33x (met, target 3.00x) |",
     ]
+
+
+def test_model_table_cells_by_precision():
+    """`--precisions` of the cnn and transformer presets: only the named precisions' cells of a
+    row are measured; the CSR baseline is an fp32 cell of pruned rows only."""
+    from benchlib.models import wanted_cells
+    assert wanted_cells("group") == [("ours-auto", "fp32"), ("ours-dense", "fp32"),
+                                     ("torch-eager", "fp32"), ("ours-csr", "fp32"),
+                                     ("ours-auto", "fp16"), ("ours-dense", "fp16"),
+                                     ("torch-eager", "fp16")]
+    assert wanted_cells("group", ["fp16"]) == [("ours-auto", "fp16"), ("ours-dense", "fp16"),
+                                               ("torch-eager", "fp16")]
+    assert ("ours-csr", "fp32") not in wanted_cells("dense")

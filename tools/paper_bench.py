@@ -80,7 +80,8 @@ def run_model_preset(args, name, progress):
     else:
         from benchlib import models
         models.run_preset(store, args.preset, progress, max_minutes=args.max_minutes, only=name,
-                          patterns=args.patterns.split(",") if args.patterns else None)
+                          patterns=args.patterns.split(",") if args.patterns else None,
+                          precisions=args.precisions.split(",") if args.precisions else None)
 
 
 def environment():
@@ -118,8 +119,9 @@ def parse_args(argv):
     ap.add_argument("--patterns", help="cnn and transformer presets: comma-separated subset of "
                     "element,vector,block,group (default: all four)")
     ap.add_argument("--precisions", help="batch1, deploy, compile and fused presets: "
-                    "comma-separated subset of fp32,fp16,bf16 (default: fp32,fp16); layer "
-                    "presets: a subset of the preset's precisions")
+                    "comma-separated subset of fp32,fp16,bf16 (default: fp32,fp16); cnn and "
+                    "transformer presets: of fp32,fp16; layer presets: a subset of the "
+                    "preset's precisions")
     ap.add_argument("--keeps", help="layer presets: run only these kept fractions of the "
                     "preset's sweep (comma-separated, e.g. 0.25,0.5,0.75)")
     ap.add_argument("--max-minutes", type=positive_float, default=9.0,
@@ -142,9 +144,9 @@ def parse_args(argv):
             _subset(args.precisions, ("fp32", "fp16", "bf16"), "--precisions")
         elif args.preset in PRESETS:
             _subset(args.precisions, _sweep_values(args.preset, 2), "--precisions")
-        else:
-            raise UsageError(f"--precisions is for the layer presets and the "
-                             f"{', '.join(DEPLOY_PRESETS)} presets")
+        else:                                             # cnn, transformer: the model tables
+            from benchlib.models import PRECISIONS
+            _subset(args.precisions, PRECISIONS, "--precisions")
     if args.keeps:
         if args.preset not in PRESETS:
             raise UsageError(f"--keeps is for the layer presets ({', '.join(PRESETS)})")

@@ -137,7 +137,16 @@ def run_isolated(preset, names, out, max_minutes, progress=print, extra=()):
                         "--out", out, "--max-minutes", f"{left:.2f}", *extra], check=False)
 
 
-def run_preset(store, preset, progress=print, max_minutes=9.0, only=None, patterns=None):
+def wanted_cells(pattern, precisions=PRECISIONS):
+    """(impl, precision) cells of one table row: ours on two paths and PyTorch in each
+    precision, and the CSR baseline in fp32 for a pruned row."""
+    return [(impl, prec) for prec in precisions
+            for impl in ("ours-auto", "ours-dense", "torch-eager")
+            + (("ours-csr",) if prec == "fp32" and pattern != "dense" else ())]
+
+
+def run_preset(store, preset, progress=print, max_minutes=9.0, only=None, patterns=None,
+               precisions=None):
     import torch
     t_end = time.time() + 60 * max_minutes
     rng = np.random.default_rng(0)
@@ -161,9 +170,7 @@ def run_preset(store, preset, progress=print, max_minutes=9.0, only=None, patter
                     return
                 base = {"model": name, "shape": f"{size}", "pattern": pattern, "keep": keep,
                         "batch": batch}
-                wanted = [(impl, prec) for prec in PRECISIONS
-                          for impl in ("ours-auto", "ours-dense", "torch-eager")
-                          + (("ours-csr",) if prec == "fp32" and pattern != "dense" else ())]
+                wanted = wanted_cells(pattern, precisions or PRECISIONS)
                 todo = [(i, p) for i, p in wanted
                         if not store.has("models", dict(base, impl=i, precision=p))]
                 if not todo:
