@@ -17,7 +17,6 @@ median of 20 CUDA-event timings of a captured graph of 12 calls (one ViT/BERT-ba
 attention), after 3 warm-up replays, and the relative error of one call against float64
 PyTorch on fresh random inputs. Needs a CUDA GPU and CuPy.
 """
-import json
 import os
 import sys
 
@@ -25,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import (gpu_or_say, parse_or_exit, parse_out_only, run_tool,  # noqa: E402
-                     write_rows)
+from oneline import (ResultRows, gpu_or_say, parse_or_exit, parse_out_only,  # noqa: E402
+                     run_tool)
 
 CALLS = 12                                                 # attention layers per pass
 SHAPES = [("vit", 64, 65, 12, 64, False), ("bert", 64, 128, 12, 64, True),
@@ -113,17 +112,15 @@ def main(argv=None):
     import cupy
     from cupyprune.gpu.attention import LAYOUTS
     rng = np.random.default_rng(0)
-    rows = []
+    rows = ResultRows()
     for precision in PRECISIONS:
         for shape in SHAPES:
             cells = [(layout, None) for layout in LAYOUTS]
             if precision != "fp32":
                 cells += [("fused", w) for w in other_block_warps(shape[2])]
             for layout, warps in cells:
-                row = time_cell(cupy, rng, *shape, precision, layout, warps)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-    write_rows(args.out, rows)
+                rows.add(time_cell(cupy, rng, *shape, precision, layout, warps))
+    rows.write(args.out)
     return 0
 
 

@@ -10,7 +10,6 @@ used memory (cudaMemGetInfo). Then the same for cupyx.scipy.sparse alone: one CS
 dense one, ten times, and a matrix made and dropped ten times. Needs a CUDA GPU, CuPy and torch.
 """
 import gc
-import json
 import os
 import sys
 import tempfile
@@ -19,8 +18,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import (gpu_or_say, parse_or_exit, parse_out_only, run_tool,  # noqa: E402
-                     write_rows)
+from oneline import (ResultRows, gpu_or_say, parse_or_exit, parse_out_only,  # noqa: E402
+                     run_tool)
 
 
 def parse_args(argv):
@@ -32,10 +31,9 @@ def snapshot(cupy, label, rows):
     cupy.cuda.Device().synchronize()
     pool = cupy.get_default_memory_pool()
     free, total = cupy.cuda.runtime.memGetInfo()
-    row = {"step": label, "pool_used_mb": pool.used_bytes() / 2**20,
-           "pool_held_mb": pool.total_bytes() / 2**20, "device_used_mb": (total - free) / 2**20}
-    print(json.dumps(row), flush=True)
-    rows.append(row)
+    rows.add({"step": label, "pool_used_mb": pool.used_bytes() / 2**20,
+              "pool_held_mb": pool.total_bytes() / 2**20,
+              "device_used_mb": (total - free) / 2**20})
 
 
 def drop(cupy):
@@ -98,11 +96,11 @@ def main(argv=None):
     if not gpu_or_say("csr_memory_probe"):
         return 2
     import cupy
-    rows = []
+    rows = ResultRows()
     with tempfile.TemporaryDirectory() as tmp:
         probe_models(cupy, model_file(tmp), rows)
     probe_cupyx(cupy, rows)
-    write_rows(args.out, rows)
+    rows.write(args.out)
     return 0
 
 

@@ -8,7 +8,6 @@ operands; medians of 30 CUDA-event timings of single eager launches after 5 warm
 figure includes the call's host time while the GPU waits: a lead, not a graph-replay result;
 docs/PERF_NOTES.md version 20). Needs a CUDA GPU and CuPy.
 """
-import json
 import os
 import sys
 
@@ -16,8 +15,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import (gpu_or_say, parse_or_exit, parse_out_only, run_tool,  # noqa: E402
-                     write_rows)
+from oneline import (ResultRows, gpu_or_say, parse_or_exit, parse_out_only,  # noqa: E402
+                     run_tool)
 
 CANDIDATES = 8
 SHAPES = ([("ffn1", 8192, k, 3072) for k in (768, 384, 192, 96)]         # (layer, M, K, N)
@@ -60,13 +59,11 @@ def main(argv=None):
     if not gpu_or_say("lt_algos"):
         return 2
     import cupy
-    rows = []
+    rows = ResultRows()
     for dtype in (np.float16, np.float32):
         for layer, M, K, N in SHAPES:
-            row = time_shape(cupy, layer, M, K, N, dtype)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
-    write_rows(args.out, rows)
+            rows.add(time_shape(cupy, layer, M, K, N, dtype))
+    rows.write(args.out)
     return 0
 
 

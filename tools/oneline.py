@@ -88,12 +88,23 @@ def parse_out_only(prog, description, out_help, argv):
     return args
 
 
-def write_rows(path, rows):
-    """A tool's result rows -> `path` as a JSON list, whole or not at all; says so."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=1)
-    print(f"wrote {path}")
+class ResultRows:
+    """A GPU measuring tool's result rows: each printed as one JSON line when made (progress,
+    and what a run killed at its time limit leaves in its log), all written at the end."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, row):
+        print(json.dumps(row), flush=True)
+        self.rows.append(row)
+
+    def write(self, path):
+        """-> `path` as a JSON list, whole or not at all; says so."""
+        with atomic_path(path) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(self.rows, f, indent=1)
+        print(f"wrote {path}")
 
 
 def can_create_in(directory):
