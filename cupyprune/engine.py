@@ -165,8 +165,9 @@ class Model:
         """Outputs by name. `trace`, a list, receives (step, output shape in NCHW terms)."""
         env, ids = self._bind(args, kwargs)
         if self.graph_runner is not None and trace is None:
-            outputs = self.graph_runner(env)
+            outputs = self.graph_runner(env, after_launch=ids.start)   # counts beside the replay
         else:
+            ids.start()
             outputs = self._forward(env, trace)
         ids.finish()                # waits for the id counts only, the pass being queued already
         return {name: self._to_user(value) for name, value in outputs.items()}

@@ -79,9 +79,9 @@ def _check_spec_ids(spec, ids):
 class IdRangeCheck:
     """The range check of one call's id inputs against their specs' vocab_size. Ids from NumPy
     are checked on the host at once; ids already on the device are counted by one small kernel
-    each, and `finish()` waits for those counts only: the engine queues the forward pass first
-    (lookups of unchecked ids stay inside the table: CuPy's take wraps them), then raises before
-    any output is returned."""
+    each (`start`), and `finish()` waits for those counts only. The engine starts them after it
+    has queued the forward pass (lookups of unchecked ids stay inside the table: CuPy's take
+    wraps them), then raises before any output is returned."""
 
     def __init__(self, inputs):
         todo = [(spec, ids) for spec, ids in inputs if spec.get("vocab_size") is not None]
@@ -90,16 +90,24 @@ class IdRangeCheck:
             if isinstance(ids, np.ndarray):
                 _check_spec_ids(spec, ids)
         self._pending = None
-        if self._on_device:
+
+    def start(self, ready=None):
+        """Queue the device ids' counts: on the current stream, or, given `ready` (an event
+        recorded where the ids are ready), on a side stream that waits for that event only."""
+        if self._on_device and self._pending is None:
             from .gpu.checks import start_count_outside
             self._pending = start_count_outside([ids for _, ids in self._on_device],
-                                                [spec["vocab_size"] for spec, _ in self._on_device])
+                                                [spec["vocab_size"] for spec, _ in self._on_device],
+                                                ready=ready)
 
     def finish(self):
-        """An InputError for the first id outside its table, if any."""
-        if self._pending is None:
+        """An InputError for the first id outside its table, if any (counted now if `start`
+        was not called)."""
+        if not self._on_device:
             return
-        for (spec, ids), outside in zip(self._on_device, self._pending.result()):
+        self.start()
+        outside_counts, self._pending = self._pending.result(), None
+        for (spec, ids), outside in zip(self._on_device, outside_counts):
             if outside:
                 _check_spec_ids(spec, ids)
 

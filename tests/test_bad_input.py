@@ -1,7 +1,9 @@
 """Every bad input of the runtime core: a one-line error naming the problem, exit code 2 from the
 CLI, no traceback, nothing written."""
+import io
 import json
 import struct
+import zipfile
 
 import numpy as np
 import pytest
@@ -462,6 +464,23 @@ def test_input_header_claims_huge_array(rng, tmp_path, model_path):
         f.write(a.tobytes())
     assert_one_line_error(run_cli("infer", model_path, "--input", x), "truncated or corrupt",
                           "(1000000000, 3, 9, 9)")
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED])
+def test_input_npz_member_claims_huge_array(rng, tmp_path, model_path, compression):
+    """The same for a member of a .npz (stored or compressed): named, refused before np.load
+    allocates it."""
+    x = tmp_path / "x.npz"
+    a = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+    header = np.lib.format.header_data_from_array_1_0(a)
+    header["shape"] = (10 ** 9, 3, 9, 9)
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, header)
+    member.write(a.tobytes())
+    with zipfile.ZipFile(x, "w", compression=compression) as archive:
+        archive.writestr("image.npy", member.getvalue())
+    assert_one_line_error(run_cli("infer", model_path, "--input", x), "(image.npy)",
+                          "truncated or corrupt", "(1000000000, 3, 9, 9)")
 
 
 def test_input_empty_batch(tmp_path, model_path):

@@ -231,6 +231,42 @@ def test_device_ids_outside_their_tables(rng, small_bert, cuda_graph):
     assert np.array_equal(got, want)
 
 
+_SPIN = r"""
+extern "C" __global__ void spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) { }
+}
+"""
+
+
+@pytest.mark.gpu
+def test_device_ids_written_late_on_the_callers_stream(rng, small_bert):
+    """With graph replay the ids are counted on a side stream, queued after the launch: it must
+    wait for the caller's stream, or it reads ids a queued kernel has not written yet. Here the
+    bad id is written behind a kernel that spins for tens of milliseconds."""
+    import cupy
+    hf, path = small_bert
+    model = cupyprune.load(path, device="gpu", cuda_graph=True)
+    vocab = SMALL_BERT["vocab_size"]
+    good = cupy.asarray(rng.integers(0, vocab, size=(2, 7)))
+    model(good)                                                    # capture
+    spin = cupy.RawKernel(_SPIN, "spin")
+    stream = cupy.cuda.Stream(non_blocking=True)
+    for bad_value, expect in ((vocab + 4, vocab + 4), (-2, -2)):
+        ids = good.copy()
+        cupy.cuda.get_current_stream().synchronize()
+        with stream:
+            spin((1,), (1,), (np.int64(50_000_000),))              # tens of ms at GPU clocks
+            ids[1, 5] = bad_value
+            with pytest.raises(InputError, match=rf"token id {expect} is outside \[0, {vocab}\)"):
+                model(ids)
+        stream.synchronize()
+    with stream:
+        got = cupy.asnumpy(model(good))                            # and the replay still right
+    stream.synchronize()
+    assert rel_err(got, hf_logits(hf, {"input_ids": cupy.asnumpy(good)}).numpy()) <= TOL
+
+
 @pytest.mark.parametrize("dev", devices())
 def test_sequence_longer_than_positions(dev, small_bert_file):
     model = cupyprune.load(small_bert_file, device=dev)
@@ -244,6 +280,10 @@ def test_attention_mask_of_wrong_shape(dev, small_bert_file):
     ids = np.zeros((2, 8), dtype=np.int64)
     with pytest.raises(InputError, match=r"attention mask has shape \(2, 6\).*\(2, 8\)"):
         model(ids, attention_mask=np.ones((2, 6), dtype=np.int64))
+    if model.graph_runner is not None:      # a bad first call leaves graph replay on
+        assert model.graph_runner.failed is None
+        model(ids, attention_mask=np.ones((2, 8), dtype=np.int64))
+        assert model.graph_runner.failed is None and len(model.graph_runner.captured) == 1
 
 
 @pytest.mark.parametrize("dev", devices())

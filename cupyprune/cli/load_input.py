@@ -1,5 +1,6 @@
 """Reading --input files: .npy (the first graph input) or .npz (inputs by name)."""
 import os
+import zipfile
 
 import numpy as np
 
@@ -34,23 +35,43 @@ def _sniff(path):
                      f"numpy.save or numpy.savez)")
 
 
-def _check_npy_size(path):
-    """The array a .npy header declares must be in the file, before anything is allocated."""
-    with open(path, "rb") as f:
-        version = np.lib.format.read_magic(f)
-        read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_{version[1]}", None)
-        if read_header is None:
-            return                              # a newer version: np.load says what it thinks
-        shape, _, dtype = read_header(f)
-        data_bytes = os.fstat(f.fileno()).st_size - f.tell()
+def _declared_bytes(f, size, where):
+    """An open .npy stream of `size` bytes -> the bytes its header declares, or None where
+    np.load says better what is wrong (a newer format version, an object array). Declared
+    bytes beyond the stream are an InputError (`where` names it) before anything is allocated."""
+    version = np.lib.format.read_magic(f)
+    read_header = getattr(np.lib.format, f"read_array_header_{version[0]}_{version[1]}", None)
+    if read_header is None:
+        return None                             # a newer version: np.load says what it thinks
+    shape, _, dtype = read_header(f)
     if dtype.hasobject:
-        return                                  # refused by np.load (no pickles) with its reason
+        return None                             # refused by np.load (no pickles) with its reason
+    data_bytes = size - f.tell()
     need = dtype.itemsize
     for d in shape:
         need *= d
     if need > data_bytes:
-        raise InputError(f"--input {path}: truncated or corrupt: its header declares shape "
+        raise InputError(f"{where}: truncated or corrupt: its header declares shape "
                          f"{tuple(shape)} {dtype} ({need} bytes) but the file holds {data_bytes}")
+    return need
+
+
+def _check_sizes(path, kind):
+    """Every array the file declares must be in it, and all of them must fit in memory
+    together (np.load reads each whole), before anything is allocated."""
+    if kind == "npy":
+        with open(path, "rb") as f:
+            needs = [_declared_bytes(f, os.fstat(f.fileno()).st_size, f"--input {path}")]
+    else:
+        with zipfile.ZipFile(path) as archive:
+            needs = []
+            for member in archive.infolist():
+                if not member.filename.endswith(".npy"):
+                    continue                    # np.load's NpzFile lists only .npy members
+                with archive.open(member) as f:
+                    needs.append(_declared_bytes(f, member.file_size,
+                                                 f"--input {path} ({member.filename})"))
+    need = sum(n for n in needs if n is not None)
     available = memory.available_host_bytes()
     if available is not None and need > available:     # read whole, it would not fit
         raise InputError(f"--input {path}: its arrays do not fit in memory ({need / 2**30:.1f} "
@@ -60,8 +81,7 @@ def _check_npy_size(path):
 def _load(path):
     """np.load with no pickles; any failure to parse the file is one InputError."""
     try:
-        if _sniff(path) == "npy":
-            _check_npy_size(path)
+        _check_sizes(path, _sniff(path))
         return np.load(path, allow_pickle=False)
     except InputError:
         raise

@@ -1,7 +1,8 @@
 """Input checks on device arrays: one small kernel per array, their counts copied to pinned host
 memory behind them, and no host sync until the caller asks for the result (CuPy's generic ops
-took four launches and a sync per array: two compares, an or, an any). The caller queues the
-forward pass first, so the GPU never waits for the host's look at the counts."""
+took four launches and a sync per array: two compares, an or, an any). The engine queues them
+beside the forward pass, after its graph's launch, so neither the GPU nor the replay waits for
+the host's work on them."""
 import numpy as np
 
 from .cuda_source import compile_kernel
@@ -78,25 +79,46 @@ class PendingCounts:
         return found
 
 
-def start_count_outside(arrays, limits):
+_SIDE_STREAMS = {}
+
+
+def _side_stream(device):
+    """One non-blocking stream per device for checks queued beside a forward pass."""
+    import cupy
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = cupy.cuda.Stream(non_blocking=True)
+    return _SIDE_STREAMS[device]
+
+
+def start_count_outside(arrays, limits, ready=None):
     """[integer CuPy arrays], [limits] -> PendingCounts: how many ids of each lie outside
     [0, limit), once `result()` is called (once). Runtime calls rather than CuPy's helpers
-    where they do the same: at batch 1 this host work is on the critical path."""
+    where they do the same: at batch 1 this host work is on the critical path.
+
+    ready: None to count on the current stream; or a CUDA event recorded where the arrays are
+    ready, to count on a side stream that waits for that event only. The engine passes one
+    after it has launched the forward's graph, so this host work overlaps the replay and the
+    counts do not wait for it."""
     import cupy
     from cupy.cuda import runtime
+    device = runtime.getDevice()
     stream = cupy.cuda.get_current_stream()
-    buffers = _buffers((runtime.getDevice(), len(arrays)))
+    if ready is not None:
+        stream = _side_stream(device)
+        stream.wait_event(ready)
+    buffers = _buffers((device, len(arrays)))
     counts = buffers[1]
-    runtime.memsetAsync(counts.data.ptr, 0, counts.nbytes, stream.ptr)
-    for slot, (ids, limit) in enumerate(zip(arrays, limits)):
-        if not ids.flags.c_contiguous:
-            ids = cupy.ascontiguousarray(ids)
-        T = _INT_TYPES[ids.dtype]
-        kernel = compile_kernel(_KERNELS, T, lambda: _source(T))
-        blocks = max(1, min(-(-ids.size // 256), 1024))
-        kernel((blocks,), (256,), (ids, np.int64(ids.size), np.int64(limit), counts,
-                                   np.int32(slot)))
-    return PendingCounts(buffers, stream)
+    with stream:
+        runtime.memsetAsync(counts.data.ptr, 0, counts.nbytes, stream.ptr)
+        for slot, (ids, limit) in enumerate(zip(arrays, limits)):
+            if not ids.flags.c_contiguous:
+                ids = cupy.ascontiguousarray(ids)
+            T = _INT_TYPES[ids.dtype]
+            kernel = compile_kernel(_KERNELS, T, lambda: _source(T))
+            blocks = max(1, min(-(-ids.size // 256), 1024))
+            kernel((blocks,), (256,), (ids, np.int64(ids.size), np.int64(limit), counts,
+                                       np.int32(slot)))
+        return PendingCounts(buffers, stream)
 
 
 def count_outside(arrays, limits):

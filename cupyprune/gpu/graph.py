@@ -12,6 +12,8 @@ import warnings
 import weakref
 from dataclasses import dataclass
 
+from ..errors import InputError
+
 
 _CAPTURE_STREAMS = {}
 
@@ -50,7 +52,10 @@ class CudaGraphRunner:
     def forward(self, env):
         return self._forward()(env)
 
-    def __call__(self, env):
+    def __call__(self, env, after_launch=None):
+        """env (name -> array) -> outputs (name -> new device array). after_launch(event), if
+        given, is called once the replay is queued, with an event recorded where env's arrays
+        are ready: host work queued there overlaps the replay (the engine's id range check)."""
         import cupy
         if self.failed is not None:
             return self.forward(env)
@@ -59,6 +64,8 @@ class CudaGraphRunner:
         if entry is None:
             try:
                 entry = self.captured[key] = self._capture(env)
+            except InputError:       # the caller's inputs, not the graph: the next call captures
+                raise
             except Exception as e:   # an op that cannot be captured: run eagerly from now on
                 self.failed = f"{type(e).__name__}: {e}"
                 warnings.warn(f"CUDA graph capture failed ({self.failed}); running eagerly",
@@ -71,6 +78,8 @@ class CudaGraphRunner:
             for name, buf in entry.inputs.items():
                 _copy_into(buf, env[name], entry.stream)
             entry.graph.launch(entry.stream)
+            if after_launch is not None:
+                after_launch(self._inputs_ready)
             outputs = {k: _copy_of(v, entry.stream) for k, v in entry.outputs.items()}
         entry.stream.record(self._outputs_ready)
         current.wait_event(self._outputs_ready)
