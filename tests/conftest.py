@@ -89,3 +89,19 @@ def he_scaled(state, masks):
             mean_square = float(kept.pow(2).sum()) / (kept.shape[0] * fan_in)
             out[k] = w * float(np.sqrt(2.0 / fan_in / mean_square))
     return out
+
+
+_SPIN_SOURCE = r"""
+extern "C" __global__ void spin(long long cycles) {
+    long long start = clock64();
+    while (clock64() - start < cycles) { }
+}
+"""
+
+
+def spin(cycles=200_000_000):
+    """Queue one GPU thread that spins `cycles` clocks (about 0.1 s) on the current stream: work
+    queued behind it on that stream waits, so a test can write an input late. Warm up (compile)
+    every kernel queued behind it first: a first-use compile can outlast the spin."""
+    import cupy
+    cupy.RawKernel(_SPIN_SOURCE, "spin")((1,), (1,), (np.int64(cycles),))

@@ -12,7 +12,7 @@ from transformers import (BertConfig, BertForSequenceClassification, ViTConfig,
 
 import cupyprune
 from cupyprune.paths.group import ALIGN_ROWS
-from conftest import devices, rel_err
+from conftest import devices, rel_err, spin
 from cupyprune.errors import InputError
 from exporters.errors import ExportError
 from exporters.hf import export_hf
@@ -231,33 +231,28 @@ def test_device_ids_outside_their_tables(rng, small_bert, cuda_graph):
     assert np.array_equal(got, want)
 
 
-_SPIN = r"""
-extern "C" __global__ void spin(long long cycles) {
-    long long start = clock64();
-    while (clock64() - start < cycles) { }
-}
-"""
-
-
 @pytest.mark.gpu
 def test_device_ids_written_late_on_the_callers_stream(rng, small_bert):
     """With graph replay the ids are counted on a side stream, queued after the launch: it must
     wait for the caller's stream, or it reads ids a queued kernel has not written yet. Here the
-    bad id is written behind a kernel that spins for tens of milliseconds."""
+    bad id is written behind a kernel that spins for about 0.1 s."""
     import cupy
     hf, path = small_bert
     model = cupyprune.load(path, device="gpu", cuda_graph=True)
     vocab = SMALL_BERT["vocab_size"]
     good = cupy.asarray(rng.integers(0, vocab, size=(2, 7)))
     model(good)                                                    # capture
-    spin = cupy.RawKernel(_SPIN, "spin")
     stream = cupy.cuda.Stream(non_blocking=True)
     for bad_value, expect in ((vocab + 4, vocab + 4), (-2, -2)):
         ids = good.copy()
-        cupy.cuda.get_current_stream().synchronize()
+        ids[0, 0] = bad_value                                      # compiled before the spin
+        ids[0, 0] = good[0, 0]
+        spin(1000)
+        cupy.cuda.Device().synchronize()
         with stream:
-            spin((1,), (1,), (np.int64(50_000_000),))              # tens of ms at GPU clocks
+            spin()
             ids[1, 5] = bad_value
+            assert not stream.done                                 # the write is still queued
             with pytest.raises(InputError, match=rf"token id {expect} is outside \[0, {vocab}\)"):
                 model(ids)
         stream.synchronize()

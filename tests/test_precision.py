@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import cupyprune
-from conftest import he_scaled, rel_err
+from conftest import he_scaled, rel_err, spin
 
 TOLERANCE = {"fp32": 1e-5, "tf32": 1e-2, "fp16": 3e-2, "bf16": 5e-2}
 MIN_ARGMAX_AGREEMENT = 0.9
@@ -83,6 +83,41 @@ def test_graph_replay_takes_every_input_form(rng, resnet_file):
     for out, ref in zip(outs, refs):
         assert rel_err(out, ref) <= TOLERANCE["fp32"]
     assert np.abs(refs[0] - refs[1]).max() > 100 * TOLERANCE["fp32"] * np.abs(refs[0]).max()
+
+
+@pytest.mark.gpu
+def test_graph_replays_on_the_callers_streams_in_order(rng, resnet_file):
+    """A replay runs on the caller's stream. Two models (two graphs, sharing the capture
+    stream's cuBLAS workspace) called on two streams, each input written on its stream behind
+    a long spin: each call must see its own input, and the call on the second stream must wait
+    for the replay queued on the first, so it cannot finish while the first stream spins."""
+    import time
+    import cupy
+    path, ref_model = resnet_file
+    first, second = (cupyprune.load(path, device="gpu", precision="fp32", cuda_graph=True)
+                     for _ in range(2))
+    xs = [rng.standard_normal((4, 3, 32, 32)).astype(np.float32) for _ in range(2)]
+    with torch.no_grad():
+        refs = [ref_model(torch.from_numpy(x).double()).numpy() for x in xs]
+    sources = [cupy.asarray(x) for x in xs]
+    first(sources[1] * 1), second(sources[0].copy())       # capture both (and compile the copies)
+    streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(2)]
+    spin(1000)
+    cupy.cuda.Device().synchronize()
+    with streams[0]:
+        spin()
+        late = sources[0] * 1                              # written once the spin ends
+        out_first = first(late)
+    with streams[1]:
+        out_second = second(sources[1].copy())
+    time.sleep(0.01)
+    assert not streams[0].done                             # still spinning: the check means it
+    assert not streams[1].done                             # behind the first stream's replay
+    for stream in streams:
+        stream.synchronize()
+    assert rel_err(out_first, refs[0]) <= TOLERANCE["fp32"]
+    assert rel_err(out_second, refs[1]) <= TOLERANCE["fp32"]
+    assert first.graph_runner.failed is None and second.graph_runner.failed is None
 
 
 def test_reduced_precision_needs_gpu(resnet_file):
