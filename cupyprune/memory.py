@@ -62,12 +62,13 @@ def check_batch_fits(model, inputs_of, batch, what):
     need = fixed + per_input * batch
     if need > available:
         fit = max(1, (available - fixed) // per_input)
-        raise InputError(f"{what}: does not fit in memory: about {_size(need)} on the CPU "
-                         f"({_size(per_input)} an input), {_size(available)} available; at most "
-                         f"about {fit} inputs fit at once")
+        raise InputError(f"{what}: does not fit in memory: about {size_text(need)} on the "
+                         f"CPU ({size_text(per_input)} an input), {size_text(available)} "
+                         f"available; at most about {fit} inputs fit at once")
 
 
-def _size(n):
+def size_text(n):
+    """Bytes -> a short text in GiB, MiB, KiB or bytes, for messages."""
     for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
         if n >= scale:
             return f"{n / scale:.1f} {unit}"

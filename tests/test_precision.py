@@ -100,7 +100,8 @@ def test_graph_replays_on_the_callers_streams_in_order(rng, resnet_file):
     with torch.no_grad():
         refs = [ref_model(torch.from_numpy(x).double()).numpy() for x in xs]
     sources = [cupy.asarray(x) for x in xs]
-    first(sources[1] * 1), second(sources[0].copy())       # capture both (and compile the copies)
+    first(sources[1] * 1)                                  # capture both, compiling the
+    second(sources[0].copy())                              # kernels used after the spin
     streams = [cupy.cuda.Stream(non_blocking=True) for _ in range(2)]
     spin(1000)
     cupy.cuda.Device().synchronize()

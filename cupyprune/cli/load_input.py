@@ -74,8 +74,8 @@ def _check_sizes(path, kind):
     need = sum(n for n in needs if n is not None)
     available = memory.available_host_bytes()
     if available is not None and need > available:     # read whole, it would not fit
-        raise InputError(f"--input {path}: its arrays do not fit in memory ({need / 2**30:.1f} "
-                         f"GiB, {available / 2**30:.1f} GiB available)")
+        raise InputError(f"--input {path}: its arrays do not fit in memory "
+                         f"({memory.size_text(need)}, {memory.size_text(available)} available)")
 
 
 def _load(path):
