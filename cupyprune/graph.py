@@ -4,6 +4,7 @@ from dataclasses import dataclass, field
 
 from .errors import ModelFileError
 from .format import keys
+from .ops.schema import check_attrs
 
 
 @dataclass
@@ -77,6 +78,7 @@ def _node(raw, i, known_ops):
     node = Node(raw["name"], raw["op"], list(raw["inputs"]), list(raw["outputs"]),
                 dict(params), dict(attrs))
     _check_arity(node, known_ops[node.op])
+    check_attrs(node, known_ops[node.op])
     return node
 
 
