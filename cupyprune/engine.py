@@ -5,6 +5,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import backend, bf16, passes
+from .layout import NHWC, LOGICAL, plan_layouts
 from .errors import DeviceError, InputError, ModelFileError
 from .format import read_model_file
 from .folding import plan_folding
@@ -67,6 +68,9 @@ class Model:
             passes.demote_gathering_linears(self)
         self._mark_checked_ids()
         self._release = self._plan_release()
+        self._tags, self._adapters = plan_layouts(self.xp, self.steps, {
+            name: NHWC if self.input_spec[name].get("kind", IMAGE) == IMAGE else LOGICAL
+            for name in self.graph.inputs}, self.alias)
         self.graph_runner = self._graph_runner(cuda_graph)
 
     def _mark_checked_ids(self):
@@ -170,20 +174,22 @@ class Model:
             ids.start()
             outputs = self._forward(env, trace)
         ids.finish()                # waits for the id counts only, the pass being queued already
-        return {name: self._to_user(value) for name, value in outputs.items()}
+        return {name: self._to_user(value, self._tags.get(self.alias.get(name, name)))
+                for name, value in outputs.items()}
 
-    def _to_user(self, value):
+    def _to_user(self, value, tag=NHWC):
         """An output in the runtime's layout and storage -> NCHW (4-D) in the run's dtype, or
         float32 for bf16 (its values exactly: no array library here has a bfloat16 dtype)."""
         if is_bf16(value.dtype):
             value = bf16.from_bits(value)
-        return _to_nchw(self.xp, value)
+        return _to_nchw(self.xp, value) if tag == NHWC else value
 
     def _forward(self, env, trace=None):
         """Every step, in order, on bound inputs -> graph outputs (internal layouts)."""
         env = self._prepare(env)
-        for step, release in zip(self.steps, self._release):
-            outs = step.op(*(env[self.alias.get(v, v)] for v in step.inputs))
+        for step, adapt, release in zip(self.steps, self._adapters, self._release):
+            args = [env[self.alias.get(v, v)] for v in step.inputs]
+            outs = step.op(*(args if adapt is None else adapt(args)))
             if len(step.node.outputs) == 1:
                 outs = (outs,)
             for name, value in zip(step.node.outputs, outs):
@@ -191,7 +197,8 @@ class Model:
             for name in release:                      # no later step reads it
                 env.pop(name, None)
             if trace is not None:
-                trace.append((step, _logical_shape(outs[0])))
+                trace.append((step, _logical_shape(outs[0], self._tags.get(
+                    step.node.outputs[0]))))
         return {name: env[self.alias.get(name, name)] for name in self.graph.outputs}
 
     def __call__(self, *args, **kwargs):
@@ -221,9 +228,9 @@ def _check_pruning_names(model_file, steps):
                                  f"which is not the weight of a conv or linear layer")
 
 
-def _logical_shape(a):
-    s = tuple(a.shape)
-    return (s[0], s[3], s[1], s[2]) if len(s) == 4 else s
+def _logical_shape(a, tag=NHWC):
+    s = tuple(getattr(a, "shape", ()))
+    return (s[0], s[3], s[1], s[2]) if len(s) == 4 and tag == NHWC else s
 
 
 def _to_nchw(xp, a):

@@ -12,6 +12,12 @@ if TOOLS not in sys.path:
 
 from cupyprune.backend import gpu_available  # noqa: E402
 
+try:                # torch first, so that transformers and torchvision import beside it
+    from cupyprune.export.torchlib import import_torch
+    import_torch()
+except ImportError:
+    pass
+
 HAS_GPU = gpu_available()
 
 

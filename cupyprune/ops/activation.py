@@ -2,17 +2,20 @@
 import math
 
 from .epilogue import gelu_form
+from ..layout import SAME
 from .registry import Op, register
 
 
 @register("relu")
 class ReLU(Op):
+    layout = SAME
     def __call__(self, x):
         return self.xp.maximum(x, 0)
 
 
 @register("tanh")
 class Tanh(Op):
+    layout = SAME
     def __call__(self, x):
         return self.xp.tanh(x)
 
@@ -29,6 +32,7 @@ def _erf(xp, x):
 
 @register("gelu")
 class GELU(Op):
+    layout = SAME
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.approximate = gelu_form(node)

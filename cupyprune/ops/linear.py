@@ -4,6 +4,7 @@ from ..errors import InputError
 from ..gpu.gather import gather_columns
 from .epilogue import check_residual
 from .prunable import PrunableWeight
+from ..layout import LOGICAL
 from .registry import Op, register, shape_error
 
 
@@ -13,6 +14,7 @@ def _linear_f(w):
 
 @register("linear")
 class Linear(Op):
+    layout = LOGICAL
     prunable = True
     bf16_native = True                 # gather, cuBLAS, our epilogue kernel
 

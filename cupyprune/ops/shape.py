@@ -1,5 +1,6 @@
 """Ops that only move or combine values: flatten, add, dropout."""
 from ..errors import InputError
+from ..layout import SAME
 from .registry import Op, register, shape_error
 
 
@@ -24,6 +25,7 @@ class Flatten(Op):
 
 @register("add")
 class Add(Op):
+    layout = SAME
     def __call__(self, a, b):
         if a.shape != b.shape:
             raise InputError(f"node {self.node.name!r}: cannot add shapes {a.shape} and {b.shape}")
@@ -32,6 +34,7 @@ class Add(Op):
 
 @register("dropout")
 class Dropout(Op):
+    layout = SAME
     bf16_native = True                 # only moves values
 
     def __call__(self, x):

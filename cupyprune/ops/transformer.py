@@ -11,6 +11,7 @@ import numpy as np
 from ..errors import InputError
 from ..inputs import check_ids
 from ..precision import lowest
+from ..layout import LOGICAL
 from .registry import Op, register, shape_error
 
 
@@ -29,6 +30,7 @@ def _check_tokens(node, ids, x):
 
 @register("layer_norm")
 class LayerNorm(Op):
+    layout = LOGICAL
     bf16_native = True                 # one kernel of ours (gpu/rowwise.py)
 
     def __init__(self, node, ctx):
@@ -66,6 +68,7 @@ class _IdTable(_Table):
     against the input spec's vocab_size (inputs.IdRangeCheck; the engine sets `checked_upstream`
     when that bound fits this table): then the op is capturable in a CUDA graph. Otherwise it
     checks them itself, which needs a host sync, and runs eagerly."""
+    layout = LOGICAL
     checked_upstream = False
 
     @property
@@ -121,6 +124,7 @@ def _sequence_param(node, ctx, role, tokens=None):
 
 @register("prepend_token")
 class PrependToken(Op):
+    layout = LOGICAL
     bf16_native = True                 # only moves values
 
     def __init__(self, node, ctx):
@@ -135,6 +139,7 @@ class PrependToken(Op):
 
 @register("add_param")
 class AddParam(Op):
+    layout = LOGICAL
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.weight = _sequence_param(node, ctx, "weight")           # (1, T', D)
@@ -149,6 +154,7 @@ class AddParam(Op):
 
 @register("self_attention")
 class SelfAttention(Op):
+    layout = LOGICAL
     bf16_native = True                 # cuBLAS and our softmax kernel (gpu/attention.py)
 
     def __init__(self, node, ctx):
@@ -204,6 +210,7 @@ class SelfAttention(Op):
 
 @register("select_token")
 class SelectToken(Op):
+    layout = LOGICAL
     bf16_native = True                 # only moves values
 
     def __init__(self, node, ctx):

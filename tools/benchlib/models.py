@@ -53,6 +53,8 @@ def _torch_model(family, arch, variant, size, classes):
                 m.weight.data.uniform_(0.5, 1.5)
                 m.bias.data.normal_(0, 0.1)
         return model, None
+    from cupyprune.export.torchlib import import_torch
+    import_torch()
     import transformers
     if family == "vit":
         cfg = transformers.ViTConfig(num_labels=classes, **variant)

@@ -13,9 +13,12 @@ import re
 from dataclasses import dataclass
 
 from checkpoint import check_keys, fold_pruning
+from cupyprune.export.torchlib import import_torch
 
 from .errors import ExportError
 from .graph_builder import GraphBuilder
+
+import_torch()                   # torchvision's op schemas first, where transformers needs them
 
 # hidden_act -> (op, attrs)
 ACTIVATIONS = {
