@@ -45,7 +45,7 @@ class Model:
         self.xp = backend.array_module(self.device)
         self.graph = parse_graph(model_file.graph, OPS)
         check_input_spec(model_file.input_spec, self.graph.inputs)
-        check_tensors(self.graph, model_file.tensors)
+        check_tensors(self.graph, model_file.tensors, OPS)
         _warn_non_finite(model_file.tensors)
         folding = plan_folding(self.graph, activation_name)
         self.alias = folding.alias

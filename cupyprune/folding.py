@@ -37,13 +37,16 @@ def plan_folding(graph, activation_name):
     def resolve(value):
         return f.alias.get(value, value)
 
-    def sole_layer(value, ops=("conv2d", "linear")):
+    def sole_layer(value, ops=("conv2d", "linear"), epilogue=True):
         """The conv/linear whose output `value` is (through folded nodes), when `value` has one
-        reader and is no graph output; else None."""
+        reader and is no graph output; else None. A grouped conv has no fused epilogue."""
         if len(readers.get(value, [])) != 1 or value in graph.outputs:
             return None
         src = producers.get(resolve(value))               # None for a graph input
-        return src if src is not None and src.op in ops else None
+        if src is None or src.op not in ops or \
+                epilogue and src.attrs.get("groups", 1) != 1:
+            return None
+        return src
 
     def ready_before(value, layer):
         src = producers.get(resolve(value))
@@ -55,7 +58,7 @@ def plan_folding(graph, activation_name):
 
     for node in graph.nodes:
         if node.op == "batch_norm":
-            src = sole_layer(node.inputs[0], ("conv2d",))
+            src = sole_layer(node.inputs[0], ("conv2d",), epilogue=False)
             if src is not None and all(src.name not in d for d in
                                        (f.bn, f.activation, f.residual)):
                 f.bn[src.name] = node

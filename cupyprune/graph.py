@@ -112,14 +112,17 @@ def parse_graph(raw, known_ops):
     return Graph(list(inputs), list(outputs), nodes)
 
 
-def check_tensors(graph, tensors):
-    """Every tensor a node names is present; every tensor present is named (or a mask/sample)."""
-    named = set()
+def check_tensors(graph, tensors, known_ops):
+    """Every tensor a node names is present; every tensor present is named (or a mask/sample).
+    Parameters are floating point, but for the roles an op declares `integer_params`."""
+    named, integer = set(), set()
     for node in graph.nodes:
         for role, key in node.params.items():
             if key not in tensors:
                 raise ModelFileError(f"tensor {key!r} ({node.name}.{role}) is missing from the file")
             named.add(key)
+            if role in getattr(known_ops[node.op], "integer_params", ()):
+                integer.add(key)
     for key, arr in tensors.items():
         if key.startswith(keys.SAMPLE_INPUT_PREFIX) or key == keys.SAMPLE_LABELS:
             continue
@@ -136,6 +139,6 @@ def check_tensors(graph, tensors):
             continue
         if key not in named:
             raise ModelFileError(f"tensor {key!r} is in the file but no graph node uses it")
-        if arr.dtype.kind != "f":
+        if arr.dtype.kind != "f" and not (key in integer and arr.dtype.kind in "iub"):
             raise ModelFileError(f"tensor {key!r} has dtype {arr.dtype}: parameters must be "
                                  f"floating point")

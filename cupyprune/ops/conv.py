@@ -9,7 +9,10 @@ from ..errors import InputError
 from ..gpu.gather import gather_columns
 from ..patterns import conv_weight_to_f
 from ..gpu.cuda_source import values_per_pack
+from ..bf16 import from_bits, to_bits
+from ..precision import is_bf16
 from .epilogue import check_residual
+from .grouped_conv import GroupedConv
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import PrunableWeight
 from .registry import Op, attr_pair, register, shape_error
@@ -51,8 +54,6 @@ class Conv2d(Op):
         if w.ndim != 4 or 0 in w.shape:
             shape_error(node, f"weight must be 4-D (K, C, kh, kw) and not empty, got shape "
                               f"{w.shape}")
-        if node.attrs.get("groups", 1) != 1:
-            shape_error(node, "grouped convolution is not supported")
         bias = ctx.host_param(node, "bias", required=False)
         self.K, self.C, kh, kw = w.shape
         if bias is not None and bias.shape != (self.K,):
@@ -66,6 +67,10 @@ class Conv2d(Op):
             scale, shift = bn_scale_shift(bn, ctx, channels=self.K)
             f = f * scale[None, :]
             bias = (0.0 if bias is None else bias) * scale + shift
+        self.groups = _groups(node, self.C, self.K)
+        if self.groups > 1:
+            self._build_grouped(f * self.layer.fmask, bias, ctx)
+            return
         self.path = self.layer.build(f, ctx)
         self.epilogue = ctx.epilogue(node, bias)
         self.pointwise = (kh, kw) == (1, 1) and self.geometry[3] == (0, 0)
@@ -82,6 +87,20 @@ class Conv2d(Op):
             if self.taps.count > self.taps.kept:
                 pad = ctx.xp.zeros((self.taps.count - self.taps.kept, self.K), self.path.w.dtype)
                 self.path.w = ctx.xp.concatenate([self.path.w, pad])     # (T_padded, K)
+
+    def _build_grouped(self, f, bias, ctx):
+        """groups > 1: the masked weight, dense, one batched product per tap (grouped_conv.py);
+        its bias and batch norm are its own, nothing else folds into it (folding.py)."""
+        kh, kw = self.geometry[:2]
+        w = f.reshape(kh, kw, self.C, self.K).transpose(3, 2, 0, 1)    # F -> (K, Cg, kh, kw)
+        self.layer.path_name = "dense"
+        self.bf16 = is_bf16(ctx.dtype)
+        dtype = np.float32 if self.bf16 else ctx.dtype
+        self.grouped = GroupedConv(ctx.xp, ctx.xp.asarray(w, dtype),
+                                   None if bias is None else ctx.xp.asarray(bias, dtype),
+                                   self.groups, self.geometry[:2] + self.geometry[2:])
+        self.path = None
+        self.C *= self.groups                                  # input channels of the layer
 
     def _columns(self, x):
         """x (N, H, W, C) -> im2col matrix (M, T) of the taps the path reads."""
@@ -103,18 +122,32 @@ class Conv2d(Op):
         if OH < 1 or OW < 1:
             raise InputError(f"layer {self.node.name!r}: input {H}x{W} is too small for its "
                              f"{kh}x{kw} kernel")
+        if self.groups > 1:
+            if self.bf16:
+                return to_bits(self.grouped(from_bits(x)))
+            return self.grouped(x)
         check_residual(self.node, residual, (N, OH, OW, self.K))
         y = self.epilogue.after(self.path, self._columns(x), residual)  # (M, T) @ (T, K) -> (M, K)
         return y.reshape(N, OH, OW, self.K)       # (M, K) -> (N, OH, OW, K), no transpose
 
     @property
     def capturable(self):
-        return self.path.capturable
+        return self.path is None or self.path.capturable
 
     def describe(self):
         kh, kw, stride, padding, _ = self.geometry
+        groups = f" g{self.groups}" if self.groups > 1 else ""
         return {**self.layer.describe(),
-                "detail": f"{self.C}->{self.K} {kh}x{kw} s{stride[0]} p{padding[0]}"}
+                "detail": f"{self.C}->{self.K} {kh}x{kw} s{stride[0]} p{padding[0]}{groups}"}
+
+
+def _groups(node, C_per_group, K):
+    """The `groups` attribute, checked against the weight (K, C/groups, kh, kw)."""
+    groups = node.attrs.get("groups", 1)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or K % groups:
+        shape_error(node, f"groups is {groups!r}: expected a positive integer dividing the "
+                          f"{K} output channels")
+    return groups
 
 
 @register("batch_norm")

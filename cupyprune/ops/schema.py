@@ -135,6 +135,9 @@ def check_attrs(node, op_class):
             checked[name] = spec.default
             continue
         value = node.attrs[name]
+        if value is None and spec.default is None:          # null: the default, explicitly
+            checked[name] = None
+            continue
         try:
             checked[name] = spec.check(value)
         except ValueError as e:

@@ -1,26 +1,29 @@
 """Ops that only move or combine values: flatten, add, dropout."""
 from ..errors import InputError
-from ..layout import SAME
-from .registry import Op, register, shape_error
+from ..layout import LOGICAL, SAME
+from .registry import Op, register
+from .schema import Int
 
 
 @register("flatten")
 class Flatten(Op):
-    """torch.flatten(x, 1) on NCHW semantics: a channels-last 4-D input is put back in (C, H, W)
-    order first, so the next linear layer sees PyTorch's feature order."""
+    """torch.flatten(x, start_dim, end_dim) on PyTorch's dim order: a channels-last 4-D input is
+    put back in (C, H, W) order first (layout.py), so the next linear layer sees PyTorch's
+    feature order."""
     bf16_native = True                 # only moves values
-
-    def __init__(self, node, ctx):
-        super().__init__(node, ctx)
-        dims = (node.attrs.get("start_dim", 1), node.attrs.get("end_dim", -1))
-        if dims != (1, -1):
-            shape_error(node, f"flattens from dim 1 to the last (torch.flatten(x, 1)); the file "
-                              f"asks start_dim {dims[0]!r}, end_dim {dims[1]!r}")
+    layout = LOGICAL
+    attrs = {"start_dim": Int(default=1, min=-8, max=7), "end_dim": Int(default=-1, min=-8, max=7)}
 
     def __call__(self, x):
-        if x.ndim == 4:
-            x = x.transpose(0, 3, 1, 2)                # (N, H, W, C) -> (N, C, H, W)
-        return self.xp.ascontiguousarray(x).reshape(x.shape[0], -1)
+        start, end = self.node.attrs["start_dim"], self.node.attrs["end_dim"]
+        if not (-x.ndim <= start < x.ndim and -x.ndim <= end < x.ndim):
+            raise InputError(f"node {self.node.name!r}: cannot flatten dims {start}..{end} of a "
+                             f"{x.ndim}-D value")
+        start, end = start % x.ndim, end % x.ndim
+        if start > end:
+            raise InputError(f"node {self.node.name!r}: start_dim {start} is after end_dim {end}")
+        shape = x.shape[:start] + (-1,) + x.shape[end + 1:]
+        return self.xp.ascontiguousarray(x).reshape(shape)
 
 
 @register("add")

@@ -124,7 +124,7 @@ class GraphBuilder:
         tensors = self.file_tensors()
         pruning = self.pruning(pattern)
         try:
-            check_tensors(parse_graph(graph, OPS), tensors)
+            check_tensors(parse_graph(graph, OPS), tensors, OPS)
         except ModelFileError as e:
             raise ExportError(f"the exported graph is invalid: {e}") from None
         try:

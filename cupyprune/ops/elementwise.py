@@ -1,0 +1,93 @@
+"""Elementwise ops of traced graphs: activations of today's model zoos and broadcasting
+arithmetic. Layout SAME: they compute in whatever layout their inputs arrive in (layout.py
+aligns a lower-rank operand with a channels-last one).
+
+A binary op reads two values, or one value and the number `scalar` (`scalar_first`: scalar op x,
+as in `1 - x`). Same-shape tensor sums stay the `add` op (ops/shape.py), which folds into the
+layer before it as a residual.
+"""
+from ..errors import InputError
+from ..layout import SAME
+from .registry import Op, register
+from .schema import Bool, Float
+
+ACTIVATIONS = {
+    # name -> fn(xp, x, attrs); what torch.nn.functional computes for the same name
+    "sigmoid": lambda xp, x, a: 1 / (1 + xp.exp(-x)),
+    "silu": lambda xp, x, a: x / (1 + xp.exp(-x)),
+    "hardsigmoid": lambda xp, x, a: xp.clip(x / 6 + 0.5, 0, 1),
+    "hardswish": lambda xp, x, a: x * xp.clip(x / 6 + 0.5, 0, 1),
+    "hardtanh": lambda xp, x, a: xp.clip(x, a["min_val"], a["max_val"]),
+    "exp": lambda xp, x, a: xp.exp(x),
+    "sqrt": lambda xp, x, a: xp.sqrt(x),
+    "rsqrt": lambda xp, x, a: 1 / xp.sqrt(x),
+    "neg": lambda xp, x, a: -x,
+    "logical_not": lambda xp, x, a: xp.logical_not(x),
+}
+ACTIVATION_ATTRS = {"hardtanh": {"min_val": Float(default=-1.0), "max_val": Float(default=1.0)}}
+
+BINARY = {
+    "broadcast_add": lambda xp, a, b: a + b,
+    "sub": lambda xp, a, b: a - b,
+    "mul": lambda xp, a, b: a * b,
+    "div": lambda xp, a, b: a / b,
+    "pow": lambda xp, a, b: a ** b,
+    "eq": lambda xp, a, b: a == b,
+    "ne": lambda xp, a, b: a != b,
+    "lt": lambda xp, a, b: a < b,
+    "le": lambda xp, a, b: a <= b,
+    "gt": lambda xp, a, b: a > b,
+    "ge": lambda xp, a, b: a >= b,
+    "logical_and": lambda xp, a, b: xp.logical_and(a, b),
+    "logical_or": lambda xp, a, b: xp.logical_or(a, b),
+    "maximum": lambda xp, a, b: xp.maximum(a, b),
+    "minimum": lambda xp, a, b: xp.minimum(a, b),
+}
+
+
+class Unary(Op):
+    layout = SAME
+    fn = None
+
+    def __call__(self, x):
+        return self.fn(self.xp, x, self.node.attrs)
+
+
+class Binary(Op):
+    layout = SAME
+    fn = None
+    attrs = {"scalar": Float(default=None), "scalar_first": Bool(default=False)}
+
+    def __call__(self, a, b=None):
+        scalar = self.node.attrs["scalar"]
+        if b is None:
+            if scalar is None:
+                raise InputError(f"node {self.node.name!r} ({self.node.op}) needs a second "
+                                 f"input or a 'scalar'")
+            b = _as_type(a, scalar)
+            if self.node.attrs["scalar_first"]:
+                a, b = b, a
+        try:
+            out = self.fn(self.xp, a, b)
+        except ValueError:
+            raise InputError(f"node {self.node.name!r} ({self.node.op}): shapes "
+                             f"{tuple(a.shape)} and {tuple(b.shape)} do not broadcast") from None
+        return out.astype(a.dtype, copy=False) if _is_float(a) and _is_float(out) else out
+
+
+def _is_float(a):
+    return getattr(a, "dtype", None) is not None and a.dtype.kind == "f"
+
+
+def _as_type(x, scalar):
+    """A scalar operand in x's dtype (so a float16 tensor times 0.5 stays float16)."""
+    if x.dtype.kind == "f" or not float(scalar).is_integer():
+        return x.dtype.type(scalar) if x.dtype.kind == "f" else scalar
+    return int(scalar)
+
+
+for _name, _fn in ACTIVATIONS.items():
+    register(_name)(type(_name.title().replace("_", ""), (Unary,), {
+        "fn": staticmethod(_fn), "attrs": ACTIVATION_ATTRS.get(_name, {})}))
+for _name, _fn in BINARY.items():
+    register(_name)(type(_name.title().replace("_", ""), (Binary,), {"fn": staticmethod(_fn)}))

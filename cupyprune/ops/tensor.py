@@ -1,0 +1,393 @@
+"""Tensor ops of traced graphs, in PyTorch's own dim order: shapes, indexing, reductions, matmul.
+
+A traced graph (cupyprune.export) holds the primitive ops that torch.export produces. Shape
+arguments that depend on the input (the batch size, a sequence length) are values of the graph:
+`sym_size` reads one dim of a value as a host integer, `int_arith` combines such integers, and an
+op whose shape attribute holds `null` takes those integers, in order, from its extra inputs.
+
+Legend: N batch, T tokens, H heads, dh head size.
+"""
+import math
+
+import numpy as np
+
+from ..errors import InputError
+from ..layout import LOGICAL
+from .registry import Op, register, shape_error
+from .schema import Bool, Choice, Float, Int, Ints
+from .transformer import softmax
+
+DTYPES = ("float", "int64", "int32", "bool")     # "float": the run's floating dtype
+
+
+class Logical(Op):
+    """A op on values in PyTorch's dim order; bf16 runs widen its float inputs (FloatBoundary)."""
+    layout = LOGICAL
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.dtype = ctx.dtype
+
+    def np_dtype(self, name):
+        return self.dtype if name == "float" else np.dtype(name)
+
+
+class ShapeArg:
+    """A list attribute whose `null` entries are filled, in order, from a node's extra inputs."""
+
+    def __init__(self, node, name):
+        self.template = node.attrs[name]
+        self.free = [i for i, v in enumerate(self.template) if v is None]
+
+    def fill(self, node, values):
+        if len(values) != len(self.free):
+            raise InputError(f"node {node.name!r}: {len(self.free)} symbolic sizes, got "
+                             f"{len(values)}")
+        out = list(self.template)
+        for i, v in zip(self.free, values):
+            out[i] = int(v)
+        return out
+
+
+class IntsOrNull(Ints):
+    """A shape: integers (>= -1) or null for a size that an extra input supplies."""
+
+    def check(self, value):
+        if not isinstance(value, (list, tuple)) or not all(
+                v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= -1)
+                for v in value):
+            raise ValueError("a list of integers >= -1 or null")
+        return list(value)
+
+
+def _dim(node, dim, ndim):
+    if not -ndim <= dim < max(ndim, 1):
+        raise InputError(f"node {node.name!r} ({node.op}): dim {dim} is out of range for a "
+                         f"{ndim}-D value")
+    return dim % max(ndim, 1)
+
+
+@register("sym_size")
+class SymSize(Logical):
+    """One dim of a value, as a host integer."""
+    attrs = {"dim": Int()}
+
+    def __call__(self, x):
+        return int(x.shape[_dim(self.node, self.node.attrs["dim"], x.ndim)])
+
+
+_INT_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
+            "floordiv": lambda a, b: a // b}
+
+
+@register("int_arith")
+class IntArith(Logical):
+    """Host integer arithmetic on sizes: a op b, b an input or the attribute `value`."""
+    attrs = {"op": Choice(*_INT_OPS), "value": Int(default=None)}
+
+    def __call__(self, a, b=None):
+        b = self.node.attrs["value"] if b is None else b
+        if b is None:
+            shape_error(self.node, "needs a second input or a 'value'")
+        if self.node.attrs["op"] == "floordiv" and b == 0:
+            raise InputError(f"node {self.node.name!r}: division of a size by zero")
+        return int(_INT_OPS[self.node.attrs["op"]](int(a), int(b)))
+
+
+@register("reshape")
+class Reshape(Logical):
+    attrs = {"shape": IntsOrNull()}
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.shape = ShapeArg(node, "shape")
+
+    def __call__(self, x, *sizes):
+        shape = self.shape.fill(self.node, sizes)
+        try:
+            return x.reshape(shape)
+        except ValueError:
+            raise InputError(f"node {self.node.name!r}: cannot reshape {tuple(x.shape)} to "
+                             f"{tuple(shape)}") from None
+
+
+@register("expand")
+class Expand(Logical):
+    """torch's expand: -1 keeps a dim; new leading dims may be added."""
+    attrs = {"shape": IntsOrNull()}
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.shape = ShapeArg(node, "shape")
+
+    def __call__(self, x, *sizes):
+        shape = self.shape.fill(self.node, sizes)
+        lead = len(shape) - x.ndim
+        if lead < 0:
+            raise InputError(f"node {self.node.name!r}: cannot expand a {x.ndim}-D value to "
+                             f"{len(shape)} dims")
+        shape = [x.shape[i - lead] if s == -1 else s for i, s in enumerate(shape)]
+        try:
+            return self.xp.broadcast_to(x, shape)
+        except ValueError:
+            raise InputError(f"node {self.node.name!r}: cannot expand {tuple(x.shape)} to "
+                             f"{tuple(shape)}") from None
+
+
+@register("permute")
+class Permute(Logical):
+    bf16_native = True                 # only moves values
+    attrs = {"dims": Ints(min=-8, max=7)}
+
+    def __call__(self, x):
+        dims = self.node.attrs["dims"]
+        if sorted(d % x.ndim for d in dims) != list(range(x.ndim)):
+            raise InputError(f"node {self.node.name!r}: dims {dims} do not permute a "
+                             f"{x.ndim}-D value")
+        return x.transpose([d % x.ndim for d in dims])
+
+
+@register("cat")
+class Cat(Logical):
+    bf16_native = True
+    attrs = {"dim": Int(default=0)}
+
+    def __call__(self, *xs):
+        dim = _dim(self.node, self.node.attrs["dim"], xs[0].ndim)
+        try:
+            return self.xp.concatenate(xs, axis=dim)
+        except ValueError:
+            raise InputError(f"node {self.node.name!r}: cannot concatenate shapes "
+                             f"{[tuple(x.shape) for x in xs]} along dim {dim}") from None
+
+
+@register("slice")
+class Slice(Logical):
+    """x[..., start:end:step, ...] along `dim`; a null start or end comes from an input."""
+    bf16_native = True
+    attrs = {"dim": Int(), "start": Int(default=0), "end": Int(default=None),
+             "step": Int(default=1, min=1), "symbolic": Ints(default=(), min=0, max=1)}
+
+    def __call__(self, x, *sizes):
+        a = self.node.attrs
+        bounds = [a["start"], a["end"]]
+        for which, value in zip(a["symbolic"], sizes):       # 0: start, 1: end
+            bounds[which] = int(value)
+        index = [slice(None)] * x.ndim
+        index[_dim(self.node, a["dim"], x.ndim)] = slice(bounds[0], bounds[1], a["step"])
+        return x[tuple(index)]
+
+
+@register("pad")
+class Pad(Logical):
+    """F.pad(x, pads, value=value): pads from the last dim backwards, (left, right) each;
+    negative amounts crop."""
+    attrs = {"pads": Ints(), "value": Float(default=0.0)}
+
+    def __call__(self, x):
+        pads = self.node.attrs["pads"]
+        if len(pads) % 2 or len(pads) // 2 > x.ndim:
+            raise InputError(f"node {self.node.name!r}: {len(pads)} pad amounts for a "
+                             f"{x.ndim}-D value")
+        widths = [(0, 0)] * x.ndim
+        crop = [slice(None)] * x.ndim
+        for i in range(len(pads) // 2):
+            lo, hi = pads[2 * i], pads[2 * i + 1]
+            axis = x.ndim - 1 - i
+            widths[axis] = (max(lo, 0), max(hi, 0))
+            crop[axis] = slice(max(-lo, 0), x.shape[axis] + max(lo, 0) + max(hi, 0) - max(-hi, 0))
+        out = self.xp.pad(x, widths, constant_values=self.node.attrs["value"])
+        return out[tuple(crop)]
+
+
+@register("roll")
+class Roll(Logical):
+    bf16_native = True
+    attrs = {"shifts": Ints(), "dims": Ints(default=())}
+
+    def __call__(self, x):
+        shifts, dims = self.node.attrs["shifts"], self.node.attrs["dims"]
+        if dims and len(dims) != len(shifts):
+            shape_error(self.node, "needs one dim per shift")
+        if not dims:
+            return self.xp.roll(x.ravel(), shifts[0]).reshape(x.shape)
+        return self.xp.roll(x, shifts, axis=[_dim(self.node, d, x.ndim) for d in dims])
+
+
+@register("select")
+class Select(Logical):
+    """x.select(dim, index): drops the dim."""
+    bf16_native = True
+    attrs = {"dim": Int(), "index": Int()}
+
+    def __call__(self, x):
+        dim = _dim(self.node, self.node.attrs["dim"], x.ndim)
+        index = self.node.attrs["index"]
+        if not -x.shape[dim] <= index < x.shape[dim]:
+            raise InputError(f"node {self.node.name!r}: index {index} is out of range for "
+                             f"size {x.shape[dim]}")
+        return x.take(index, axis=dim)
+
+
+@register("index")
+class Index(Logical):
+    """x[i0, i1, ...] with integer/bool index tensors at `axes` (aten.index.Tensor)."""
+    attrs = {"axes": Ints(min=0, max=7)}
+
+    def __call__(self, x, *indices):
+        index = [slice(None)] * x.ndim
+        for axis, ix in zip(self.node.attrs["axes"], indices):
+            if axis >= x.ndim:
+                raise InputError(f"node {self.node.name!r}: axis {axis} of a {x.ndim}-D value")
+            index[axis] = ix
+        try:
+            return x[tuple(index)]
+        except IndexError as e:
+            raise InputError(f"node {self.node.name!r}: {e}") from None
+
+
+@register("mean")
+class Mean(Logical):
+    attrs = {"dims": Ints(min=-8, max=7), "keepdim": Bool(default=False)}
+
+    def __call__(self, x):
+        dims = tuple(_dim(self.node, d, x.ndim) for d in self.node.attrs["dims"])
+        return x.mean(axis=dims, keepdims=self.node.attrs["keepdim"]).astype(x.dtype, copy=False)
+
+
+@register("sum")
+class Sum(Logical):
+    attrs = {"dims": Ints(min=-8, max=7), "keepdim": Bool(default=False)}
+
+    def __call__(self, x):
+        dims = tuple(_dim(self.node, d, x.ndim) for d in self.node.attrs["dims"])
+        return x.sum(axis=dims, keepdims=self.node.attrs["keepdim"]).astype(x.dtype, copy=False)
+
+
+@register("cumsum")
+class Cumsum(Logical):
+    attrs = {"dim": Int()}
+
+    def __call__(self, x):
+        dim = _dim(self.node, self.node.attrs["dim"], x.ndim)
+        return x.cumsum(axis=dim, dtype=x.dtype if x.dtype.kind == "f" else np.int64)
+
+
+@register("where")
+class Where(Logical):
+    """torch.where(condition, a, b); b may be the number `scalar` (masked_fill)."""
+    attrs = {"scalar": Float(default=None)}
+
+    def __call__(self, condition, a, b=None):
+        if b is None:
+            if self.node.attrs["scalar"] is None:
+                shape_error(self.node, "needs a third input or a 'scalar'")
+            b = a.dtype.type(self.node.attrs["scalar"])
+        try:
+            out = self.xp.where(condition.astype(bool, copy=False), a, b)
+        except ValueError:
+            raise InputError(f"node {self.node.name!r}: shapes do not broadcast") from None
+        return out.astype(a.dtype, copy=False)
+
+
+@register("softmax")
+class Softmax(Logical):
+    attrs = {"dim": Int()}
+
+    def __call__(self, x):
+        dim = _dim(self.node, self.node.attrs["dim"], x.ndim)
+        return self.xp.moveaxis(softmax(self.xp, self.xp.moveaxis(x, dim, -1)), -1, dim)
+
+
+@register("matmul")
+class Matmul(Logical):
+    """torch.matmul with broadcasting batch dims."""
+
+    def __call__(self, a, b):
+        if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
+            raise InputError(f"node {self.node.name!r}: cannot multiply {tuple(a.shape)} by "
+                             f"{tuple(b.shape)}")
+        return self.xp.matmul(a, b)
+
+
+@register("scaled_dot_product_attention")
+class ScaledDotProductAttention(Logical):
+    """F.scaled_dot_product_attention: q (..., T, dh), k and v (..., S, dh), an optional mask
+    (bool: True attends; float: added to the scores) broadcast to (..., T, S)."""
+    attrs = {"scale": Float(default=None, above=0), "is_causal": Bool(default=False)}
+
+    def __call__(self, q, k, v, mask=None):
+        xp = self.xp
+        scale = self.node.attrs["scale"] or 1.0 / math.sqrt(q.shape[-1])
+        scores = xp.matmul(q, xp.swapaxes(k, -1, -2)) * scale           # (..., T, S)
+        if self.node.attrs["is_causal"]:
+            T, S = scores.shape[-2:]
+            keep = xp.tril(xp.ones((T, S), dtype=bool))
+            scores = xp.where(keep, scores, -xp.inf)
+        if mask is not None:
+            if mask.dtype == bool:
+                scores = xp.where(mask, scores, -xp.inf)
+            else:
+                scores = scores + mask
+        return xp.matmul(softmax(xp, scores).astype(v.dtype, copy=False), v)   # (..., T, dh)
+
+
+@register("cast")
+class Cast(Logical):
+    attrs = {"dtype": Choice(*DTYPES)}
+
+    def __call__(self, x):
+        return x.astype(self.np_dtype(self.node.attrs["dtype"]), copy=False)
+
+
+@register("arange")
+class Arange(Logical):
+    """torch.arange(start, end, step) as int64; a null bound comes from an input."""
+    attrs = {"start": Int(default=0), "end": Int(default=None), "step": Int(default=1),
+             "symbolic": Ints(default=(), min=0, max=1)}
+
+    def __call__(self, *sizes):
+        a = self.node.attrs
+        bounds = [a["start"], a["end"]]
+        for which, value in zip(a["symbolic"], sizes):
+            bounds[which] = int(value)
+        if bounds[1] is None or a["step"] == 0:
+            shape_error(self.node, "needs an end and a non-zero step")
+        return self.xp.arange(bounds[0], bounds[1], a["step"], dtype=np.int64)
+
+
+@register("full")
+class Full(Logical):
+    """torch.full(shape, value, dtype); null sizes come from inputs."""
+    attrs = {"shape": IntsOrNull(), "value": Float(), "dtype": Choice(*DTYPES)}
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.shape = ShapeArg(node, "shape")
+
+    def __call__(self, *sizes):
+        shape = self.shape.fill(self.node, sizes)
+        if any(s < 0 for s in shape):
+            raise InputError(f"node {self.node.name!r}: negative size in {shape}")
+        return self.xp.full(shape, self.node.attrs["value"],
+                            dtype=self.np_dtype(self.node.attrs["dtype"]))
+
+
+@register("constant")
+class Constant(Logical):
+    """A parameter or buffer read as a value (a layer scale, a position-id buffer, ...); floats
+    in the run's dtype, integers and booleans as stored."""
+    integer_params = ("value",)        # graph.check_tensors: this param may hold integers
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        key = node.params.get("value")
+        if key is None:
+            shape_error(node, "needs param 'value'")
+        host = ctx.tensors[key]
+        self.value = ctx.device(np.asarray(host, np.float64)) if host.dtype.kind == "f" \
+            else ctx.xp.asarray(host)
+
+    def __call__(self):
+        return self.value
+
