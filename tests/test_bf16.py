@@ -201,7 +201,7 @@ def _torch_run(family, model, inputs, dtype, device):
 @pytest.mark.parametrize("family", ["vgg16_bn", "resnet18", "vit", "bert"])
 def test_every_family_pattern_and_path_in_bf16(tmp_path, rng, record_property, family, pattern):
     from checkpoint import reparametrize
-    from pruning.masks import default_prunable_keys, prune_state_dict
+    from cupyprune.export.pruning.masks import default_prunable_keys, prune_state_dict
     from test_patterns_end_to_end import PATHS, PATTERNS, _export, _family_model
     model = _family_model(family)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -15,7 +15,7 @@ from cupyprune.paths import APPLIES, PATH_CLASSES, block as block_path
 from cupyprune.paths.group import GroupPath
 from cupyprune.patterns import weight_to_f
 from conftest import devices, rel_err
-from pruning import PATTERNS, make_mask
+from cupyprune.export.pruning import PATTERNS, make_mask
 
 KEEPS = (0.75, 0.5, 0.25)
 PATTERN_ARGS = {"element": {}, "vector": {"n_m": 4}, "block": {"block": (4, 2)}, "group": {}}

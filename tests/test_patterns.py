@@ -14,7 +14,7 @@ from cupyprune.errors import ModelFileError
 from cupyprune.patterns import (check_declared, infer_pattern, is_block, is_group, is_vector,
                                 weight_to_f)
 from conftest import ROOT, TOOLS
-from pruning import (PATTERNS, KeepError, NMError, PruningError, ShapeError,
+from cupyprune.export.pruning import (PATTERNS, KeepError, NMError, PruningError, ShapeError,
                      UnknownPatternError, default_prunable_keys, make_mask, prune_state_dict)
 
 KEEPS = (0.75, 0.5, 0.25)
@@ -80,7 +80,7 @@ def test_global_scope_keeps_the_fraction_overall(pattern, rng):
 
 def test_lamp_scores():
     """Formula (4) as LAMP [5]: s_u over the sum of the scores at least as large."""
-    from pruning.masks import lamp
+    from cupyprune.export.pruning.masks import lamp
     got = lamp(torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64))
     assert torch.allclose(got, torch.tensor([1.0, 1 / 6, 2 / 5], dtype=torch.float64))
 

@@ -93,7 +93,7 @@ def _reference(family, model, inputs):
 @pytest.mark.parametrize("family", ["vgg16_bn", "resnet18", "vit", "bert"])
 def test_every_pattern_keep_and_path(tmp_path, rng, record_property, device, family, pattern):
     from checkpoint import reparametrize
-    from pruning.masks import default_prunable_keys, prune_state_dict
+    from cupyprune.export.pruning.masks import default_prunable_keys, prune_state_dict
     model = _family_model(family)
     original = {k: v.detach().clone() for k, v in model.state_dict().items()}
     keys = default_prunable_keys(original)

@@ -22,7 +22,7 @@ def resnet_file(tmp_path_factory):
     from archs import build
     from checkpoint import reparametrize
     from exporters.cnn import export_cnn
-    from pruning.masks import default_prunable_keys, prune_state_dict
+    from cupyprune.export.pruning.masks import default_prunable_keys, prune_state_dict
     seed = int.from_bytes(os.urandom(4), "little")        # fresh weights, reproducible
     print(f"torch seed {seed}")
     torch.manual_seed(seed)

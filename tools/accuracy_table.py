@@ -26,7 +26,7 @@ from oneline import can_create_in
 from exporters.graph_builder import parse_pattern
 from oneline import OneLineParser, non_negative_int, parse_or_exit, run_tool
 from oneline import seed as seed_type
-from pruning import default_prunable_keys, prune_state_dict
+from cupyprune.export.pruning import default_prunable_keys, prune_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATTERNS = ("element", "vector", "block", "group")

@@ -16,7 +16,7 @@ import digits
 from export import MODEL_SUFFIX
 from oneline import (OneLineParser, check_out, non_negative_int, parse_or_exit, run_tool,
                      seed)
-from pruning import default_prunable_keys, prune_state_dict
+from cupyprune.export.pruning import default_prunable_keys, prune_state_dict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_OUT = os.path.join(ROOT, "weights", "digits_group50.safetensors")

@@ -35,8 +35,8 @@ from exporters.cnn import DEFAULTS
 from exporters.errors import ExportError
 from exporters.hf import check_checkpoint
 from oneline import OneLineParser, UsageError, check_out, positive_int, run_tool
-from pruning import PATTERNS, SCOPES, PruningError, default_prunable_keys, prune_state_dict
-from pruning.units import check_keep, resolve_block, resolve_n_m
+from cupyprune.export.pruning import PATTERNS, SCOPES, PruningError, default_prunable_keys, prune_state_dict
+from cupyprune.export.pruning.units import check_keep, resolve_block, resolve_n_m
 
 PT_SUFFIXES = (".pt", ".pth")
 MODEL_SUFFIX = ".safetensors"

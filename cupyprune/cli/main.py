@@ -6,6 +6,7 @@ import click
 from .. import __version__
 from ..atomic import terminate_by_exception
 from .bench_cmd import bench_cmd
+from .export_cmd import export_cmd
 from .infer import infer
 from .inspect_cmd import inspect_cmd
 
@@ -35,10 +36,11 @@ class OneLineErrors(click.Group):
 def cli():
     """cupyprune: run pruned networks fast, on a GPU (CuPy) or the CPU (NumPy).
 
-    Model files are single .safetensors files written by tools/export.py (docs/FORMAT.md).
+    Model files are single .safetensors files written by `cupyprune export` (docs/FORMAT.md).
     """
 
 
 cli.add_command(infer)
 cli.add_command(inspect_cmd)
 cli.add_command(bench_cmd)
+cli.add_command(export_cmd)

@@ -10,7 +10,13 @@ kept (verify.py).
 """
 from .torchlib import ExportError, INSTALL_HINT
 
-__all__ = ["export_module", "ExportError", "INSTALL_HINT"]
+__all__ = ["export_module", "prune_module", "ExportError", "INSTALL_HINT"]
+
+
+def prune_module(module, pattern, keep=0.5, **options):
+    """Prune module in place (torch.nn.utils.prune masks; prune.py); returns {key: mask}."""
+    from .prune import prune_module as prune
+    return prune(module, pattern, keep, **options)
 
 
 def export_module(module, example_inputs, out, labels=None, pattern=None, verify=True,

@@ -42,6 +42,7 @@ class Lowering:
         self.users = {}                # tensor key -> how it is used ("param" or "value")
         self.names = set()
         self.symbols = {}              # symbolic size expression -> value name
+        self._current = None           # the fx node being lowered
 
     # -- values -------------------------------------------------------------------------------
     def param(self, arg):
@@ -110,7 +111,7 @@ class Lowering:
 
     # -- nodes --------------------------------------------------------------------------------
     def emit(self, op, inputs, params=None, attrs=None, name=None, outputs=1):
-        base = name or op
+        base = self._readable(name or op, params)
         name, i = base, 1
         while name in self.names:
             name, i = f"{base}_{i}", i + 1
@@ -120,6 +121,17 @@ class Lowering:
                            "outputs": outs, "params": dict(params or {}),
                            "attrs": {k: v for k, v in (attrs or {}).items()}})
         return outs[0] if outputs == 1 else tuple(outs)
+
+    def _readable(self, name, params):
+        """A node named after its module: a layer by its weight's prefix ('layer1.0.conv1'),
+        another op by its module and the traced name ('layer1.0.relu_1')."""
+        if self._current is None or name != self._current.name:
+            return name
+        weight = (params or {}).get("weight")
+        if weight is not None:
+            return weight[:-len(".weight")] if weight.endswith(".weight") else weight
+        path = module_path(self._current)
+        return name if path == "<model>" else f"{path}.{name}"
 
     def run(self):
         graph = self.program.graph_module.graph
@@ -143,6 +155,7 @@ class Lowering:
         fn = CONVERTERS.get(target)
         if fn is None:
             raise ExportError(f"{module_path(node)}: {target} is not supported")
+        self._current = node
         try:
             result = fn(self, node, *node.args, **node.kwargs)
         except ExportError as e:

@@ -49,24 +49,34 @@ def _batched(t):
 
 
 def strip_pruning(module):
-    """A copy of the module with torch.nn.utils.prune's re-parametrisations made permanent ->
-    (copy, {state-dict key of the weight: mask tensor})."""
+    """A copy of the module with torch.nn.utils.prune's re-parametrisations made permanent
+    (weight = weight_orig * weight_mask, a plain parameter again) -> (copy, {state-dict key of
+    the weight: mask tensor}). The module itself is left as it is."""
     torch = import_torch()
     from torch.nn.utils import prune
-    module = copy.deepcopy(module)
+    computed = []                 # pruned tensors are computed attributes: deepcopy refuses them
+    for sub in module.modules():
+        for hook in sub._forward_pre_hooks.values():
+            if isinstance(hook, prune.BasePruningMethod) and hasattr(sub, hook._tensor_name):
+                computed.append((sub, hook._tensor_name, getattr(sub, hook._tensor_name)))
+    for sub, name, _ in computed:
+        delattr(sub, name)
+    try:
+        module = copy.deepcopy(module)
+    finally:
+        for sub, name, value in computed:
+            setattr(sub, name, value)
     masks = {}
     for prefix, sub in module.named_modules():
-        for hook in list(sub._forward_pre_hooks.values()):
-            methods = hook._pruning_methods if isinstance(hook, prune.PruningContainer) \
-                else [hook] if isinstance(hook, prune.BasePruningMethod) else []
-            if not methods:
+        for hook_id, hook in list(sub._forward_pre_hooks.items()):
+            if not isinstance(hook, prune.BasePruningMethod):
                 continue
             name = hook._tensor_name
-            mask = getattr(sub, name + "_mask").detach().clone()
-            prune.remove(sub, name)
+            orig, mask = sub._parameters.pop(name + "_orig"), sub._buffers.pop(name + "_mask")
+            del sub._forward_pre_hooks[hook_id]
             with torch.no_grad():
-                getattr(sub, name).mul_(mask)
-            masks[f"{prefix}.{name}" if prefix else name] = mask
+                sub.register_parameter(name, torch.nn.Parameter(orig * mask))
+            masks[f"{prefix}.{name}" if prefix else name] = mask.detach().clone()
     return module, masks
 
 

@@ -109,7 +109,7 @@ def _masked_state(sd, pattern, keep):
     """original state dict -> (masked-dense state dict for torch, prune re-param state dict for
     the exporter)"""
     from checkpoint import reparametrize
-    from pruning.masks import default_prunable_keys, prune_state_dict
+    from cupyprune.export.pruning.masks import default_prunable_keys, prune_state_dict
     if pattern == "dense":
         return sd, sd
     keys = default_prunable_keys(sd)

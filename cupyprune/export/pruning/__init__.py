@@ -1,6 +1,6 @@
-"""Mask generation for the four pruning patterns of paper section 3.2 (tools side: uses torch).
+"""Mask generation for the four pruning patterns of paper section 3.2 (uses torch).
 
-    from pruning import make_mask, prune_state_dict, default_prunable_keys
+    from cupyprune.export.pruning import make_mask, prune_state_dict, default_prunable_keys
 """
 from .criteria import CRITERIA, register_criterion
 from .errors import (KeepError, NMError, PruningError, ShapeError, UnknownPatternError,

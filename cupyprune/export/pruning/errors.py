@@ -1,7 +1,10 @@
 """Errors of mask generation: ValueError subclasses with a one-line message a CLI can print."""
 
 
-class PruningError(ValueError):
+from ..torchlib import ExportError
+
+
+class PruningError(ExportError, ValueError):
     """Base: a pruning request that cannot be carried out as asked."""
 
 

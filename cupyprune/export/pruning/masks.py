@@ -133,7 +133,7 @@ def default_prunable_keys(state_dict):
     """Conv (4-D) and linear (2-D) weights, in state-dict order, except the first conv and the
     last linear (first conv and classifier left dense, as usual) and any embedding."""
     keys = [k for k, v in state_dict.items()
-            if k.rsplit(".", 1)[-1] == "weight" and "embeddings" not in k
+            if k.rsplit(".", 1)[-1].endswith("weight") and "embeddings" not in k
             and hasattr(v, "dim") and v.dim() in (2, 4)]
     convs = [k for k in keys if state_dict[k].dim() == 4]
     linears = [k for k in keys if state_dict[k].dim() == 2]
