@@ -11,7 +11,7 @@ pytest.importorskip("transformers")
 import cupyprune  # noqa: E402
 from cupyprune.export import export_module, prune_module  # noqa: E402
 from cupyprune.export.sources import hf_source  # noqa: E402
-from export_models import HF, TORCHVISION, hf_inputs, hf_model, image, torchvision_model  # noqa: E402
+from export_zoo import HF, TORCHVISION, hf_inputs, hf_model, image, torchvision_model  # noqa: E402
 
 TOLERANCE = 1e-4
 

@@ -1,8 +1,11 @@
 """Export a trained (pruned) PyTorch checkpoint to a cupyprune model file.
 
+    python tools/export.py --torchvision NAME | --hf DIR | --module PKG.MOD:FACTORY ...
+        the generic exporter, `cupyprune export` (any model torch.export can trace)
     python tools/export.py --arch {vgg16,vgg16_bn,resnet18,vit,bert} --checkpoint CKPT.pt \
         --out MODEL.safetensors [--num-classes N] [--image-size S] [--variant imagenet|cifar] \
         [--config CONFIG.json] [--labels labels.txt] [--pattern P]
+        the hand-written exporters of the five paper architectures (tools/exporters)
 
 Every input it cannot use prints one line `error: ...` on stderr and exits with code 2; the
 model file is written atomically, so a failed export leaves no file behind.
@@ -15,6 +18,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 for _path in (HERE, os.path.dirname(HERE)):        # tools/ (archs, exporters) and the repo root
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+GENERIC = ("--torchvision", "--hf", "--module")
+if __name__ == "__main__" and any(a.split("=")[0] in GENERIC for a in sys.argv[1:]):
+    from cupyprune.cli.main import cli
+    cli(["export", *sys.argv[1:]], prog_name="tools/export.py")
+    sys.exit(0)
+
+try:
+    import torch  # noqa: E402,F401
+except ImportError:
+    if __name__ == "__main__":
+        print("error: tools/export.py needs PyTorch: pip install 'cupyprune[export]'",
+              file=sys.stderr)
+        sys.exit(2)
+    raise
 
 from checkpoint import first_line, load_state_dict  # noqa: E402
 from exporters.cnn import export_cnn  # noqa: E402

@@ -29,4 +29,15 @@ def input_spec(named_inputs, graph, tensors, max_length=None, normalization=None
             if kind == TOKEN_IDS and max_length:
                 entry["max_length"] = int(max_length)
         spec.append(entry)
+    _mark_positions(graph, tensors, max_length)
     return spec
+
+
+def _mark_positions(graph, tensors, max_length):
+    """An embedding whose ids are computed in the graph (position ids) and whose table covers
+    max_length rows needs no id check at run time (ops/transformer.py, Embedding)."""
+    inputs = set(graph["inputs"])
+    for node in graph["nodes"]:
+        if node["op"] == "embedding" and node["inputs"][0] not in inputs and max_length \
+                and tensors[node["params"]["weight"]].shape[0] >= max_length:
+            node["attrs"]["positions_in_spec"] = True

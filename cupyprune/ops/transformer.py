@@ -13,6 +13,7 @@ from ..inputs import check_ids
 from ..precision import lowest
 from ..layout import LOGICAL
 from .registry import Op, register, shape_error
+from .schema import Bool
 
 
 def softmax(xp, x):
@@ -78,7 +79,15 @@ class _IdTable(_Table):
 
 @register("embedding")
 class Embedding(_IdTable):
+    """`positions_in_spec`: the ids are positions computed inside the graph (a traced model's
+    position ids), below the input spec's max_length, which the exporter checked fits the
+    table; they need no check of their own."""
     bf16_native = True                 # a lookup: moves values
+    attrs = {"positions_in_spec": Bool(default=False)}
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.checked_upstream = node.attrs["positions_in_spec"]
 
     def __call__(self, ids):
         if not self.checked_upstream:
