@@ -1,11 +1,14 @@
-"""Load-time pass: a linear layer computes only the outputs that its reader keeps.
+"""Load-time pass: a layer computes only the outputs that its reader keeps.
 
 When a group-wise linear (the consumer) reads, through elementwise ops only, the output of
 another linear (the producer) that nothing else reads, the features the consumer prunes are
 never used: the producer drops those output columns of its weight and bias at load, and the
 consumer then takes the compacted features as they come, with no gather (paper Algorithm 2
 without its gather step). A transformer FFN (dense -> GELU -> group-wise dense) and BERT's
-pooler (dense -> tanh -> group-wise classifier) are the cases this was written for.
+pooler (dense -> tanh -> group-wise classifier) are the cases this was written for. Convolutions
+get the same: a group-wise 1x1 conv's groups are input channels, so the conv before it (a
+ResNet bottleneck's 3x3, an inverted residual's projection input) computes only the channels
+the 1x1 conv keeps.
 
 Legend: M rows of activations, R producer inputs, K producer outputs, T kept outputs.
 """
@@ -14,7 +17,8 @@ from .paths.base import GemmPath
 from .paths.dense import DensePath
 from .paths.group import GroupPath
 
-ELEMENTWISE = ("gelu", "relu", "tanh", "dropout")
+ELEMENTWISE = ("gelu", "relu", "tanh", "dropout", "hardtanh", "silu", "sigmoid", "hardswish")
+LAYERS = ("linear", "conv2d")
 NOTES = "notes"          # op attribute: the list of notes its describe() reports
 
 
@@ -64,22 +68,43 @@ def _producer(step, alias, by_output, readers, outputs):
         src = by_output.get(value)
         if src is None:
             return None
-        if src.op.op_name == "linear":
+        if src.op.op_name == step.op.op_name:
             return src
         if src.op.op_name not in ELEMENTWISE or len(src.node.inputs) != 1:
             return None
         value = alias.get(src.node.inputs[0], src.node.inputs[0])
 
 
+def _width(op, side):
+    """A layer's input ('in') or output ('out') features: a linear's, or a conv's channels."""
+    if op.op_name == "linear":
+        return op.in_features if side == "in" else op.out_features
+    return op.C if side == "in" else op.K
+
+
+def _set_width(op, side, value):
+    name = {("linear", "in"): "in_features", ("linear", "out"): "out_features",
+            ("conv2d", "in"): "C", ("conv2d", "out"): "K"}[op.op_name, side]
+    setattr(op, name, value)
+
+
+def _compactable(step):
+    """A group-wise layer whose kept rows are whole input features: any linear, a 1x1 conv."""
+    op = step.op
+    if op.op_name not in LAYERS or not isinstance(getattr(op, "path", None), GroupPath):
+        return False
+    return op.op_name == "linear" or getattr(op, "pointwise", False)
+
+
 def _compact_producer(op, rows, xp):
-    """Keep only output columns `rows` of a dense or group-wise linear."""
+    """Keep only output columns `rows` of a dense or group-wise linear or conv."""
     cols = xp.asarray(rows)
     op.path.w = xp.ascontiguousarray(op.path.w[:, cols])             # (R or T, K) -> (., T)
     epilogue = op.epilogue                                            # bias + fused activation
     if epilogue.bias is not None:
         epilogue.bias = xp.ascontiguousarray(epilogue.bias[cols])     # (K,) -> (T,)
-    total = op.out_features
-    op.out_features = len(rows)
+    total = _width(op, "out")
+    _set_width(op, "out", len(rows))
     _note(op, f"outputs compacted: {len(rows)}/{total} computed")
 
 
@@ -94,16 +119,17 @@ def compact_producers(model):
     outputs = {alias.get(v, v) for v in model.graph.outputs}
     for step in model.steps:
         op = step.op
-        if op.op_name != "linear" or not isinstance(op.path, GroupPath):
+        if not _compactable(step):
             continue
         src = _producer(step, alias, by_output, readers, outputs)
-        if src is None or not isinstance(src.op.path, (DensePath, GroupPath, Precompacted)) \
-                or src.op.out_features != op.in_features or src.op.epilogue.residual:
+        if src is None or not isinstance(getattr(src.op, "path", None),
+                                         (DensePath, GroupPath, Precompacted)) \
+                or _width(src.op, "out") != _width(op, "in") or src.op.epilogue.residual:
             continue
         rows = op.path.rows_host
         _compact_producer(src.op, rows, model.xp)
         op.path = Precompacted(op.path)
-        op.in_features = len(rows)
+        _set_width(op, "in", len(rows))
         _note(op, "input pre-compacted (no gather)")
 
 

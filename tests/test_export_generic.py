@@ -107,3 +107,21 @@ def test_batch_and_sequence_are_free(tmp_path, rng):
         with torch.no_grad():
             want = module(input_ids=ids).logits
         assert _relative(model(input_ids=ids.numpy()), want) < TOLERANCE
+
+
+def test_bottleneck_convs_compute_only_kept_channels(tmp_path, rng):
+    """ResNet-50 group-wise: each bottleneck's 3x3 conv computes only the channels its 1x1
+    conv keeps (no gather), and the model still matches PyTorch."""
+    module = torchvision_model("resnet50", int(rng.integers(1 << 30)))
+    prune_module(module, "group", 0.5)
+    path = str(tmp_path / "r50.safetensors")
+    export_module(module, image(64, 1, rng), path)
+    model = cupyprune.load(path, device="cpu")
+    notes = {s.node.name: s.op.describe().get("note", "") for s in model.layers()}
+    assert "outputs compacted" in notes["layer1.0.conv2"]
+    assert "input pre-compacted" in notes["layer1.0.conv3"]
+    assert sum("input pre-compacted" in n for n in notes.values()) >= 16
+    x = image(64, 2, rng)
+    with torch.no_grad():
+        want = module(x)
+    assert _relative(model(x.numpy()), want) < TOLERANCE
