@@ -831,8 +831,9 @@ def test_stdout_on_a_full_disk_is_one_line(model_path):
 
 
 @pytest.mark.parametrize("node, attrs, fragment", [
-    (5, {"start_dim": "x"}, "asks start_dim 'x', end_dim -1"),
-    (5, {"start_dim": 2}, "asks start_dim 2"),
+    (5, {"start_dim": "x"}, "attribute 'start_dim' is 'x', expected an integer"),
+    (5, {"start_dim": 9}, "attribute 'start_dim' is 9, expected an integer >= -8 and <= 7"),
+    (5, {"start_dim": 2, "end": 3}, "unknown attribute 'end'"),
 ])
 def test_flatten_of_another_range(rng, tmp_path, node, attrs, fragment):
     g = tiny_graph()
