@@ -376,9 +376,9 @@ def test_malformed_graph_structure(rng, tmp_path, edit, fragment):
 
 
 @pytest.mark.parametrize("node, attr, value, fragment", [
-    (0, "stride", [0, 0], "'stride' is [0, 0]: expected one or two integers >= 1"),
+    (0, "stride", [0, 0], "'stride' is [0, 0], expected an integer or 2 integers each >= 1"),
     (0, "stride", "2", "'stride' is '2'"),
-    (0, "padding", [-1, 1], "'padding' is [-1, 1]: expected one or two integers >= 0"),
+    (0, "padding", [-1, 1], "'padding' is [-1, 1], expected an integer or 2 integers each >= 0"),
     (0, "dilation", [1.5, 1], "'dilation' is [1.5, 1]"),
     (3, "kernel", None, "'kernel' is missing"),
     (4, "output_size", [0, 2], "'output_size' is [0, 2]"),
@@ -767,7 +767,7 @@ def test_batch_norm_eps_checked_at_load(rng, tmp_path, eps):
     g["nodes"][1]["attrs"]["eps"] = eps
     p = tmp_path / "e.safetensors"
     write_tiny(p, rng, graph=g)
-    assert_one_line_error(run_cli("infer", p), f"eps is {eps!r}: expected a non-negative number")
+    assert_one_line_error(run_cli("infer", p), f"attribute 'eps' is {eps!r}, expected a finite number >= 0")
 
 
 def test_empty_conv_weight(rng, tmp_path):
@@ -831,8 +831,8 @@ def test_stdout_on_a_full_disk_is_one_line(model_path):
 
 
 @pytest.mark.parametrize("node, attrs, fragment", [
-    (5, {"start_dim": "x"}, "asks start_dim 'x', end_dim -1"),
-    (5, {"start_dim": 2}, "asks start_dim 2"),
+    (5, {"start_dim": "x"}, "attribute 'start_dim' is 'x', expected an integer"),
+    (5, {"start_dim": 2}, "'start_dim' is 2 and 'end_dim' -1"),
 ])
 def test_flatten_of_another_range(rng, tmp_path, node, attrs, fragment):
     g = tiny_graph()
@@ -853,7 +853,7 @@ def test_gelu_of_an_unknown_form(rng, tmp_path, fused):
     p = tmp_path / "g.safetensors"
     write_tiny(p, rng, graph=g)
     assert_one_line_error(run_cli("infer", p), "node 'r' (gelu)",
-                          "approximate is 'bogus': expected 'none' or 'tanh'")
+                          "attribute 'approximate' is 'bogus', expected one of 'none', 'tanh'")
 
 
 @pytest.mark.parametrize("labels", [[1, 2, 3, 4, 5], ["a", None, "c", "d", "e"]])

@@ -1,18 +1,23 @@
 """Elementwise activations; layout-agnostic."""
 import math
 
-from .epilogue import gelu_form
+from .epilogue import GELU_FORMS, gelu_form
 from .registry import Op, register
+from .schema import Choice
 
 
 @register("relu")
 class ReLU(Op):
+    attrs, params = {}, {}
+
     def __call__(self, x):
         return self.xp.maximum(x, 0)
 
 
 @register("tanh")
 class Tanh(Op):
+    attrs, params = {}, {}
+
     def __call__(self, x):
         return self.xp.tanh(x)
 
@@ -29,6 +34,9 @@ def _erf(xp, x):
 
 @register("gelu")
 class GELU(Op):
+    attrs = {"approximate": Choice(*GELU_FORMS, default="none")}
+    params = {}
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.approximate = gelu_form(node)

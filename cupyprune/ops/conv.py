@@ -11,8 +11,9 @@ from ..patterns import conv_weight_to_f
 from ..gpu.cuda_source import values_per_pack
 from .epilogue import check_residual
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
-from .prunable import PrunableWeight
-from .registry import Op, attr_pair, register, shape_error
+from .prunable import LAYER_PARAMS, PrunableWeight
+from .registry import Op, register, shape_error
+from .schema import Float, Int, Param, pair
 
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
@@ -29,10 +30,7 @@ def bn_scale_shift(node, ctx, channels=None):
     for role, p in zip(BN_PARAMS, (gamma, beta, mean, var)):
         if p.shape != (channels,):
             shape_error(node, f"{role} has shape {p.shape}, expected ({channels},)")
-    eps = node.attrs.get("eps", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < np.inf:
-        shape_error(node, f"eps is {eps!r}: expected a non-negative number")
-    denominator = var + float(eps)
+    denominator = var + node.attrs["eps"]
     if not (denominator > 0).all():
         shape_error(node, f"running_var + eps is {float(denominator.min())} for some channel: "
                           f"must be positive")
@@ -44,6 +42,9 @@ def bn_scale_shift(node, ctx, channels=None):
 class Conv2d(Op):
     prunable = True
     bf16_native = True                 # im2col, cuBLAS, our epilogue kernel
+    attrs = {"stride": pair((1, 1), min=1), "padding": pair((0, 0)),
+             "dilation": pair((1, 1), min=1), "groups": Int(default=1, min=1, max=1)}  # grouped convs: not supported
+    params = LAYER_PARAMS
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -51,14 +52,12 @@ class Conv2d(Op):
         if w.ndim != 4 or 0 in w.shape:
             shape_error(node, f"weight must be 4-D (K, C, kh, kw) and not empty, got shape "
                               f"{w.shape}")
-        if node.attrs.get("groups", 1) != 1:
-            shape_error(node, "grouped convolution is not supported")
         bias = ctx.host_param(node, "bias", required=False)
         self.K, self.C, kh, kw = w.shape
         if bias is not None and bias.shape != (self.K,):
             shape_error(node, f"bias has shape {bias.shape}, expected ({self.K},)")
-        self.geometry = (kh, kw, attr_pair(node, "stride", 1, minimum=1),
-                         attr_pair(node, "padding", 0), attr_pair(node, "dilation", 1, minimum=1))
+        a = node.attrs
+        self.geometry = (kh, kw, a["stride"], a["padding"], a["dilation"])
         f = conv_weight_to_f(w)                                # (R, K)
         self.layer = PrunableWeight(node, ctx, f, conv_weight_to_f)
         bn = ctx.fold.get(node.name)
@@ -120,6 +119,8 @@ class Conv2d(Op):
 @register("batch_norm")
 class BatchNorm(Op):
     """Only runs when it could not be folded into the conv before it."""
+    attrs = {"eps": Float(default=1e-5, min=0)}     # F.batch_norm; var + eps > 0 checked too
+    params = {role: Param() for role in BN_PARAMS}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

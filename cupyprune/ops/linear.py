@@ -3,7 +3,7 @@ features, one smaller GEMM (paper Algorithm 2)."""
 from ..errors import InputError
 from ..gpu.gather import gather_columns
 from .epilogue import check_residual
-from .prunable import PrunableWeight
+from .prunable import LAYER_PARAMS, PrunableWeight
 from .registry import Op, register, shape_error
 
 
@@ -15,6 +15,8 @@ def _linear_f(w):
 class Linear(Op):
     prunable = True
     bf16_native = True                 # gather, cuBLAS, our epilogue kernel
+    attrs = {}
+    params = LAYER_PARAMS
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

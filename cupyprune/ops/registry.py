@@ -66,9 +66,12 @@ class LoadContext:
 
 
 class Op:
-    """Base: a node compiled for one device. Subclasses set `prunable` and implement __call__."""
+    """Base: a node compiled for one device. Subclasses set `prunable`, declare their `attrs`
+    and `params` (ops/schema.py: checked when the graph is parsed) and implement __call__."""
     prunable = False
     op_name = ""
+    attrs = None            # name -> schema.Attr; every registered op declares it
+    params = None           # role -> schema.Param; every registered op declares it
     bf16_native = False     # reads and writes bf16 bits itself (else ops/float_boundary.py)
 
     def __init__(self, node, ctx):
@@ -78,24 +81,6 @@ class Op:
     def describe(self):
         """Fields for `cupyprune inspect`; prunable ops add pattern, kept %, path."""
         return {}
-
-
-def pair(v):
-    return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
-
-
-def attr_pair(node, name, default=None, minimum=0):
-    """A pair attribute (stride, padding, ...): an int or two ints, each >= minimum; a missing
-    attribute with no default, or any other value, is a ModelFileError naming the node."""
-    v = node.attrs.get(name, default)
-    if v is None:
-        shape_error(node, f"attribute {name!r} is missing")
-    p = pair(v)
-    if len(p) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= minimum
-                              for x in p):
-        shape_error(node, f"attribute {name!r} is {v!r}: expected one or two integers "
-                          f">= {minimum}")
-    return p
 
 
 def shape_error(node, what):

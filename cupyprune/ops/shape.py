@@ -1,6 +1,7 @@
 """Ops that only move or combine values: flatten, add, dropout."""
 from ..errors import InputError
-from .registry import Op, register, shape_error
+from .registry import Op, register
+from .schema import Float, Int
 
 
 @register("flatten")
@@ -8,13 +9,17 @@ class Flatten(Op):
     """torch.flatten(x, 1) on NCHW semantics: a channels-last 4-D input is put back in (C, H, W)
     order first, so the next linear layer sees PyTorch's feature order."""
     bf16_native = True                 # only moves values
+    attrs = {"start_dim": Int(default=1), "end_dim": Int(default=-1)}
+    params = {}
 
-    def __init__(self, node, ctx):
-        super().__init__(node, ctx)
-        dims = (node.attrs.get("start_dim", 1), node.attrs.get("end_dim", -1))
-        if dims != (1, -1):
-            shape_error(node, f"flattens from dim 1 to the last (torch.flatten(x, 1)); the file "
-                              f"asks start_dim {dims[0]!r}, end_dim {dims[1]!r}")
+
+    @staticmethod
+    def attr_relations(attrs):
+        if (attrs["start_dim"], attrs["end_dim"]) != (1, -1):
+            return (f"attribute 'start_dim' is {attrs['start_dim']} and 'end_dim' "
+                    f"{attrs['end_dim']}: only torch.flatten(x, 1), from dim 1 to the last, "
+                    f"is supported")
+        return None
 
     def __call__(self, x):
         if x.ndim == 4:
@@ -24,6 +29,8 @@ class Flatten(Op):
 
 @register("add")
 class Add(Op):
+    attrs, params = {}, {}
+
     def __call__(self, a, b):
         if a.shape != b.shape:
             raise InputError(f"node {self.node.name!r}: cannot add shapes {a.shape} and {b.shape}")
@@ -33,6 +40,8 @@ class Add(Op):
 @register("dropout")
 class Dropout(Op):
     bf16_native = True                 # only moves values
+    attrs = {"p": Float(default=0.5, min=0, max=1)}     # F.dropout's range; identity here
+    params = {}
 
     def __call__(self, x):
         return x

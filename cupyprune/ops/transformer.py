@@ -12,6 +12,7 @@ from ..errors import InputError
 from ..inputs import check_ids
 from ..precision import lowest
 from .registry import Op, register, shape_error
+from .schema import EXTENT, Float, Int, Param
 
 
 def softmax(xp, x):
@@ -30,12 +31,16 @@ def _check_tokens(node, ids, x):
 @register("layer_norm")
 class LayerNorm(Op):
     bf16_native = True                 # one kernel of ours (gpu/rowwise.py)
+    # F.layer_norm takes any eps, but one <= 0 divides by zero or takes a root of a negative:
+    # NaN logits
+    attrs = {"eps": Float(default=1e-5, above=0)}
+    params = {"weight": Param(), "bias": Param()}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.weight = ctx.device(ctx.host_param(node, "weight"))      # (D,)
         self.bias = ctx.device(ctx.host_param(node, "bias"))          # (D,)
-        self.eps = float(node.attrs.get("eps", 1e-5))
+        self.eps = node.attrs["eps"]
 
     def __call__(self, x):
         if x.shape[-1] != self.weight.shape[0]:
@@ -52,6 +57,8 @@ class LayerNorm(Op):
 
 class _Table(Op):
     """An op holding one (rows, D) table under param `weight`."""
+    attrs = {}
+    params = {"weight": Param()}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -105,6 +112,7 @@ class TokenTypeEmbedding(_IdTable):
 @register("patches_to_tokens")
 class PatchesToTokens(Op):
     bf16_native = True                 # only moves values
+    attrs, params = {}, {}
 
     def __call__(self, x):
         N, h, w, D = x.shape                   # channels-last conv output: no transpose needed
@@ -122,6 +130,8 @@ def _sequence_param(node, ctx, role, tokens=None):
 @register("prepend_token")
 class PrependToken(Op):
     bf16_native = True                 # only moves values
+    attrs = {}
+    params = {"token": Param()}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -135,6 +145,9 @@ class PrependToken(Op):
 
 @register("add_param")
 class AddParam(Op):
+    attrs = {}
+    params = {"weight": Param()}
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.weight = _sequence_param(node, ctx, "weight")           # (1, T', D)
@@ -150,12 +163,12 @@ class AddParam(Op):
 @register("self_attention")
 class SelfAttention(Op):
     bf16_native = True                 # cuBLAS and our softmax kernel (gpu/attention.py)
+    attrs = {"num_heads": Int(min=1, max=EXTENT)}     # dividing D: checked where D is known
+    params = {}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.heads = int(node.attrs.get("num_heads", 0))
-        if self.heads < 1:
-            shape_error(node, "attr num_heads must be a positive integer")
+        self.heads = node.attrs["num_heads"]
         self.dtype = np.dtype(ctx.dtype)
         self.bmm = ctx.matmul.batched              # the model's GEMM precision; capturable
         self.tf32 = ctx.matmul.tf32
@@ -205,10 +218,12 @@ class SelfAttention(Op):
 @register("select_token")
 class SelectToken(Op):
     bf16_native = True                 # only moves values
+    attrs = {"index": Int(default=0, min=-EXTENT, max=EXTENT)}   # negative: from the end
+    params = {}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.index = int(node.attrs.get("index", 0))
+        self.index = node.attrs["index"]
 
     def __call__(self, x):
         if not -x.shape[1] <= self.index < x.shape[1]:
