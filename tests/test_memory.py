@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cupyprune import load, memory
-from cupyprune.inputs import sample_inputs
+from cupyprune.inputs import sample_inputs, sample_shapes
 from test_bad_input import assert_one_line_error, run_cli
 from tiny_models import write_tiny
 
@@ -28,13 +28,14 @@ def test_available_memory_is_read_from_meminfo(tmp_path):
 
 
 @pytest.mark.parametrize("batch", [7, 40])
-def test_two_small_passes_predict_a_batch(tiny, batch):
-    """The estimate from passes of one and two inputs is within 25% of the peak that the
-    batch's own pass allocates."""
+def test_shapes_predict_a_batch(tiny, batch):
+    """The estimate from shapes alone (weights aside) is within 25% below and 50% above the peak
+    that the batch's own pass allocates, as tracemalloc measures it."""
     model = load(str(tiny), device="cpu")
     spec = model.file.input_spec
-    fixed, per_input = memory.estimate(model, lambda b: sample_inputs(spec, b))
+    fixed, per_input = memory.estimate(model, sample_shapes(spec, 1))
     x = sample_inputs(spec, batch)
+    model(**x)                                   # the per-shape check runs once, untraced
     tracemalloc.start()
     try:
         model(**x)
@@ -42,18 +43,18 @@ def test_two_small_passes_predict_a_batch(tiny, batch):
     finally:
         tracemalloc.stop()
     measured = peak + sum(v.nbytes for v in x.values())
-    assert 0.8 <= (fixed + per_input * batch) / measured <= 1.25, (fixed, per_input, measured)
+    assert 0.75 <= (fixed + per_input * batch) / measured <= 1.5, (fixed, per_input, measured)
 
 
-def _little_memory(monkeypatch, tiny, inputs_of):
+def _little_memory(monkeypatch, tiny, shapes_of):
     """Available memory set to hold about 3.5 inputs of the tiny model."""
     model = load(str(tiny), device="cpu")
-    fixed, per_input = memory.estimate(model, inputs_of(model.file.input_spec))
+    fixed, per_input = memory.estimate(model, shapes_of(model.file.input_spec))
     monkeypatch.setattr(memory, "available_host_bytes", lambda: int(fixed + per_input * 3.5))
 
 
 def test_infer_refuses_a_batch_that_does_not_fit(monkeypatch, tiny, tmp_path):
-    _little_memory(monkeypatch, tiny, lambda spec: lambda b: sample_inputs(spec, b))
+    _little_memory(monkeypatch, tiny, lambda spec: sample_shapes(spec, 1))
     out = tmp_path / "y.npy"
     assert_one_line_error(run_cli("infer", tiny, "--device", "cpu", "--batch", 50,
                                   "--output", out),
@@ -66,14 +67,14 @@ def test_infer_refuses_a_batch_that_does_not_fit(monkeypatch, tiny, tmp_path):
 def test_infer_refuses_an_input_file_that_does_not_fit(monkeypatch, rng, tiny, tmp_path):
     x = rng.standard_normal((20, 3, 9, 9)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
-    _little_memory(monkeypatch, tiny, lambda spec: lambda b: {"image": x[:b]})
+    _little_memory(monkeypatch, tiny, lambda spec: {"image": x[:1].shape})
     path = tmp_path / "x.npy"
     assert_one_line_error(run_cli("infer", tiny, "--device", "cpu", "--input", path),
                           f"--input {path}: does not fit in memory", "at most about 3")
 
 
 def test_bench_refuses_a_batch_that_does_not_fit(monkeypatch, tiny, tmp_path):
-    _little_memory(monkeypatch, tiny, lambda spec: lambda b: sample_inputs(spec, b))
+    _little_memory(monkeypatch, tiny, lambda spec: sample_shapes(spec, 1))
     json_out = tmp_path / "r.json"
     assert_one_line_error(run_cli("bench", tiny, "--device", "cpu", "--batch", 64, "--json",
                                   json_out), f"--batch 64 for {tiny}: does not fit in memory")

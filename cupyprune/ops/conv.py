@@ -12,7 +12,7 @@ from ..gpu.cuda_source import values_per_pack
 from .epilogue import check_residual
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import LAYER_PARAMS, PrunableWeight
-from .registry import Op, register, shape_error
+from .registry import Op, need_rank, register, shape_error
 from .schema import Float, Int, Param, pair
 
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -109,6 +109,25 @@ class Conv2d(Op):
     @property
     def capturable(self):
         return self.path.capturable
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, C, H, W = need_rank(node, x, 4)
+        K, Cw, kh, kw = need_rank(node, params["weight"], 4, "weight")
+        if C != Cw:
+            raise InputError(f"layer {node.name!r} expects {Cw} input channels, got {C}")
+        (sh, sw), (ph, pw), (dh, dw) = (node.attrs[k] for k in ("stride", "padding", "dilation"))
+        OH, OW = out_size(H, kh, sh, ph, dh), out_size(W, kw, sw, pw, dw)
+        if OH < 1 or OW < 1:
+            raise InputError(f"layer {node.name!r}: input {H}x{W} is too small for its "
+                             f"{kh}x{kw} kernel")
+        return N, K, OH, OW
+
+    @staticmethod
+    def workspace(node, params, x):
+        N, _, OH, OW = Conv2d.infer_shape(node, params, x)
+        _, C, kh, kw = params["weight"]
+        return N * OH * OW * kh * kw * C                   # the im2col matrix (M, R) at most
 
     def describe(self):
         kh, kw, stride, padding, _ = self.geometry

@@ -4,7 +4,7 @@ from ..errors import InputError
 from ..gpu.gather import gather_columns
 from .epilogue import check_residual
 from .prunable import LAYER_PARAMS, PrunableWeight
-from .registry import Op, register, shape_error
+from .registry import Op, elements, need_rank, register, shape_error
 
 
 def _linear_f(w):
@@ -47,6 +47,18 @@ class Linear(Op):
     @property
     def capturable(self):
         return self.path.capturable
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        out_features, in_features = need_rank(node, params["weight"], 2, "weight")
+        if not x or x[-1] != in_features:
+            raise InputError(f"layer {node.name!r} expects {in_features} input features, got "
+                             f"{x[-1] if x else 'a scalar'}")
+        return (*x[:-1], out_features)
+
+    @staticmethod
+    def workspace(node, params, x):
+        return elements(x)                                 # the gathered kept features at most
 
     def describe(self):
         return {**self.layer.describe(), "detail": f"{self.in_features}->{self.out_features}"}

@@ -9,7 +9,7 @@ from ..gpu.cuda_source import STORAGE_TYPES, compile_kernel, storage_type, type_
 from ..bf16 import from_bits, to_bits
 from ..precision import is_bf16
 from .im2col import out_size
-from .registry import Op, register
+from .registry import Op, need_rank, register
 from .schema import Bool, pair
 
 _GPU_KERNELS = {}
@@ -52,9 +52,10 @@ def kernel_sources():
 
 
 def _out_hw(x, kernel, stride, padding):
-    """x (N, H, W, C) -> (OH, OW) of the pooled output; an InputError when no window fits."""
+    """x (N, H, W, C) or its shape -> (OH, OW) of the pooled output; an InputError when no
+    window fits."""
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    H, W = x.shape[1:3]
+    H, W = getattr(x, "shape", x)[1:3]
     OH, OW = out_size(H, kh, sh, ph, 1), out_size(W, kw, sw, pw, 1)
     if OH < 1 or OW < 1:
         raise InputError(f"input {H}x{W} is too small for a {kh}x{kw} pooling window")
@@ -139,6 +140,21 @@ class _Pool(Op):
         self.kernel, self.padding = node.attrs["kernel"], node.attrs["padding"]
         self.stride = node.attrs["stride"] or self.kernel
 
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, C, H, W = need_rank(node, x, 4)
+        a = node.attrs
+        kernel, padding = a["kernel"], a["padding"]
+        OH, OW = _out_hw((N, H, W, C), kernel, a["stride"] or kernel, padding)
+        return N, C, OH, OW
+
+    @staticmethod
+    def workspace(node, params, x):
+        N, C, H, W = x
+        (ph, pw), OW = node.attrs["padding"], _Pool.infer_shape(node, params, x)[3]
+        padded = N * C * (H + 2 * ph) * (W + 2 * pw)
+        return 2 * padded + N * C * (H + 2 * ph) * OW      # padded input, its blocks, rows
+
 
 @register("max_pool2d")
 class MaxPool2d(_Pool):
@@ -193,6 +209,17 @@ class AdaptiveAvgPool2d(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.output_size = node.attrs["output_size"]
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, C, _, _ = need_rank(node, x, 4)
+        return (N, C, *node.attrs["output_size"])
+
+    @staticmethod
+    def workspace(node, params, x):
+        N, C, H, W = x
+        OH, OW = node.attrs["output_size"]
+        return N * C * OH * W + OH * H + OW * W            # rows pooled, the two bin matrices
 
     def __call__(self, x):
         N, H, W, C = x.shape

@@ -82,6 +82,35 @@ class Op:
         """Fields for `cupyprune inspect`; prunable ops add pattern, kept %, path."""
         return {}
 
+    # Shapes alone (memory.py's footprint, before anything is allocated): logical PyTorch
+    # shapes (images NCHW), params by role. A graph that cannot fit together is a
+    # ModelFileError (shape_error); a size that depends on the input (an image too small for a
+    # kernel) an InputError.
+    @staticmethod
+    def infer_shape(node, params, *inputs):
+        """-> the output's shape; this default: elementwise, the first input's."""
+        return inputs[0]
+
+    @staticmethod
+    def workspace(node, params, *inputs):
+        """-> elements of the temporaries the op holds at its peak, beside its inputs and
+        output."""
+        return 0
+
+
+def need_rank(node, shape, rank, what="input"):
+    """A shape of `rank` dimensions (the op unpacks it), or a ModelFileError."""
+    if len(shape) != rank:
+        shape_error(node, f"its {what} has shape {tuple(shape)}: expected {rank} dimensions")
+    return shape
+
+
+def elements(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
 
 def shape_error(node, what):
     raise ModelFileError(f"node {node.name!r} ({node.op}): {what}")

@@ -1,6 +1,6 @@
 """Ops that only move or combine values: flatten, add, dropout."""
 from ..errors import InputError
-from .registry import Op, register
+from .registry import Op, elements, register
 from .schema import Float, Int
 
 
@@ -21,6 +21,13 @@ class Flatten(Op):
                     f"is supported")
         return None
 
+    @staticmethod
+    def infer_shape(node, params, x):
+        if len(x) < 2:
+            raise InputError(f"node {node.name!r} flattens from dim 1, but its input has shape "
+                             f"{tuple(x)}")
+        return x[0], elements(x[1:])
+
     def __call__(self, x):
         if x.ndim == 4:
             x = x.transpose(0, 3, 1, 2)                # (N, H, W, C) -> (N, C, H, W)
@@ -30,6 +37,12 @@ class Flatten(Op):
 @register("add")
 class Add(Op):
     attrs, params = {}, {}
+
+    @staticmethod
+    def infer_shape(node, params, a, b):
+        if tuple(a) != tuple(b):
+            raise InputError(f"node {node.name!r}: cannot add shapes {tuple(a)} and {tuple(b)}")
+        return a
 
     def __call__(self, a, b):
         if a.shape != b.shape:

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InputError
 from ..inputs import check_ids
 from ..precision import lowest
-from .registry import Op, register, shape_error
+from .registry import Op, need_rank, register, shape_error
 from .schema import EXTENT, Float, Int, Param
 
 
@@ -41,6 +41,14 @@ class LayerNorm(Op):
         self.weight = ctx.device(ctx.host_param(node, "weight"))      # (D,)
         self.bias = ctx.device(ctx.host_param(node, "bias"))          # (D,)
         self.eps = node.attrs["eps"]
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        D = need_rank(node, params["weight"], 1, "weight")[0]
+        if not x or x[-1] != D:
+            raise InputError(f"layer {node.name!r} normalises {D} features, got "
+                             f"{x[-1] if x else 'a scalar'}")
+        return x
 
     def __call__(self, x):
         if x.shape[-1] != self.weight.shape[0]:
@@ -84,6 +92,10 @@ class _IdTable(_Table):
 class Embedding(_IdTable):
     bf16_native = True                 # a lookup: moves values
 
+    @staticmethod
+    def infer_shape(node, params, ids):
+        return (*ids, need_rank(node, params["weight"], 2, "weight")[1])    # (N, T, D)
+
     def __call__(self, ids):
         if not self.checked_upstream:
             check_ids(ids, self.table.shape[0], "token id", "tokens in its vocabulary")
@@ -114,6 +126,11 @@ class PatchesToTokens(Op):
     bf16_native = True                 # only moves values
     attrs, params = {}, {}
 
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, D, h, w = need_rank(node, x, 4)
+        return N, h * w, D
+
     def __call__(self, x):
         N, h, w, D = x.shape                   # channels-last conv output: no transpose needed
         return x.reshape(N, h * w, D)          # (N, h, w, D) -> (N, h*w, D), row-major patches
@@ -136,6 +153,11 @@ class PrependToken(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.token = _sequence_param(node, ctx, "token", tokens=1)   # (1, 1, D)
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, T, D = need_rank(node, x, 3)
+        return N, T + 1, D
 
     def __call__(self, x):
         N, _, D = x.shape
@@ -172,6 +194,19 @@ class SelfAttention(Op):
         self.dtype = np.dtype(ctx.dtype)
         self.bmm = ctx.matmul.batched              # the model's GEMM precision; capturable
         self.tf32 = ctx.matmul.tf32
+
+    @staticmethod
+    def infer_shape(node, params, q, k, v, attention_mask=None):
+        N, T, D = need_rank(node, q, 3)
+        if D % node.attrs["num_heads"]:
+            shape_error(node, f"hidden size {D} is not divisible by {node.attrs['num_heads']} "
+                              f"heads")
+        return q
+
+    @staticmethod
+    def workspace(node, params, q, k, v, attention_mask=None):
+        N, T, D = q
+        return 2 * N * node.attrs["num_heads"] * T * T + 4 * N * T * D    # scores, probs, heads
 
     def _split(self, x):
         N, T, D = x.shape
@@ -224,6 +259,14 @@ class SelectToken(Op):
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.index = node.attrs["index"]
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, T, D = need_rank(node, x, 3)
+        if not -T <= node.attrs["index"] < T:
+            raise InputError(f"{node.name!r} selects token {node.attrs['index']} of a sequence "
+                             f"of {T}")
+        return N, D
 
     def __call__(self, x):
         if not -x.shape[1] <= self.index < x.shape[1]:
