@@ -18,6 +18,10 @@ from .ops.float_boundary import FloatBoundary, needs_boundary
 from .precision import PRECISIONS, check_precision, is_bf16
 
 
+# how NumPy's ValueError for an array larger than any memory begins
+TOO_BIG = ("array is too big", "Maximum allowed size exceeded")
+
+
 @dataclass
 class Step:
     node: object
@@ -177,10 +181,17 @@ class Model:
             ids.finish()            # waits for the id counts only, the pass being queued already
             return {name: self._to_user(value) for name, value in outputs.items()}
         except MemoryError as e:    # NumPy's, or CuPy's OutOfMemoryError (a MemoryError)
-            raise OutOfMemoryError(f"out of memory{' on the GPU' if self.device == 'gpu' else ''}"
-                                   f" running a batch of {len(env[self.graph.inputs[0]])}: "
-                                   f"{str(e).splitlines()[0] if str(e) else 'no detail'}") \
-                from None
+            raise self._out_of_memory(env, e) from None
+        except ValueError as e:     # NumPy: an array of more bytes than an address space holds
+            if not str(e).startswith(TOO_BIG):
+                raise
+            raise self._out_of_memory(env, e) from None
+
+    def _out_of_memory(self, env, e):
+        where = " on the GPU" if self.device == "gpu" else ""
+        return OutOfMemoryError(f"out of memory{where} running a batch of "
+                                f"{len(env[self.graph.inputs[0]])}: "
+                                f"{str(e).splitlines()[0] if str(e) else 'no detail'}")
 
     def _check_fits(self, env):
         """On the CPU, once per input shapes: the activations must fit in the memory free now

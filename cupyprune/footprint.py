@@ -27,8 +27,9 @@ def _params(node, tensors):
 
 def activation_bytes(graph, ops, tensors, input_shapes, itemsize, output_shapes=None):
     """Peak bytes of the values live at once during one pass of inputs of `input_shapes`
-    (name -> shape); `output_shapes`, a dict, receives the graph outputs' shapes. Raises what the ops' infer_shape raise: an InputError for inputs the
-    graph cannot take, a ModelFileError for a graph that cannot run at all."""
+    (name -> shape); `output_shapes`, a dict, receives the graph outputs' shapes. Raises what
+    the ops' infer_shape raise: an InputError for inputs the graph cannot take, a
+    ModelFileError for a graph that cannot run at all."""
     last_read = {}
     for i, node in enumerate(graph.nodes):
         for value in node.inputs:

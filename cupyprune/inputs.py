@@ -30,10 +30,13 @@ def _spec_entry_error(spec, i):
     if longest is not None and not (isinstance(longest, int) and not isinstance(longest, bool)
                                     and longest > 0):
         return f"input {name!r} has max_length {longest!r}: expected a positive integer"
+    dtype = spec.get("dtype", "float32")
     try:
-        np.dtype(spec.get("dtype", "float32"))
-    except TypeError:
-        return f"input {name!r} has unknown dtype {spec.get('dtype')!r}"
+        numeric = isinstance(dtype, str) and np.dtype(dtype).kind in "fiub"
+    except (TypeError, ValueError):     # not a dtype name; a nested structure NumPy refuses
+        numeric = False
+    if not numeric:
+        return f"input {name!r} has dtype {dtype!r}: expected the name of a numeric dtype"
     vocab = spec.get("vocab_size")
     if (kind == TOKEN_IDS or vocab is not None) and not (
             isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0):
@@ -167,10 +170,12 @@ def check_sample_labels(model_file, output_shape):
 
 
 def sample_shapes(input_spec, batch):
-    """name -> the shape of the sample input `sample_inputs` builds for a batch of `batch`."""
+    """name -> the shape of the sample input `sample_inputs` builds for a batch of `batch`;
+    sequences all of one length (ids, token types and mask go together), within every
+    max_length."""
     out = {}
+    seq = min([SAMPLE_SEQUENCE] + [s["max_length"] for s in input_spec if "max_length" in s])
     for spec in input_spec:
-        seq = min(SAMPLE_SEQUENCE, spec.get("max_length", SAMPLE_SEQUENCE))
         out[spec["name"]] = tuple(batch if i == 0 else (seq if d is None else d)
                                   for i, d in enumerate(spec["shape"]))
     return out

@@ -54,11 +54,11 @@ def _where(device):
     return "on the GPU" if device == "gpu" else "in host memory"
 
 
-def _refuse_above(need, device, what):
+def _refuse_above(need, device, what, detail=""):
     free = available_bytes(device)
     if free is not None and need > free:
-        raise OutOfMemoryError(f"{what} needs about {size_text(need)} {_where(device)}, "
-                               f"{size_text(free)} free")
+        raise OutOfMemoryError(f"{what} needs about {size_text(need)} {_where(device)}"
+                               f"{detail}, {size_text(free)} free")
 
 
 def check_fits(model_file, batch=1, device="cpu", precision="fp32", input_shapes=None):
@@ -68,11 +68,14 @@ def check_fits(model_file, batch=1, device="cpu", precision="fp32", input_shapes
     is free there (and, for the GPU, the load's host staging more than the host has). Returns
     the Footprint."""
     from .format import ModelFile, read_model_file
-    from .graph import parse_graph
+    from .graph import check_tensors, parse_graph
+    from .inputs import check_input_spec
     if not isinstance(model_file, ModelFile):
         model_file = read_model_file(model_file)
-    return check_graph_fits(parse_graph(model_file.graph, OPS), model_file, batch, device,
-                            precision, input_shapes)
+    graph = parse_graph(model_file.graph, OPS)
+    check_input_spec(model_file.input_spec, graph.inputs)
+    check_tensors(graph, model_file.tensors)
+    return check_graph_fits(graph, model_file, batch, device, precision, input_shapes)
 
 
 def check_graph_fits(graph, model_file, batch, device, precision, input_shapes=None):
@@ -86,13 +89,14 @@ def check_graph_fits(graph, model_file, batch, device, precision, input_shapes=N
     except InputError:      # the spec's sample shapes do not suit the graph: each call checks
         need = footprint(graph, OPS, model_file.tensors, {}, itemsize, activations=False)
     name = repr(os.path.basename(model_file.path)) if model_file.path else "the model"
-    detail = (f"{name} (weights {size_text(need.weights)}, activations of {batch} input"
-              f"{'s' if batch != 1 else ''} {size_text(need.activations)})")
+    inputs = f"{batch} input{'s' if batch != 1 else ''}"
+    parts = {"weights": need.weights, f"activations of {inputs}": need.activations,
+             "conversion while loading": need.staging}
     if device == "gpu":
-        _refuse_above(need.staging, "cpu", f"loading {name}")
-        _refuse_above(need.weights + need.activations, "gpu", detail)
-    else:
-        _refuse_above(need.staging + need.weights + need.activations, "cpu", detail)
+        _refuse_above(need.staging, "cpu", name, " (conversion while loading)")
+        del parts["conversion while loading"]
+    detail = " (" + ", ".join(f"{k} {size_text(v)}" for k, v in parts.items()) + ")"
+    _refuse_above(sum(parts.values()), device, name, detail)
     return need
 
 
@@ -104,7 +108,8 @@ def estimate(model, input_shapes):
     """A loaded model, its inputs' shapes (name -> shape, batch first) -> (activation bytes a
     pass needs whatever the batch, bytes per input), from the shapes at batches 1 and 2."""
     def at(b):
-        return activation_bytes(model.graph, OPS, model.file.tensors, _batch_of(input_shapes, b), np.dtype(model.dtype).itemsize)
+        return activation_bytes(model.graph, OPS, model.file.tensors,
+                                _batch_of(input_shapes, b), np.dtype(model.dtype).itemsize)
     one, two = at(1), at(2)
     per_input = max(two - one, 1)
     return max(one - per_input, 0), per_input

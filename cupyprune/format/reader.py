@@ -18,8 +18,8 @@ from .compact import expand_tensors
 
 @dataclass
 class ModelFile:
-    """The file's contents: tensors as NumPy arrays (views of the mapped file) and the parsed
-    metadata."""
+    """The file's contents: tensors as read-only NumPy arrays (views of the mapped file) and the
+    parsed metadata."""
     path: str
     tensors: dict
     graph: dict
@@ -201,11 +201,12 @@ def _read_checked(path):
         _check_meta(meta, path)
         tensors = {}
         if header:
-            # Tensors are views of one copy-on-write mapping of the file (as safetensors' own
+            # Tensors are read-only views of one mapping of the file (as safetensors' own
             # loaders map it): a page is read when a tensor is first used, and the mapping
-            # stays open while any tensor refers to it. Writing to a tensor copies its page and
-            # never reaches the file.
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
+            # stays open while any tensor refers to it. Read-only, because a private writable
+            # mapping is charged in full against the kernel's overcommit limit: a file larger
+            # than memory could not even be mapped to be measured (memory.check_fits).
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             for name, entry in header.items():
                 tensors[name] = _read_tensor(buf, name, entry, data_start,
                                              size - data_start, path)

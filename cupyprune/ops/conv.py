@@ -43,7 +43,8 @@ class Conv2d(Op):
     prunable = True
     bf16_native = True                 # im2col, cuBLAS, our epilogue kernel
     attrs = {"stride": pair((1, 1), min=1), "padding": pair((0, 0)),
-             "dilation": pair((1, 1), min=1), "groups": Int(default=1, min=1, max=1)}  # grouped convs: not supported
+             "dilation": pair((1, 1), min=1),
+             "groups": Int(default=1, min=1, max=1)}       # grouped convs: not supported
     params = LAYER_PARAMS
 
     def __init__(self, node, ctx):
@@ -127,7 +128,9 @@ class Conv2d(Op):
     def workspace(node, params, x):
         N, _, OH, OW = Conv2d.infer_shape(node, params, x)
         _, C, kh, kw = params["weight"]
-        return N * OH * OW * kh * kw * C                   # the im2col matrix (M, R) at most
+        (ph, pw), (_, _, H, W) = node.attrs["padding"], x
+        padded = N * C * (H + 2 * ph) * (W + 2 * pw) if ph or pw else 0   # NumPy's im2col
+        return N * OH * OW * kh * kw * C + padded          # the im2col matrix (M, R) at most
 
     def describe(self):
         kh, kw, stride, padding, _ = self.geometry

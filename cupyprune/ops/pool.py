@@ -230,6 +230,8 @@ class AdaptiveAvgPool2d(Op):
             return x.reshape(N, OH, H // OH, OW, W // OW, C).mean(axis=(2, 4))
         xp = self.xp
         # bins overlap or differ in size: two products with bin-mean matrices, one per axis
-        rows = xp.tensordot(xp.asarray(_bin_means(H, OH, x.dtype)), x, axes=(1, 1))  # (OH, N, W, C)
-        out = xp.tensordot(xp.asarray(_bin_means(W, OW, x.dtype)), rows, axes=(1, 2))  # (OW, OH, N, C)
+        down = xp.asarray(_bin_means(H, OH, x.dtype))                        # (OH, H)
+        across = xp.asarray(_bin_means(W, OW, x.dtype))                      # (OW, W)
+        rows = xp.tensordot(down, x, axes=(1, 1))                            # (OH, N, W, C)
+        out = xp.tensordot(across, rows, axes=(1, 2))                        # (OW, OH, N, C)
         return xp.ascontiguousarray(out.transpose(2, 1, 0, 3))                # (N, OH, OW, C)
