@@ -4,8 +4,8 @@
     logits = model(x)            # x: NumPy or CuPy array, NCHW for images
 """
 from .engine import Model, load
-from .errors import CupyPruneError, DeviceError, InputError, ModelFileError
+from .errors import CupyPruneError, DeviceError, InputError, ModelFileError, OutOfMemoryError
 
 __version__ = "0.1.0"
 __all__ = ["load", "Model", "CupyPruneError", "ModelFileError", "InputError", "DeviceError",
-           "__version__"]
+           "OutOfMemoryError", "__version__"]

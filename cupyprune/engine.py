@@ -4,19 +4,23 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from . import backend, bf16, passes
+from . import backend, bf16, memory, passes
 from .layout import NHWC, LOGICAL, plan_layouts
-from .errors import DeviceError, InputError, ModelFileError
+from .errors import DeviceError, InputError, ModelFileError, OutOfMemoryError
 from .format import read_model_file
 from .folding import plan_folding
 from .graph import check_tensors, parse_graph
 from .inputs import (FEATURES, IMAGE, IdRangeCheck, check_input, check_input_spec,
-                     default_input)
+                     check_sample_labels, default_input)
 from .gpu.gemm import Matmul
 from .ops import OPS, LoadContext
 from .ops.epilogue import activation_name
 from .ops.float_boundary import FloatBoundary, needs_boundary
 from .precision import PRECISIONS, check_precision, is_bf16
+
+
+# how NumPy's ValueError for an array larger than any memory begins
+TOO_BIG = ("array is too big", "Maximum allowed size exceeded")
 
 
 @dataclass
@@ -46,6 +50,8 @@ class Model:
         self.graph = parse_graph(model_file.graph, OPS)
         check_input_spec(model_file.input_spec, self.graph.inputs)
         check_tensors(self.graph, model_file.tensors, OPS)
+        need = memory.check_graph_fits(self.graph, model_file, 1, self.device, precision)
+        check_sample_labels(model_file, need.outputs.get(self.graph.outputs[0]))
         _warn_non_finite(model_file.tensors)
         folding = plan_folding(self.graph, activation_name)
         self.alias = folding.alias
@@ -72,6 +78,7 @@ class Model:
             name: NHWC if self.input_spec[name].get("kind", IMAGE) == IMAGE else LOGICAL
             for name in self.graph.inputs}, self.alias)
         self.graph_runner = self._graph_runner(cuda_graph)
+        self._fitting_shapes = set()     # input shapes whose activations were found to fit
 
     def _mark_checked_ids(self):
         """Lookups of graph inputs whose spec bounds the ids within the table are checked at
@@ -168,14 +175,38 @@ class Model:
     def run(self, *args, trace=None, **kwargs):
         """Outputs by name. `trace`, a list, receives (step, output shape in NCHW terms)."""
         env, ids = self._bind(args, kwargs)
-        if self.graph_runner is not None and trace is None:
-            outputs = self.graph_runner(env, after_launch=ids.start)   # counts beside the replay
-        else:
-            ids.start()
-            outputs = self._forward(env, trace)
-        ids.finish()                # waits for the id counts only, the pass being queued already
-        return {name: self._to_user(value, self._tags.get(self.alias.get(name, name)))
-                for name, value in outputs.items()}
+        self._check_fits(env)
+        try:
+            if self.graph_runner is not None and trace is None:
+                outputs = self.graph_runner(env, after_launch=ids.start)   # counts beside it
+            else:
+                ids.start()
+                outputs = self._forward(env, trace)
+            ids.finish()            # waits for the id counts only, the pass being queued already
+            return {name: self._to_user(value, self._tags.get(self.alias.get(name, name)))
+                    for name, value in outputs.items()}
+        except MemoryError as e:    # NumPy's, or CuPy's OutOfMemoryError (a MemoryError)
+            raise self._out_of_memory(env, e) from None
+        except ValueError as e:     # NumPy: an array of more bytes than an address space holds
+            if not str(e).startswith(TOO_BIG):
+                raise
+            raise self._out_of_memory(env, e) from None
+
+    def _out_of_memory(self, env, e):
+        where = " on the GPU" if self.device == "gpu" else ""
+        return OutOfMemoryError(f"out of memory{where} running a batch of "
+                                f"{len(env[self.graph.inputs[0]])}: "
+                                f"{str(e).splitlines()[0] if str(e) else 'no detail'}")
+
+    def _check_fits(self, env):
+        """On the CPU, once per input shapes: the activations must fit in the memory free now
+        (Linux would kill the process instead of NumPy raising). CuPy raises on the GPU."""
+        if self.device != "cpu":
+            return
+        shapes = tuple((name, tuple(arr.shape)) for name, arr in env.items())
+        if shapes not in self._fitting_shapes:
+            memory.check_call_fits(self, dict(shapes))
+            self._fitting_shapes.add(shapes)
 
     def _to_user(self, value, tag=NHWC):
         """An output in the runtime's layout and storage -> NCHW (4-D) in the run's dtype, or

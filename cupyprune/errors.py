@@ -15,3 +15,8 @@ class InputError(CupyPruneError):
 
 class DeviceError(CupyPruneError):
     """The requested device or precision is not available here."""
+
+
+class OutOfMemoryError(CupyPruneError):
+    """A model or a batch needs more host or GPU memory than is free (checked before anything
+    is allocated; an allocation that fails anyway is turned into this too)."""

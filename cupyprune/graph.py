@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 
 from .errors import ModelFileError
 from .format import keys
-from .ops.schema import check_attrs
+from .ops.schema import check_attrs, check_params
 
 
 @dataclass
@@ -15,6 +15,7 @@ class Node:
     outputs: list
     params: dict = field(default_factory=dict)   # role ("weight") -> tensor key
     attrs: dict = field(default_factory=dict)
+    prunable: tuple = ()            # tensor keys of params that may carry a mask
 
 
 @dataclass
@@ -78,6 +79,7 @@ def _node(raw, i, known_ops):
     node = Node(raw["name"], raw["op"], list(raw["inputs"]), list(raw["outputs"]),
                 dict(params), dict(attrs))
     _check_arity(node, known_ops[node.op])
+    node.prunable = check_params(node, known_ops[node.op])
     check_attrs(node, known_ops[node.op])
     return node
 
@@ -115,14 +117,16 @@ def parse_graph(raw, known_ops):
 def check_tensors(graph, tensors, known_ops):
     """Every tensor a node names is present; every tensor present is named (or a mask/sample).
     Parameters are floating point, but for the roles an op declares `integer_params`."""
-    named, integer = set(), set()
+    named, prunable, integer = set(), set(), set()
     for node in graph.nodes:
         for role, key in node.params.items():
             if key not in tensors:
-                raise ModelFileError(f"tensor {key!r} ({node.name}.{role}) is missing from the file")
+                raise ModelFileError(f"tensor {key!r} ({node.name!r} {role}) is missing from "
+                                     f"the file")
             named.add(key)
             if role in getattr(known_ops[node.op], "integer_params", ()):
                 integer.add(key)
+        prunable.update(node.prunable)
     for key, arr in tensors.items():
         if key.startswith(keys.SAMPLE_INPUT_PREFIX) or key == keys.SAMPLE_LABELS:
             continue
@@ -130,6 +134,9 @@ def check_tensors(graph, tensors, known_ops):
             param = key[: -len(keys.MASK_SUFFIX)]
             if param not in named:
                 raise ModelFileError(f"mask {key!r} has no parameter {param!r} in the graph")
+            if param not in prunable:        # the runtime multiplies only these by their mask
+                raise ModelFileError(f"mask {key!r}: {param!r} is not the weight of a conv2d "
+                                     f"or linear node, and only those are pruned")
             if arr.dtype.kind not in "fub":
                 raise ModelFileError(f"mask {key!r} has dtype {arr.dtype}: masks are float, "
                                      f"uint8 or bool 0/1")

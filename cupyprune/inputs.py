@@ -9,6 +9,8 @@ IMAGE, FEATURES, TOKEN_IDS, TOKEN_TYPE_IDS, ATTENTION_MASK = (
     "image", "features", "token_ids", "token_type_ids", "attention_mask")
 KINDS = (IMAGE, FEATURES, TOKEN_IDS, TOKEN_TYPE_IDS, ATTENTION_MASK)
 SAMPLE_SEQUENCE = 16    # tokens in a sample sequence when the file ships no sample
+# dimensions an input of each kind has: images (N, C, H, W), ids and masks (N, T)
+RANKS = {IMAGE: 4, TOKEN_IDS: 2, TOKEN_TYPE_IDS: 2, ATTENTION_MASK: 2}
 
 
 def _spec_entry_error(spec, i):
@@ -21,10 +23,20 @@ def _spec_entry_error(spec, i):
         return f"input {name!r} has shape {shape!r}: expected a list of positive ints or null"
     if kind not in KINDS:
         return f"input {name!r} has unknown kind {kind!r} (one of {', '.join(KINDS)})"
+    if kind in RANKS and len(shape) != RANKS[kind]:
+        return (f"input {name!r} of kind {kind} has shape {shape!r}: expected "
+                f"{RANKS[kind]} dimensions")
+    longest = spec.get("max_length")
+    if longest is not None and not (isinstance(longest, int) and not isinstance(longest, bool)
+                                    and longest > 0):
+        return f"input {name!r} has max_length {longest!r}: expected a positive integer"
+    dtype = spec.get("dtype", "float32")
     try:
-        np.dtype(spec.get("dtype", "float32"))
-    except TypeError:
-        return f"input {name!r} has unknown dtype {spec.get('dtype')!r}"
+        numeric = isinstance(dtype, str) and np.dtype(dtype).kind in "fiub"
+    except (TypeError, ValueError):     # not a dtype name; a nested structure NumPy refuses
+        numeric = False
+    if not numeric:
+        return f"input {name!r} has dtype {dtype!r}: expected the name of a numeric dtype"
     vocab = spec.get("vocab_size")
     if (kind == TOKEN_IDS or vocab is not None) and not (
             isinstance(vocab, int) and not isinstance(vocab, bool) and vocab > 0):
@@ -138,15 +150,44 @@ def check_input(spec, arr):
     return arr
 
 
+def check_sample_labels(model_file, output_shape):
+    """The file's sample labels: one integer class per shipped sample input, each in
+    [0, classes) where the output (`output_shape`, when known) is (N, classes)."""
+    labels, samples = model_file.sample_labels(), model_file.sample_inputs()
+    if labels is None:
+        return
+    have = len(next(iter(samples.values()))) if samples else 0
+    if labels.ndim != 1 or labels.shape[0] != have or labels.dtype.kind not in "iu":
+        raise ModelFileError(f"the file's sample labels have shape {tuple(labels.shape)} and "
+                             f"dtype {labels.dtype}: expected ({have},) integers, one per "
+                             f"sample input")
+    if output_shape is not None and len(output_shape) == 2 and labels.size:
+        classes = output_shape[1]
+        outside = labels[(labels < 0) | (labels >= classes)]
+        if outside.size:
+            raise ModelFileError(f"the file's sample label {int(outside[0])} is outside [0, "
+                                 f"{classes}): the model has {classes} classes")
+
+
+def sample_shapes(input_spec, batch):
+    """name -> the shape of the sample input `sample_inputs` builds for a batch of `batch`;
+    sequences all of one length (ids, token types and mask go together), within every
+    max_length."""
+    out = {}
+    seq = min([SAMPLE_SEQUENCE] + [s["max_length"] for s in input_spec if "max_length" in s])
+    for spec in input_spec:
+        out[spec["name"]] = tuple(batch if i == 0 else (seq if d is None else d)
+                                  for i, d in enumerate(spec["shape"]))
+    return out
+
+
 def sample_inputs(input_spec, batch, seed=0):
     """Deterministic inputs built from the spec alone: name -> NumPy array."""
     rng = np.random.default_rng(seed)
     out = {}
+    shapes = sample_shapes(input_spec, batch)
     for spec in input_spec:
-        kind = spec.get("kind", IMAGE)
-        seq = min(SAMPLE_SEQUENCE, spec.get("max_length", SAMPLE_SEQUENCE))
-        shape = [batch if i == 0 else (seq if d is None else d)
-                 for i, d in enumerate(spec["shape"])]
+        kind, shape = spec.get("kind", IMAGE), shapes[spec["name"]]
         try:
             out[spec["name"]] = _sample(rng, spec, kind, shape)
         except (MemoryError, ValueError):          # ValueError: more elements than NumPy allows

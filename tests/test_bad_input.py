@@ -376,9 +376,9 @@ def test_malformed_graph_structure(rng, tmp_path, edit, fragment):
 
 
 @pytest.mark.parametrize("node, attr, value, fragment", [
-    (0, "stride", [0, 0], "'stride' is [0, 0]: expected one or two integers >= 1"),
+    (0, "stride", [0, 0], "'stride' is [0, 0], expected an integer or 2 integers each >= 1"),
     (0, "stride", "2", "'stride' is '2'"),
-    (0, "padding", [-1, 1], "'padding' is [-1, 1]: expected one or two integers >= 0"),
+    (0, "padding", [-1, 1], "'padding' is [-1, 1], expected an integer or 2 integers each >= 0"),
     (0, "dilation", [1.5, 1], "'dilation' is [1.5, 1]"),
     (3, "kernel", None, "'kernel' is missing"),
     (4, "output_size", [0, 2], "'output_size' is [0, 2]"),
@@ -400,7 +400,8 @@ def test_bad_op_attribute(rng, tmp_path, node, attr, value, fragment):
     ([{"name": "image"}], "input 'image' has shape None"),
     ([{"name": "image", "shape": [None, 3, 0, 9]}], "has shape [None, 3, 0, 9]"),
     ([{"name": "image", "shape": [None, 3, 9, 9], "kind": "audio"}], "unknown kind 'audio'"),
-    ([{"name": "image", "shape": [None, 3, 9, 9], "dtype": "float99"}], "unknown dtype 'float99'"),
+    ([{"name": "image", "shape": [None, 3, 9, 9], "dtype": "float99"}],
+     "dtype 'float99': expected the name of a numeric dtype"),
     ([{"name": "pic", "shape": [None, 3, 9, 9]}], "input_spec names pic, but the graph's inputs"),
 ])
 def test_malformed_input_spec(rng, tmp_path, spec, fragment):
@@ -479,7 +480,7 @@ def test_input_npz_member_claims_huge_array(rng, tmp_path, model_path, compressi
     member.write(a.tobytes())
     with zipfile.ZipFile(x, "w", compression=compression) as archive:
         archive.writestr("image.npy", member.getvalue())
-    assert_one_line_error(run_cli("infer", model_path, "--input", x), "(image.npy)",
+    assert_one_line_error(run_cli("infer", model_path, "--input", x), "('image.npy')",
                           "truncated or corrupt", "(1000000000, 3, 9, 9)")
 
 
@@ -667,7 +668,7 @@ def test_bench_outputs_never_replace_a_model(tmp_path, model_path, option):
     renamed = tmp_path / f"model.{option[2:]}"
     renamed.write_bytes(before)
     assert_one_line_error(run_cli("bench", renamed, option, renamed),
-                          "is one of the models to time")
+                          f"{option} {renamed} is the model file")
     assert model_path.read_bytes() == before == renamed.read_bytes()
     assert not same.exists()
 
@@ -767,7 +768,8 @@ def test_batch_norm_eps_checked_at_load(rng, tmp_path, eps):
     g["nodes"][1]["attrs"]["eps"] = eps
     p = tmp_path / "e.safetensors"
     write_tiny(p, rng, graph=g)
-    assert_one_line_error(run_cli("infer", p), f"eps is {eps!r}: expected a non-negative number")
+    assert_one_line_error(run_cli("infer", p),
+                          f"attribute 'eps' is {eps!r}, expected a finite number >= 0")
 
 
 def test_empty_conv_weight(rng, tmp_path):
@@ -795,8 +797,9 @@ def test_residual_of_another_shape(rng, tmp_path):
     x = rng.standard_normal((4, C_IN, S, S)).astype(np.float32)
     other = rng.standard_normal((4, 5)).astype(np.float32)
     assert rel_err(model(x, other=other), torch_reference(model.file.tensors, x) + other) <= 1e-5
-    with pytest.raises(cupyprune.InputError, match=r"'fc': cannot add its output of shape "
-                                                   r"\(4, 5\) and a residual of shape \(2, 10\)"):
+    with pytest.raises(cupyprune.InputError, match=r"cannot add (its output of )?shapes? "
+                                                   r"\(4, 5\) and (a residual of shape )?"
+                                                   r"\(2, 10\)"):
         model(x, other=rng.standard_normal((2, 10)).astype(np.float32))
 
 
@@ -854,7 +857,7 @@ def test_gelu_of_an_unknown_form(rng, tmp_path, fused):
     p = tmp_path / "g.safetensors"
     write_tiny(p, rng, graph=g)
     assert_one_line_error(run_cli("infer", p), "node 'r' (gelu)",
-                          "approximate is 'bogus': expected 'none' or 'tanh'")
+                          "attribute 'approximate' is 'bogus', expected one of 'none', 'tanh'")
 
 
 @pytest.mark.parametrize("labels", [[1, 2, 3, 4, 5], ["a", None, "c", "d", "e"]])

@@ -131,13 +131,17 @@ def test_bert_cli_inputs(rng, tmp_path, bert_file):
 def test_npz_members_that_fit_only_one_at_a_time(monkeypatch, rng, tmp_path, bert_file, save):
     """np.load reads every member whole: a .npz whose members fit one by one but not together
     is refused from their headers, before any is read; with the memory, the same file runs."""
+    from types import SimpleNamespace
+
     from cupyprune import memory
+    from cupyprune.cli import load_input
     from test_bad_input import assert_one_line_error, run_cli
     path, _ = bert_file
     ids = rng.integers(0, 100, size=(3, 10))
     x = tmp_path / "all.npz"
     save(x, input_ids=ids, attention_mask=np.ones_like(ids))
-    monkeypatch.setattr(memory, "available_host_bytes", lambda: 2 * ids.nbytes - 1)
+    monkeypatch.setattr(load_input, "memory", SimpleNamespace(         # the --input check's
+        available_host_bytes=lambda: 2 * ids.nbytes - 1, size_text=memory.size_text))
     assert_one_line_error(run_cli("infer", path, "--input", x, "--device", "cpu"),
                           f"--input {x}: its arrays do not fit in memory")
     monkeypatch.undo()

@@ -165,8 +165,29 @@ def test_avg_pool2d(tmp_path, rng, device, kernel, stride, padding, count_includ
     assert rel_err(out, ref.numpy()) <= TOL
 
 
+WIDE_POOLS = [  # kernel, stride, padding: windows far wider than the input
+    ((3001, 2999), (1, 2), (1500, 1499)), ((64, 3), (1, 1), (32, 1)), (200, 7, 100)]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("kernel,stride,padding", WIDE_POOLS)
+def test_wide_pools(tmp_path, rng, device, kernel, stride, padding):
+    """Windows thousands wide reduce in log2(kernel) passes per axis (the input is 5x6: a loop
+    over the kernel's 9 million positions took minutes)."""
+    x = randn(rng, 2, 3, 5, 6)
+    for op, ref in (("max_pool2d", F.max_pool2d(t(x), kernel, stride, padding)),
+                    ("avg_pool2d", F.avg_pool2d(t(x), kernel, stride, padding,
+                                                count_include_pad=False))):
+        attrs = {"kernel": kernel, "stride": stride, "padding": padding}
+        if op == "avg_pool2d":
+            attrs["count_include_pad"] = False
+        out, _ = run(tmp_path, device, [node("pool", op, ["image"], attrs=attrs)], {"image": x})
+        assert rel_err(out, ref.numpy()) <= TOL, op
+
+
 ADAPTIVE = [((1, 1), (7, 7)), ((5, 5), (3, 3)), ((7, 7), (7, 7)), ((2, 2), (7, 7)),
-            ((8, 8), (2, 2)), ((4, 4), (1, 1)), ((6, 9), (4, 5)), ((13, 11), (7, 7))]
+            ((8, 8), (2, 2)), ((4, 4), (1, 1)), ((6, 9), (4, 5)), ((13, 11), (7, 7)),
+            ((5, 7), (1000, 999)), ((300, 2), (7, 500))]   # up: 1 million bins
 
 
 @pytest.mark.parametrize("device", devices())

@@ -11,6 +11,7 @@ from cupyprune.backend import array_module, to_numpy
 from cupyprune.errors import InputError
 from cupyprune.graph import Node
 from cupyprune.ops import OPS, LoadContext
+from cupyprune.ops.schema import check_attrs
 from cupyprune.ops.transformer import softmax
 
 N, T, D, HEADS = 3, 7, 32, 4
@@ -21,6 +22,7 @@ def build(dev, op, tensors=None, params=None, attrs=None, n_inputs=1):
     xp = array_module(dev)
     node = Node(f"test.{op}", op, [f"in{i}" for i in range(n_inputs)], ["out"],
                 params or {}, attrs or {})
+    check_attrs(node, OPS[op])                 # what the graph parser does for every node
     ctx = LoadContext(xp=xp, dtype=np.float32, tensors=tensors or {}, pruning={})
     return OPS[op](node, ctx), xp
 

@@ -3,7 +3,6 @@ import csv
 import io
 import itertools
 import json
-import os
 import sys
 
 import click
@@ -12,11 +11,10 @@ from ..backend import resolve_device
 from ..bench import CELL_KEYS, SCHEMA, bench_cell, environment
 from ..engine import load
 from ..precision import PRECISIONS, check_precision
-from ..errors import InputError
 from ..inputs import sample_inputs
 from ..memory import check_batch_fits
 from ..paths import PATH_CHOICES
-from .common import (check_writable, device_option, format_table, graph_option,
+from .common import (check_not_the_model, check_writable, device_option, format_table, graph_option,
                      one_line_errors, save_text_atomic)
 
 
@@ -33,11 +31,9 @@ def _check_outputs(json_path, csv_path, models):
     """Writable, named for what they hold (so never one file for both), and never a model file
     (`--csv w/*.safetensors` makes the first model the CSV's name)."""
     outs = [(opt, p) for opt, p in (("--json", json_path), ("--csv", csv_path)) if p is not None]
-    model_files = {os.path.realpath(m) for m in models}
     for opt, p in outs:
         check_writable(p, opt, suffix="." + opt[2:])
-        if os.path.realpath(p) in model_files:
-            raise InputError(f"{opt} {p} is one of the models to time: it would be replaced")
+        check_not_the_model(p, opt, models)
 
 
 def _preflight(models, precisions, batch, device, cuda_graph):

@@ -24,7 +24,7 @@ def one_line_errors(fn):
                 result = fn(*args, **kwargs)
             except CupyPruneError as e:
                 _echo_warnings(caught)
-                click.echo(f"error: {e}", err=True)
+                click.echo(f"error: {one_line(str(e))}", err=True)
                 sys.exit(2)
             except MemoryError as e:                # a batch or input too large for this machine
                 _echo_warnings(caught)
@@ -47,6 +47,11 @@ def one_line_errors(fn):
         _echo_warnings(caught)
         return result
     return wrapper
+
+
+def one_line(text):
+    """A message on one line whatever it quotes (a path or name holding a newline)."""
+    return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 def _detach_stdout():
@@ -88,6 +93,18 @@ graph_option = click.option(
     "--cuda-graph/--no-cuda-graph", "cuda_graph", default=None,
     help="Replay the forward pass as one CUDA graph (GPU). Default: on where every layer "
          "allows it (not with the CSR path).")
+
+
+def check_not_the_model(path, option, model_paths):
+    """An output that is one of the model files (under any name: a link, another path) would
+    replace it."""
+    for model in model_paths:
+        try:
+            same = os.path.samefile(path, model)
+        except OSError:                     # one of them does not exist (yet)
+            continue
+        if same:
+            raise InputError(f"{option} {path} is the model file {model}: it would be replaced")
 
 
 def check_writable(path, option="--output", suffix=None):

@@ -10,7 +10,7 @@ from ..errors import InputError
 from ..inputs import check_input, sample_inputs
 from ..memory import check_batch_fits
 from ..timing import summary, time_calls
-from .common import (check_writable, device_option, format_table, graph_option,
+from .common import (check_not_the_model, check_writable, device_option, format_table, graph_option,
                      one_line_errors, path_option, precision_option, save_npy_atomic)
 from .load_input import read_inputs
 
@@ -27,7 +27,7 @@ def _choose_inputs(model, input_path, batch):
     shipped = model.file.sample_inputs()
     if shipped:
         have = len(next(iter(shipped.values())))
-        labels = _checked_labels(model.file.sample_labels(), have)
+        labels = model.file.sample_labels()             # checked at load, one per input
         n = have if batch is None else batch
         if n > have:
             raise InputError(f"--batch {n}: the file ships only {have} sample inputs")
@@ -38,17 +38,6 @@ def _choose_inputs(model, input_path, batch):
     check_batch_fits(model, lambda b: sample_inputs(model.file.input_spec, b), n, f"--batch {n}")
     return sample_inputs(model.file.input_spec, n), None, \
         f"{n} deterministic synthetic inputs (seed 0) from the input spec"
-
-
-def _checked_labels(labels, have):
-    """The file's sample labels: one integer class per shipped sample input (`have`), or
-    None."""
-    if labels is None:
-        return None
-    if labels.ndim != 1 or labels.shape[0] != have or labels.dtype.kind not in "iu":
-        raise InputError(f"the file's sample labels have shape {tuple(labels.shape)} and dtype "
-                         f"{labels.dtype}: expected ({have},) integers, one per sample input")
-    return labels
 
 
 def _one_output(outputs):
@@ -127,6 +116,7 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
     _check_options(input_path, batch)
     if output_path is not None:
         check_writable(output_path, "--output", suffix=".npy")
+        check_not_the_model(output_path, "--output", [model_path])
     model = load(model_path, device=device, path_choice=path_choice, precision=precision,
                  cuda_graph="auto" if cuda_graph is None else cuda_graph)
     inputs, labels, origin = _choose_inputs(model, input_path, batch)

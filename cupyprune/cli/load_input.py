@@ -70,7 +70,7 @@ def _check_sizes(path, kind):
                     continue                    # np.load's NpzFile lists only .npy members
                 with archive.open(member) as f:
                     needs.append(_declared_bytes(f, member.file_size,
-                                                 f"--input {path} ({member.filename})"))
+                                                 f"--input {path} ({member.filename!r})"))
     need = sum(n for n in needs if n is not None)
     available = memory.available_host_bytes()
     if available is not None and need > available:     # read whole, it would not fit
@@ -109,11 +109,16 @@ def _members(path, loaded, input_names):
         if input_names[0] not in loaded.files:
             raise InputError(f"--input {path}: missing input {input_names[0]!r}")
         try:
-            return {k: loaded[k] for k in loaded.files}
+            arrays = {k: loaded[k] for k in loaded.files}
         except MemoryError:
             raise InputError(f"--input {path}: its arrays do not fit in memory") from None
         except Exception as e:       # a corrupt or truncated member, an object array
             raise InputError(f"--input {path}: {type(e).__name__}: {e}") from None
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):   # np.load hands other members back as bytes
+            raise InputError(f"--input {path}: member {name!r} is not a .npy array (save "
+                             f"arrays with numpy.savez)")
+    return arrays
 
 
 def read_inputs(path, input_names):

@@ -119,7 +119,8 @@ class Lowering:
         outs = [name] if outputs == 1 else [f"{name}:{k}" for k in range(outputs)]
         self.nodes.append({"name": name, "op": op, "inputs": list(inputs),
                            "outputs": outs, "params": dict(params or {}),
-                           "attrs": {k: v for k, v in (attrs or {}).items()}})
+                           "attrs": {k: v for k, v in (attrs or {}).items()
+                                     if v is not None}})              # None: the op's default
         return outs[0] if outputs == 1 else tuple(outs)
 
     def _readable(self, name, params):

@@ -18,7 +18,8 @@ from .compact import expand_tensors
 
 @dataclass
 class ModelFile:
-    """The file's contents: tensors as NumPy arrays and the parsed metadata."""
+    """The file's contents: tensors as read-only NumPy arrays (views of the mapped file) and the
+    parsed metadata."""
     path: str
     tensors: dict
     graph: dict
@@ -135,7 +136,11 @@ def _read_tensor(buf, name, entry, data_start, data_len, path):
         raise ModelFileError(f"{path}: tensor {name!r} has offsets [{begin}, {end}) that do not "
                              f"match its shape {shape} and dtype {dtype}")
     arr = np.frombuffer(buf, dtype=np_dtype, count=count, offset=data_start + begin)
-    return arr.reshape(shape).copy()
+    try:
+        return arr.reshape(shape)            # a view of the mapped file: nothing is copied
+    except ValueError:                       # more dimensions, or more elements, than NumPy's
+        raise ModelFileError(f"{path}: tensor {name!r} has shape {shape}, which NumPy cannot "
+                             f"hold") from None
 
 
 def _check_layout(header, data_len, path):
@@ -196,10 +201,15 @@ def _read_checked(path):
         _check_meta(meta, path)
         tensors = {}
         if header:
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-                for name, entry in header.items():
-                    tensors[name] = _read_tensor(buf, name, entry, data_start,
-                                                 size - data_start, path)
+            # Tensors are read-only views of one mapping of the file (as safetensors' own
+            # loaders map it): a page is read when a tensor is first used, and the mapping
+            # stays open while any tensor refers to it. Read-only, because a private writable
+            # mapping is charged in full against the kernel's overcommit limit: a file larger
+            # than memory could not even be mapped to be measured (memory.check_fits).
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            for name, entry in header.items():
+                tensors[name] = _read_tensor(buf, name, entry, data_start,
+                                             size - data_start, path)
         _check_layout(header, size - data_start, path)
     if meta[keys.META_VERSION] == keys.COMPACT_VERSION:
         tensors = expand_tensors(tensors, path)

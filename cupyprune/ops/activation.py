@@ -1,14 +1,17 @@
 """Elementwise activations; layout-agnostic."""
 import math
 
-from .epilogue import gelu_form
+from .epilogue import GELU_FORMS, gelu_form
 from ..layout import SAME
 from .registry import Op, register
+from .schema import Choice
 
 
 @register("relu")
 class ReLU(Op):
     layout = SAME
+    attrs, params = {}, {}
+
     def __call__(self, x):
         return self.xp.maximum(x, 0)
 
@@ -16,6 +19,8 @@ class ReLU(Op):
 @register("tanh")
 class Tanh(Op):
     layout = SAME
+    attrs, params = {}, {}
+
     def __call__(self, x):
         return self.xp.tanh(x)
 
@@ -33,6 +38,9 @@ def _erf(xp, x):
 @register("gelu")
 class GELU(Op):
     layout = SAME
+    attrs = {"approximate": Choice(*GELU_FORMS, default="none")}
+    params = {}
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.approximate = gelu_form(node)

@@ -14,8 +14,9 @@ from ..precision import is_bf16
 from .epilogue import check_residual
 from .grouped_conv import GroupedConv
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
-from .prunable import PrunableWeight
-from .registry import Op, attr_pair, register, shape_error
+from .prunable import LAYER_PARAMS, PrunableWeight
+from .registry import Op, need_rank, register, shape_error
+from .schema import Float, Int, Param, pair
 
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
 
@@ -32,10 +33,7 @@ def bn_scale_shift(node, ctx, channels=None):
     for role, p in zip(BN_PARAMS, (gamma, beta, mean, var)):
         if p.shape != (channels,):
             shape_error(node, f"{role} has shape {p.shape}, expected ({channels},)")
-    eps = node.attrs.get("eps", 1e-5)
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < np.inf:
-        shape_error(node, f"eps is {eps!r}: expected a non-negative number")
-    denominator = var + float(eps)
+    denominator = var + node.attrs["eps"]
     if not (denominator > 0).all():
         shape_error(node, f"running_var + eps is {float(denominator.min())} for some channel: "
                           f"must be positive")
@@ -47,6 +45,10 @@ def bn_scale_shift(node, ctx, channels=None):
 class Conv2d(Op):
     prunable = True
     bf16_native = True                 # im2col, cuBLAS, our epilogue kernel
+    attrs = {"stride": pair((1, 1), min=1), "padding": pair((0, 0)),
+             "dilation": pair((1, 1), min=1),
+             "groups": Int(default=1, min=1, max=1 << 16)}   # checked against the weight too
+    params = LAYER_PARAMS
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -58,8 +60,8 @@ class Conv2d(Op):
         self.K, self.C, kh, kw = w.shape
         if bias is not None and bias.shape != (self.K,):
             shape_error(node, f"bias has shape {bias.shape}, expected ({self.K},)")
-        self.geometry = (kh, kw, attr_pair(node, "stride", 1, minimum=1),
-                         attr_pair(node, "padding", 0), attr_pair(node, "dilation", 1, minimum=1))
+        a = node.attrs
+        self.geometry = (kh, kw, a["stride"], a["padding"], a["dilation"])
         f = conv_weight_to_f(w)                                # (R, K)
         self.layer = PrunableWeight(node, ctx, f, conv_weight_to_f)
         bn = ctx.fold.get(node.name)
@@ -134,6 +136,28 @@ class Conv2d(Op):
     def capturable(self):
         return self.path is None or self.path.capturable
 
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, C, H, W = need_rank(node, x, 4)
+        K, Cw, kh, kw = need_rank(node, params["weight"], 4, "weight")
+        if C != Cw * node.attrs["groups"]:
+            raise InputError(f"layer {node.name!r} expects {Cw * node.attrs['groups']} input "
+                             f"channels, got {C}")
+        (sh, sw), (ph, pw), (dh, dw) = (node.attrs[k] for k in ("stride", "padding", "dilation"))
+        OH, OW = out_size(H, kh, sh, ph, dh), out_size(W, kw, sw, pw, dw)
+        if OH < 1 or OW < 1:
+            raise InputError(f"layer {node.name!r}: input {H}x{W} is too small for its "
+                             f"{kh}x{kw} kernel")
+        return N, K, OH, OW
+
+    @staticmethod
+    def workspace(node, params, x):
+        N, _, OH, OW = Conv2d.infer_shape(node, params, x)
+        _, C, kh, kw = params["weight"]
+        (ph, pw), (_, Cx, H, W) = node.attrs["padding"], x
+        padded = N * Cx * (H + 2 * ph) * (W + 2 * pw) if ph or pw else 0   # NumPy's im2col
+        return N * OH * OW * kh * kw * C + padded          # the im2col matrix (M, R) at most
+
     def describe(self):
         kh, kw, stride, padding, _ = self.geometry
         groups = f" g{self.groups}" if self.groups > 1 else ""
@@ -143,8 +167,8 @@ class Conv2d(Op):
 
 def _groups(node, C_per_group, K):
     """The `groups` attribute, checked against the weight (K, C/groups, kh, kw)."""
-    groups = node.attrs.get("groups", 1)
-    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1 or K % groups:
+    groups = node.attrs["groups"]
+    if K % groups:
         shape_error(node, f"groups is {groups!r}: expected a positive integer dividing the "
                           f"{K} output channels")
     return groups
@@ -153,6 +177,8 @@ def _groups(node, C_per_group, K):
 @register("batch_norm")
 class BatchNorm(Op):
     """Only runs when it could not be folded into the conv before it."""
+    attrs = {"eps": Float(default=1e-5, min=0)}     # F.batch_norm; var + eps > 0 checked too
+    params = {role: Param() for role in BN_PARAMS}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

@@ -6,6 +6,8 @@ A binary op reads two values, or one value and the number `scalar` (`scalar_firs
 as in `1 - x`). Same-shape tensor sums stay the `add` op (ops/shape.py), which folds into the
 layer before it as a residual.
 """
+import numpy as np
+
 from ..errors import InputError
 from ..layout import SAME
 from .registry import Op, register
@@ -48,6 +50,7 @@ BINARY = {
 class Unary(Op):
     layout = SAME
     fn = None
+    attrs, params = {}, {}
 
     def __call__(self, x):
         return self.fn(self.xp, x, self.node.attrs)
@@ -57,6 +60,11 @@ class Binary(Op):
     layout = SAME
     fn = None
     attrs = {"scalar": Float(default=None), "scalar_first": Bool(default=False)}
+    params = {}
+
+    @staticmethod
+    def infer_shape(node, params, a, b=()):
+        return broadcast_shape(node, a, b)
 
     def __call__(self, a, b=None):
         scalar = self.node.attrs["scalar"]
@@ -73,6 +81,15 @@ class Binary(Op):
             raise InputError(f"node {self.node.name!r} ({self.node.op}): shapes "
                              f"{tuple(a.shape)} and {tuple(b.shape)} do not broadcast") from None
         return out.astype(a.dtype, copy=False) if _is_float(a) and _is_float(out) else out
+
+
+def broadcast_shape(node, *shapes):
+    """The shape NumPy's broadcasting gives, or an InputError naming the node."""
+    try:
+        return tuple(np.broadcast_shapes(*(tuple(s) for s in shapes)))
+    except ValueError:
+        raise InputError(f"node {node.name!r} ({node.op}): shapes "
+                         f"{', '.join(str(tuple(s)) for s in shapes)} do not broadcast") from None
 
 
 def _is_float(a):

@@ -3,9 +3,9 @@ features, one smaller GEMM (paper Algorithm 2)."""
 from ..errors import InputError
 from ..gpu.gather import gather_columns
 from .epilogue import check_residual
-from .prunable import PrunableWeight
+from .prunable import LAYER_PARAMS, PrunableWeight
 from ..layout import LOGICAL
-from .registry import Op, register, shape_error
+from .registry import Op, elements, need_rank, register, shape_error
 
 
 def _linear_f(w):
@@ -17,6 +17,8 @@ class Linear(Op):
     layout = LOGICAL
     prunable = True
     bf16_native = True                 # gather, cuBLAS, our epilogue kernel
+    attrs = {}
+    params = LAYER_PARAMS
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -47,6 +49,18 @@ class Linear(Op):
     @property
     def capturable(self):
         return self.path.capturable
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        out_features, in_features = need_rank(node, params["weight"], 2, "weight")
+        if not x or x[-1] != in_features:
+            raise InputError(f"layer {node.name!r} expects {in_features} input features, got "
+                             f"{x[-1] if x else 'a scalar'}")
+        return (*x[:-1], out_features)
+
+    @staticmethod
+    def workspace(node, params, x):
+        return elements(x)                                 # the gathered kept features at most
 
     def describe(self):
         return {**self.layer.describe(), "detail": f"{self.in_features}->{self.out_features}"}

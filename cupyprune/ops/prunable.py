@@ -8,6 +8,11 @@ import numpy as np
 from .. import patterns
 from ..format.keys import MASK_SUFFIX
 from ..paths import build_path, choose_path
+from .schema import Param
+
+# The params of a conv2d or linear node: its weight, the one tensor the runtime prunes (a
+# `<weight>.mask` beside it is allowed), and an optional bias.
+LAYER_PARAMS = {"weight": Param(prunable=True), "bias": Param(required=False)}
 
 
 # Without a mask, a weight with fewer exact zeros than this is taken as unpruned: a trained or

@@ -66,9 +66,12 @@ class LoadContext:
 
 
 class Op:
-    """Base: a node compiled for one device. Subclasses set `prunable` and implement __call__."""
+    """Base: a node compiled for one device. Subclasses set `prunable`, declare their `attrs`
+    and `params` (ops/schema.py: checked when the graph is parsed) and implement __call__."""
     prunable = False
     op_name = ""
+    attrs = None            # name -> schema.Attr; every registered op declares it
+    params = None           # role -> schema.Param; every registered op declares it
     bf16_native = False     # reads and writes bf16 bits itself (else ops/float_boundary.py)
 
     def __init__(self, node, ctx):
@@ -79,23 +82,34 @@ class Op:
         """Fields for `cupyprune inspect`; prunable ops add pattern, kept %, path."""
         return {}
 
+    # Shapes alone (memory.py's footprint, before anything is allocated): logical PyTorch
+    # shapes (images NCHW), params by role. A graph that cannot fit together is a
+    # ModelFileError (shape_error); a size that depends on the input (an image too small for a
+    # kernel) an InputError.
+    @staticmethod
+    def infer_shape(node, params, *inputs):
+        """-> the output's shape; this default: elementwise, the first input's."""
+        return inputs[0]
 
-def pair(v):
-    return tuple(v) if isinstance(v, (list, tuple)) else (v, v)
+    @staticmethod
+    def workspace(node, params, *inputs):
+        """-> elements of the temporaries the op holds at its peak, beside its inputs and
+        output."""
+        return 0
 
 
-def attr_pair(node, name, default=None, minimum=0):
-    """A pair attribute (stride, padding, ...): an int or two ints, each >= minimum; a missing
-    attribute with no default, or any other value, is a ModelFileError naming the node."""
-    v = node.attrs.get(name, default)
-    if v is None:
-        shape_error(node, f"attribute {name!r} is missing")
-    p = pair(v)
-    if len(p) != 2 or not all(isinstance(x, int) and not isinstance(x, bool) and x >= minimum
-                              for x in p):
-        shape_error(node, f"attribute {name!r} is {v!r}: expected one or two integers "
-                          f">= {minimum}")
-    return p
+def need_rank(node, shape, rank, what="input"):
+    """A shape of `rank` dimensions (the op unpacks it), or a ModelFileError."""
+    if len(shape) != rank:
+        shape_error(node, f"its {what} has shape {tuple(shape)}: expected {rank} dimensions")
+    return shape
+
+
+def elements(shape):
+    n = 1
+    for d in shape:
+        n *= d
+    return n
 
 
 def shape_error(node, what):

@@ -1,14 +1,20 @@
-"""Declared attribute schemas: each op class names its attributes with their types, ranges and
-defaults (`attrs = {"eps": Float(default=1e-5, above=0)}`), and the graph parser checks every node
-against its op's schema in this one place. A value PyTorch would refuse for the same op is a
-ModelFileError naming the node; an op then reads `node.attrs[name]` already checked, converted
-(a pair given as one int is two) and with its default filled in.
+"""Declared schemas: each op class names its attributes with their types, ranges and defaults
+(`attrs = {"eps": Float(default=1e-5, above=0)}`) and the parameter roles it reads
+(`params = {"weight": Param(prunable=True), "bias": Param(required=False)}`), and the graph
+parser checks every node against its op's schema in this one place. A value PyTorch would refuse
+for the same op is a ModelFileError naming the node; an op then reads `node.attrs[name]` already
+checked, converted (a pair given as one int is two) and with its default filled in. Relations
+between attributes (a pool's padding at most half its kernel) are an op's static
+`attr_relations(attrs)`, which returns what is wrong or None.
 """
 import math
 
 from ..errors import ModelFileError
 
 REQUIRED = object()      # default of an attribute that every node must give
+# Largest size, stride, padding or index an attribute may hold: the GPU kernels index with
+# 32-bit ints, and anything near it is refused by the memory check long before.
+EXTENT = 2 ** 31 - 1
 
 
 class Attr:
@@ -42,7 +48,8 @@ class Int(Attr):
         super().__init__(default)
         self.min, self.max = min, max
         rng = _range_text(min, max)
-        self.expected = f"an integer {rng}" if rng else "an integer"
+        self.expected = f"the integer {min}" if min is not None and min == max else \
+            f"an integer {rng}" if rng else "an integer"
 
     def check(self, value):
         if not _is_int(value) or not _in_range(value, self.min, self.max):
@@ -60,11 +67,15 @@ class Float(Attr):
         self.expected = f"a finite number {rng}" if rng else "a finite number"
 
     def check(self, value):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) \
-                or not math.isfinite(value) or not _in_range(value, self.min, self.max,
-                                                             self.above):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise ValueError(self.expected)
-        return float(value)
+        try:
+            value = float(value)            # a JSON integer beyond float's range: OverflowError
+        except OverflowError:
+            raise ValueError(self.expected) from None
+        if not math.isfinite(value) or not _in_range(value, self.min, self.max, self.above):
+            raise ValueError(self.expected)
+        return value
 
 
 class Bool(Attr):
@@ -110,9 +121,35 @@ class Ints(Attr):
         return tuple(value)
 
 
-def pair(default=REQUIRED, min=0, max=None):
+def pair(default=REQUIRED, min=0, max=EXTENT):
     """stride, padding, kernel size, ...: one int or two, each in range."""
     return Ints(default=default, length=2, min=min, max=max, scalar_ok=True)
+
+
+class Param:
+    """A parameter role: required or optional, and whether its tensor may carry a mask
+    (`<key>.mask`): only the weights that conv2d and linear prune do."""
+
+    def __init__(self, required=True, prunable=False):
+        self.required, self.prunable = required, prunable
+
+
+def check_params(node, op_class):
+    """node.params against op_class.params: unknown roles and missing required ones refused.
+    -> the tensor keys that may carry a mask."""
+    schema = getattr(op_class, "params", None)
+    if schema is None:
+        return ()
+    for role in node.params:
+        if role not in schema:
+            known = ", ".join(sorted(schema)) or "none"
+            raise ModelFileError(f"node {node.name!r} ({node.op}): unknown param {role!r} "
+                                 f"(the op takes: {known})")
+    for role, spec in schema.items():
+        if spec.required and role not in node.params:
+            raise ModelFileError(f"node {node.name!r} ({node.op}) needs param {role!r}")
+    return tuple(node.params[role] for role, spec in schema.items()
+                 if spec.prunable and role in node.params)
 
 
 def check_attrs(node, op_class):
@@ -132,17 +169,18 @@ def check_attrs(node, op_class):
             if spec.default is REQUIRED:
                 raise ModelFileError(f"node {node.name!r} ({node.op}): attribute {name!r} "
                                      f"is missing")
-            checked[name] = spec.default
+            checked[name] = None if spec.default is None else spec.check(spec.default)
             continue
         value = node.attrs[name]
-        if value is None and spec.default is None:          # null: the default, explicitly
-            checked[name] = None
-            continue
         try:
             checked[name] = spec.check(value)
         except ValueError as e:
             raise ModelFileError(f"node {node.name!r} ({node.op}): attribute {name!r} is "
                                  f"{_short(value)}, expected {e}") from None
+    relations = getattr(op_class, "attr_relations", None)
+    problem = relations(checked) if relations is not None else None
+    if problem:
+        raise ModelFileError(f"node {node.name!r} ({node.op}): {problem}")
     node.attrs = checked
 
 

@@ -1,8 +1,8 @@
 """Ops that only move or combine values: flatten, add, dropout."""
 from ..errors import InputError
 from ..layout import LOGICAL, SAME
-from .registry import Op, register
-from .schema import Int
+from .registry import Op, elements, register
+from .schema import Float, Int
 
 
 @register("flatten")
@@ -13,6 +13,17 @@ class Flatten(Op):
     bf16_native = True                 # only moves values
     layout = LOGICAL
     attrs = {"start_dim": Int(default=1, min=-8, max=7), "end_dim": Int(default=-1, min=-8, max=7)}
+    params = {}
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        start, end = node.attrs["start_dim"], node.attrs["end_dim"]
+        if not (-len(x) <= start < len(x) and -len(x) <= end < len(x)) or \
+                start % len(x) > end % len(x):
+            raise InputError(f"node {node.name!r}: cannot flatten dims {start}..{end} of "
+                             f"shape {tuple(x)}")
+        start, end = start % len(x), end % len(x)
+        return tuple(x[:start]) + (elements(x[start:end + 1]),) + tuple(x[end + 1:])
 
     def __call__(self, x):
         start, end = self.node.attrs["start_dim"], self.node.attrs["end_dim"]
@@ -29,6 +40,14 @@ class Flatten(Op):
 @register("add")
 class Add(Op):
     layout = SAME
+    attrs, params = {}, {}
+
+    @staticmethod
+    def infer_shape(node, params, a, b):
+        if tuple(a) != tuple(b):
+            raise InputError(f"node {node.name!r}: cannot add shapes {tuple(a)} and {tuple(b)}")
+        return a
+
     def __call__(self, a, b):
         if a.shape != b.shape:
             raise InputError(f"node {self.node.name!r}: cannot add shapes {a.shape} and {b.shape}")
@@ -39,6 +58,8 @@ class Add(Op):
 class Dropout(Op):
     layout = SAME
     bf16_native = True                 # only moves values
+    attrs = {"p": Float(default=0.5, min=0, max=1)}     # F.dropout's range; identity here
+    params = {}
 
     def __call__(self, x):
         return x

@@ -13,16 +13,34 @@ import numpy as np
 
 from ..errors import InputError
 from ..layout import LOGICAL
-from .registry import Op, register, shape_error
-from .schema import Bool, Choice, Float, Int, Ints
+from .elementwise import broadcast_shape
+from .registry import Op, elements, register, shape_error
+from .schema import Bool, Choice, Float, Int, Ints, Param
 from .transformer import softmax
 
 DTYPES = ("float", "int64", "int32", "bool")     # "float": the run's floating dtype
 
 
+class Size(tuple):
+    """A host integer value in shape inference (memory.py's footprint): an empty shape (one
+    element) that remembers the integer, so the ops that take sizes see them."""
+
+    def __new__(cls, value):
+        obj = super().__new__(cls, ())
+        obj.value = int(value)
+        return obj
+
+
+def _size(v):
+    if not isinstance(v, Size):
+        raise InputError(f"a size was expected, got a value of shape {tuple(v)}")
+    return v.value
+
+
 class Logical(Op):
     """A op on values in PyTorch's dim order; bf16 runs widen its float inputs (FloatBoundary)."""
     layout = LOGICAL
+    attrs, params = {}, {}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -60,6 +78,16 @@ class IntsOrNull(Ints):
         return list(value)
 
 
+def _resolve(node, shape, count):
+    """A reshape target with one -1 -> concrete, for `count` elements."""
+    known = elements(d for d in shape if d != -1)
+    if list(shape).count(-1) > 1 or (-1 in shape and (known == 0 or count % known)) or \
+            (-1 not in shape and known != count):
+        raise InputError(f"node {node.name!r}: cannot reshape {count} elements to "
+                         f"{tuple(shape)}")
+    return tuple(count // known if d == -1 else d for d in shape)
+
+
 def _dim(node, dim, ndim):
     if not -ndim <= dim < max(ndim, 1):
         raise InputError(f"node {node.name!r} ({node.op}): dim {dim} is out of range for a "
@@ -71,6 +99,10 @@ def _dim(node, dim, ndim):
 class SymSize(Logical):
     """One dim of a value, as a host integer."""
     attrs = {"dim": Int()}
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        return Size(x[_dim(node, node.attrs["dim"], len(x))])
 
     def __call__(self, x):
         return int(x.shape[_dim(self.node, self.node.attrs["dim"], x.ndim)])
@@ -85,6 +117,13 @@ class IntArith(Logical):
     """Host integer arithmetic on sizes: a op b, b an input or the attribute `value`."""
     attrs = {"op": Choice(*_INT_OPS), "value": Int(default=None)}
 
+    @staticmethod
+    def infer_shape(node, params, a, b=None):
+        b = node.attrs["value"] if b is None else _size(b)
+        if b is None or (node.attrs["op"] == "floordiv" and b == 0):
+            shape_error(node, "needs a non-zero second operand")
+        return Size(_INT_OPS[node.attrs["op"]](_size(a), b))
+
     def __call__(self, a, b=None):
         b = self.node.attrs["value"] if b is None else b
         if b is None:
@@ -97,6 +136,11 @@ class IntArith(Logical):
 @register("reshape")
 class Reshape(Logical):
     attrs = {"shape": IntsOrNull()}
+
+    @staticmethod
+    def infer_shape(node, params, x, *sizes):
+        shape = ShapeArg(node, "shape").fill(node, [_size(v) for v in sizes])
+        return _resolve(node, shape, elements(x))
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -115,6 +159,15 @@ class Reshape(Logical):
 class Expand(Logical):
     """torch's expand: -1 keeps a dim; new leading dims may be added."""
     attrs = {"shape": IntsOrNull()}
+
+    @staticmethod
+    def infer_shape(node, params, x, *sizes):
+        shape = ShapeArg(node, "shape").fill(node, [_size(v) for v in sizes])
+        lead = len(shape) - len(x)
+        if lead < 0:
+            raise InputError(f"node {node.name!r}: cannot expand {tuple(x)} to {shape}")
+        shape = [x[i - lead] if s == -1 else s for i, s in enumerate(shape)]
+        return broadcast_shape(node, x, shape)
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -139,6 +192,14 @@ class Permute(Logical):
     bf16_native = True                 # only moves values
     attrs = {"dims": Ints(min=-8, max=7)}
 
+    @staticmethod
+    def infer_shape(node, params, x):
+        dims = [d % max(len(x), 1) for d in node.attrs["dims"]]
+        if sorted(dims) != list(range(len(x))):
+            raise InputError(f"node {node.name!r}: dims {node.attrs['dims']} do not permute "
+                             f"shape {tuple(x)}")
+        return tuple(x[d] for d in dims)
+
     def __call__(self, x):
         dims = self.node.attrs["dims"]
         if sorted(d % x.ndim for d in dims) != list(range(x.ndim)):
@@ -151,6 +212,15 @@ class Permute(Logical):
 class Cat(Logical):
     bf16_native = True
     attrs = {"dim": Int(default=0)}
+
+    @staticmethod
+    def infer_shape(node, params, *xs):
+        dim = _dim(node, node.attrs["dim"], len(xs[0]))
+        rest = {tuple(x[:dim]) + tuple(x[dim + 1:]) for x in xs}
+        if len(rest) != 1 or len({len(x) for x in xs}) != 1:
+            raise InputError(f"node {node.name!r}: cannot concatenate shapes "
+                             f"{[tuple(x) for x in xs]} along dim {dim}")
+        return tuple(xs[0][:dim]) + (sum(x[dim] for x in xs),) + tuple(xs[0][dim + 1:])
 
     def __call__(self, *xs):
         dim = _dim(self.node, self.node.attrs["dim"], xs[0].ndim)
@@ -168,6 +238,16 @@ class Slice(Logical):
     attrs = {"dim": Int(), "start": Int(default=0), "end": Int(default=None),
              "step": Int(default=1, min=1), "symbolic": Ints(default=(), min=0, max=1)}
 
+    @staticmethod
+    def infer_shape(node, params, x, *sizes):
+        a = node.attrs
+        bounds = [a["start"], a["end"]]
+        for which, value in zip(a["symbolic"], sizes):
+            bounds[which] = _size(value)
+        dim = _dim(node, a["dim"], len(x))
+        length = len(range(*slice(bounds[0], bounds[1], a["step"]).indices(x[dim])))
+        return tuple(x[:dim]) + (length,) + tuple(x[dim + 1:])
+
     def __call__(self, x, *sizes):
         a = self.node.attrs
         bounds = [a["start"], a["end"]]
@@ -183,6 +263,18 @@ class Pad(Logical):
     """F.pad(x, pads, value=value): pads from the last dim backwards, (left, right) each;
     negative amounts crop."""
     attrs = {"pads": Ints(), "value": Float(default=0.0)}
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        pads = node.attrs["pads"]
+        if len(pads) % 2 or len(pads) // 2 > len(x):
+            raise InputError(f"node {node.name!r}: {len(pads)} pad amounts for shape {tuple(x)}")
+        out = list(x)
+        for i in range(len(pads) // 2):
+            out[len(x) - 1 - i] += pads[2 * i] + pads[2 * i + 1]
+        if min(out, default=1) < 0:
+            raise InputError(f"node {node.name!r}: padding {pads} crops shape {tuple(x)} away")
+        return tuple(out)
 
     def __call__(self, x):
         pads = self.node.attrs["pads"]
@@ -220,6 +312,11 @@ class Select(Logical):
     bf16_native = True
     attrs = {"dim": Int(), "index": Int()}
 
+    @staticmethod
+    def infer_shape(node, params, x):
+        dim = _dim(node, node.attrs["dim"], len(x))
+        return tuple(x[:dim]) + tuple(x[dim + 1:])
+
     def __call__(self, x):
         dim = _dim(self.node, self.node.attrs["dim"], x.ndim)
         index = self.node.attrs["index"]
@@ -233,6 +330,14 @@ class Select(Logical):
 class Index(Logical):
     """x[i0, i1, ...] with integer/bool index tensors at `axes` (aten.index.Tensor)."""
     attrs = {"axes": Ints(min=0, max=7)}
+
+    @staticmethod
+    def infer_shape(node, params, x, *indices):
+        axes = node.attrs["axes"]
+        if not axes or max(axes) >= len(x):
+            raise InputError(f"node {node.name!r}: axes {axes} of shape {tuple(x)}")
+        picked = broadcast_shape(node, *indices)
+        return tuple(x[:axes[0]]) + picked + tuple(x[axes[-1] + 1:])
 
     def __call__(self, x, *indices):
         index = [slice(None)] * x.ndim
@@ -250,6 +355,10 @@ class Index(Logical):
 class Mean(Logical):
     attrs = {"dims": Ints(min=-8, max=7), "keepdim": Bool(default=False)}
 
+    @staticmethod
+    def infer_shape(node, params, x):
+        return _reduced(node, x)
+
     def __call__(self, x):
         dims = tuple(_dim(self.node, d, x.ndim) for d in self.node.attrs["dims"])
         return x.mean(axis=dims, keepdims=self.node.attrs["keepdim"]).astype(x.dtype, copy=False)
@@ -258,6 +367,10 @@ class Mean(Logical):
 @register("sum")
 class Sum(Logical):
     attrs = {"dims": Ints(min=-8, max=7), "keepdim": Bool(default=False)}
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        return _reduced(node, x)
 
     def __call__(self, x):
         dims = tuple(_dim(self.node, d, x.ndim) for d in self.node.attrs["dims"])
@@ -278,6 +391,10 @@ class Where(Logical):
     """torch.where(condition, a, b); b may be the number `scalar` (masked_fill)."""
     attrs = {"scalar": Float(default=None)}
 
+    @staticmethod
+    def infer_shape(node, params, condition, a, b=()):
+        return broadcast_shape(node, condition, a, b)
+
     def __call__(self, condition, a, b=None):
         if b is None:
             if self.node.attrs["scalar"] is None:
@@ -288,6 +405,13 @@ class Where(Logical):
         except ValueError:
             raise InputError(f"node {self.node.name!r}: shapes do not broadcast") from None
         return out.astype(a.dtype, copy=False)
+
+
+def _reduced(node, x):
+    dims = {_dim(node, d, len(x)) for d in node.attrs["dims"]}
+    if node.attrs["keepdim"]:
+        return tuple(1 if i in dims else d for i, d in enumerate(x))
+    return tuple(d for i, d in enumerate(x) if i not in dims)
 
 
 @register("softmax")
@@ -303,6 +427,16 @@ class Softmax(Logical):
 class Matmul(Logical):
     """torch.matmul with broadcasting batch dims."""
 
+    @staticmethod
+    def infer_shape(node, params, a, b):
+        if len(a) < 2 or len(b) < 2 or a[-1] != b[-2]:
+            raise InputError(f"node {node.name!r}: cannot multiply {tuple(a)} by {tuple(b)}")
+        return broadcast_shape(node, a[:-2], b[:-2]) + (a[-2], b[-1])
+
+    @staticmethod
+    def workspace(node, params, a, b):
+        return 0
+
     def __call__(self, a, b):
         if a.shape[-1] != b.shape[-2 if b.ndim > 1 else 0]:
             raise InputError(f"node {self.node.name!r}: cannot multiply {tuple(a.shape)} by "
@@ -315,6 +449,17 @@ class ScaledDotProductAttention(Logical):
     """F.scaled_dot_product_attention: q (..., T, dh), k and v (..., S, dh), an optional mask
     (bool: True attends; float: added to the scores) broadcast to (..., T, S)."""
     attrs = {"scale": Float(default=None, above=0), "is_causal": Bool(default=False)}
+
+    @staticmethod
+    def infer_shape(node, params, q, k, v, mask=None):
+        if q[-1] != k[-1] or k[-2] != v[-2]:
+            raise InputError(f"node {node.name!r}: q {tuple(q)}, k {tuple(k)} and v "
+                             f"{tuple(v)} do not fit")
+        return tuple(q[:-1]) + (v[-1],)
+
+    @staticmethod
+    def workspace(node, params, q, k, v, mask=None):
+        return 3 * elements(q[:-1]) * k[-2]              # scores, their exp, the weights
 
     def __call__(self, q, k, v, mask=None):
         xp = self.xp
@@ -346,6 +491,16 @@ class Arange(Logical):
     attrs = {"start": Int(default=0), "end": Int(default=None), "step": Int(default=1),
              "symbolic": Ints(default=(), min=0, max=1)}
 
+    @staticmethod
+    def infer_shape(node, params, *sizes):
+        a = node.attrs
+        bounds = [a["start"], a["end"]]
+        for which, value in zip(a["symbolic"], sizes):
+            bounds[which] = _size(value)
+        if bounds[1] is None or a["step"] == 0:
+            shape_error(node, "needs an end and a non-zero step")
+        return (len(range(bounds[0], bounds[1], a["step"])),)
+
     def __call__(self, *sizes):
         a = self.node.attrs
         bounds = [a["start"], a["end"]]
@@ -360,6 +515,13 @@ class Arange(Logical):
 class Full(Logical):
     """torch.full(shape, value, dtype); null sizes come from inputs."""
     attrs = {"shape": IntsOrNull(), "value": Float(), "dtype": Choice(*DTYPES)}
+
+    @staticmethod
+    def infer_shape(node, params, *sizes):
+        shape = ShapeArg(node, "shape").fill(node, [_size(v) for v in sizes])
+        if any(s < 0 for s in shape):
+            raise InputError(f"node {node.name!r}: negative size in {shape}")
+        return tuple(shape)
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -377,7 +539,12 @@ class Full(Logical):
 class Constant(Logical):
     """A parameter or buffer read as a value (a layer scale, a position-id buffer, ...); floats
     in the run's dtype, integers and booleans as stored."""
+    params = {"value": Param()}
     integer_params = ("value",)        # graph.check_tensors: this param may hold integers
+
+    @staticmethod
+    def infer_shape(node, params):
+        return tuple(params["value"])
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

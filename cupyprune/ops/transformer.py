@@ -12,8 +12,8 @@ from ..errors import InputError
 from ..inputs import check_ids
 from ..precision import lowest
 from ..layout import LOGICAL
-from .registry import Op, register, shape_error
-from .schema import Bool
+from .registry import Op, need_rank, register, shape_error
+from .schema import EXTENT, Bool, Float, Int, Param
 
 
 def softmax(xp, x):
@@ -33,12 +33,24 @@ def _check_tokens(node, ids, x):
 class LayerNorm(Op):
     layout = LOGICAL
     bf16_native = True                 # one kernel of ours (gpu/rowwise.py)
+    # F.layer_norm takes any eps, but one <= 0 divides by zero or takes a root of a negative:
+    # NaN logits
+    attrs = {"eps": Float(default=1e-5, above=0)}
+    params = {"weight": Param(), "bias": Param()}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.weight = ctx.device(ctx.host_param(node, "weight"))      # (D,)
         self.bias = ctx.device(ctx.host_param(node, "bias"))          # (D,)
-        self.eps = float(node.attrs.get("eps", 1e-5))
+        self.eps = node.attrs["eps"]
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        D = need_rank(node, params["weight"], 1, "weight")[0]
+        if not x or x[-1] != D:
+            raise InputError(f"layer {node.name!r} normalises {D} features, got "
+                             f"{x[-1] if x else 'a scalar'}")
+        return x
 
     def __call__(self, x):
         if x.shape[-1] != self.weight.shape[0]:
@@ -55,6 +67,8 @@ class LayerNorm(Op):
 
 class _Table(Op):
     """An op holding one (rows, D) table under param `weight`."""
+    attrs = {}
+    params = {"weight": Param()}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -89,6 +103,10 @@ class Embedding(_IdTable):
         super().__init__(node, ctx)
         self.checked_upstream = node.attrs["positions_in_spec"]
 
+    @staticmethod
+    def infer_shape(node, params, ids):
+        return (*ids, need_rank(node, params["weight"], 2, "weight")[1])    # (N, T, D)
+
     def __call__(self, ids):
         if not self.checked_upstream:
             check_ids(ids, self.table.shape[0], "token id", "tokens in its vocabulary")
@@ -117,6 +135,12 @@ class TokenTypeEmbedding(_IdTable):
 @register("patches_to_tokens")
 class PatchesToTokens(Op):
     bf16_native = True                 # only moves values
+    attrs, params = {}, {}
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, D, h, w = need_rank(node, x, 4)
+        return N, h * w, D
 
     def __call__(self, x):
         N, h, w, D = x.shape                   # channels-last conv output: no transpose needed
@@ -135,10 +159,17 @@ def _sequence_param(node, ctx, role, tokens=None):
 class PrependToken(Op):
     layout = LOGICAL
     bf16_native = True                 # only moves values
+    attrs = {}
+    params = {"token": Param()}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.token = _sequence_param(node, ctx, "token", tokens=1)   # (1, 1, D)
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, T, D = need_rank(node, x, 3)
+        return N, T + 1, D
 
     def __call__(self, x):
         N, _, D = x.shape
@@ -149,6 +180,9 @@ class PrependToken(Op):
 @register("add_param")
 class AddParam(Op):
     layout = LOGICAL
+    attrs = {}
+    params = {"weight": Param()}
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.weight = _sequence_param(node, ctx, "weight")           # (1, T', D)
@@ -165,15 +199,28 @@ class AddParam(Op):
 class SelfAttention(Op):
     layout = LOGICAL
     bf16_native = True                 # cuBLAS and our softmax kernel (gpu/attention.py)
+    attrs = {"num_heads": Int(min=1, max=EXTENT)}     # dividing D: checked where D is known
+    params = {}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.heads = int(node.attrs.get("num_heads", 0))
-        if self.heads < 1:
-            shape_error(node, "attr num_heads must be a positive integer")
+        self.heads = node.attrs["num_heads"]
         self.dtype = np.dtype(ctx.dtype)
         self.bmm = ctx.matmul.batched              # the model's GEMM precision; capturable
         self.tf32 = ctx.matmul.tf32
+
+    @staticmethod
+    def infer_shape(node, params, q, k, v, attention_mask=None):
+        N, T, D = need_rank(node, q, 3)
+        if D % node.attrs["num_heads"]:
+            shape_error(node, f"hidden size {D} is not divisible by {node.attrs['num_heads']} "
+                              f"heads")
+        return q
+
+    @staticmethod
+    def workspace(node, params, q, k, v, attention_mask=None):
+        N, T, D = q
+        return 2 * N * node.attrs["num_heads"] * T * T + 4 * N * T * D    # scores, probs, heads
 
     def _split(self, x):
         N, T, D = x.shape
@@ -221,10 +268,20 @@ class SelfAttention(Op):
 class SelectToken(Op):
     layout = LOGICAL
     bf16_native = True                 # only moves values
+    attrs = {"index": Int(default=0, min=-EXTENT, max=EXTENT)}   # negative: from the end
+    params = {}
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.index = int(node.attrs.get("index", 0))
+        self.index = node.attrs["index"]
+
+    @staticmethod
+    def infer_shape(node, params, x):
+        N, T, D = need_rank(node, x, 3)
+        if not -T <= node.attrs["index"] < T:
+            raise InputError(f"{node.name!r} selects token {node.attrs['index']} of a sequence "
+                             f"of {T}")
+        return N, D
 
     def __call__(self, x):
         if not -x.shape[1] <= self.index < x.shape[1]:
