@@ -70,8 +70,8 @@ def replace_block(text, block):
 def main(argv=None):
     ap = OneLineParser(prog="tools/readme_table.py", description=__doc__.splitlines()[0])
     ap.add_argument("--write", metavar="README", help="replace the table's region in this file")
-    args = ap.parse_args(argv)
     try:
+        args = ap.parse_args(argv)
         block = render()
         if args.write is None:
             print(block)
