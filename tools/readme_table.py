@@ -12,6 +12,7 @@ END in the file; tests/test_readme_table.py checks that the README holds exactly
 """
 import os
 import sys
+import textwrap
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,7 +57,8 @@ def render(paths=None):
     note = (f"{env.get('gpu', '?')}, PyTorch {env.get('torch', '?')}, CuPy "
             f"{env.get('cupy', '?')}; medians of CUDA-event timings; the same weights and "
             f"inputs on both sides; - where not measured.")
-    return "\n".join([BEGIN, "", table(HEADERS, rows(cells)), "", note, "", END])
+    return "\n".join([BEGIN, "", table(HEADERS, rows(cells)), "", textwrap.fill(note, 100), "",
+                      END])
 
 
 def replace_block(text, block):

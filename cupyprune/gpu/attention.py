@@ -76,7 +76,8 @@ LAYOUTS = ("unpadded", "padded_kv", "fused")
 
 
 # the fused kernel is the default up to this many tokens (its MAX_TOKENS): measured faster at
-# 33, 65 (4x) and 128 (1.9x, with its keys in chunks: versions 27 and 29; 1-6% slower before)
+# 33, 65 (4x) and 128 (1.9x with its keys in chunks, 1-6% slower before: docs/DESIGN_NOTES.md,
+# "The fused attention at 128 tokens: keys in chunks" and the staging note after it)
 FUSED_DEFAULT_TOKENS = 128
 
 
