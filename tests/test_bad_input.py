@@ -80,7 +80,7 @@ def test_header_too_large(tmp_path):
     assert_one_line_error(run_cli("infer", p), "header", "limit")
 
 
-@pytest.mark.parametrize("version, fragment", [("3", "version '3' is not supported"),
+@pytest.mark.parametrize("version, fragment", [("4", "version '4' is not supported"),
                                                (None, "'format_version' is missing")])
 def test_format_version(rng, tmp_path, version, fragment):
     header, data = valid_header(rng, tmp_path)

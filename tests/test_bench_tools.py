@@ -1,5 +1,5 @@
 """The GPU benchmark's host-side pieces, on the CPU: kernel-trace parsing, the resumable results
-file, and the report's tables and target verdicts computed from synthetic cells."""
+file, and the report's tables and goal verdicts computed from synthetic cells."""
 import json
 
 import pytest
@@ -87,7 +87,7 @@ def test_store_resumes_and_merges(tmp_path):
     assert len(merged["memory"]) == 3
 
 
-def test_report_targets_from_cells(tmp_path):
+def test_report_goals_from_cells(tmp_path):
     path = tmp_path / "r.json"
     store = ResultStore(str(path), {"gpu": "x"})
     for section, cells in _cells().items():
@@ -97,22 +97,23 @@ def test_report_targets_from_cells(tmp_path):
     assert bench_report.main([str(path), "--out", str(out)]) == 0
     text = out.read_text()
     # each row against the torch-eager median of its own pattern's rows (one run)
-    assert "| 3. m group vs torch eager dense | fp16 | 50% | 2.60x (met, target 1.30x) |" in text
-    assert "| vector | 50.0 | 2.500 | - | - | 5.000 | 2.00x | dense | 1e-03 |" in text
-    assert "| 3s. m group vs torch.compile dense | fp16 | 50% | 2.20x (met, target 1.00x) |" \
+    assert "| PyTorch: m group vs torch eager dense | fp16 | 50% | 2.60x (met, goal 1.30x) |" \
         in text
-    assert "3s. m group vs torch.compile dense | fp32" not in text     # the stretch is fp16's
-    assert "| 3s. m group vs torch.compile reduce-overhead dense | fp16 | 50% | 1.60x (met, " \
-           "target 1.00x) |" in text
+    assert "| vector | 50.0 | 2.500 | - | - | 5.000 | 2.00x | dense | 1e-03 |" in text
+    assert "| torch.compile: m group vs torch.compile dense | fp16 | 50% | 2.20x (met, goal " \
+        "1.00x) |" in text
+    assert "m group vs torch.compile dense | fp32" not in text    # the goal is fp16's
+    assert "| torch.compile: m group vs reduce-overhead dense | fp16 | 50% | 1.60x (met, " \
+           "goal 1.00x) |" in text
     assert "| m | fp32 | 64 | 20 | 3.000 | - | 4.000 | 2.000 | 1.50x | - |" in text  # tabled
     assert "| m | fp16 | 64 | 20 | 1.100 | 0.800 | 2.000 | 0.500 | 2.20x | 1.60x |" in text
     # the model table's torch.compile figure, after the table (a blank line ends a table)
     assert ("| 2.00x | dense | 1e-03 |\n\ntorch.compile (default mode) of the dense model: 1.100 "
             "ms; ours group-wise 50% beside it: 0.500 ms (torch.compile / ours 2.20x).") in text
-    assert "| 5. m batch 1, end to end / kernel sum | fp16 | 50% | 1.25x (met, target <= " \
+    assert "| batch 1: m end to end / kernel sum | fp16 | 50% | 1.25x (met, goal <= " \
            "1.30x) |" in text
     assert "| m | fp16 | 0.250 | 0.210 | 0.220 | 3.000 | 0.200 | 60 | 1.25x |" in text
-    assert "| 7. m peak memory, group / dense | fp16 | 50% | 0.75x (met, target <= 1.00x) |" \
+    assert "| memory: m peak, group / dense | fp16 | 50% | 0.75x (met, goal <= 1.00x) |" \
         in text
     assert "| m | fp16 | 12 | 30 | 10 | 48 | 0.210 | `graph.py:60(__call__)` 7 |" in text
     assert "| m | fp16 | 64 | 1.000 | 60 | 0.800 | 40 | 1.25x | 2.000 | 2.50x |" in text
@@ -137,7 +138,7 @@ def test_junit_figures_tabulates_recorded_properties_with_outcomes(tmp_path):
     assert len(lines) == 4          # a test that recorded nothing adds no row
 
 
-def test_target_1_at_the_issues_kept_ratios_or_the_nearest_measured(tmp_path):
+def test_layer_goal_at_75_50_25_kept_or_the_nearest_measured(tmp_path):
     """75% and 25% where a file has them (0.9/r of that ratio), 80% and 30% where it does not."""
     path = tmp_path / "r.json"
     store = ResultStore(str(path), {"gpu": "x"})
@@ -150,12 +151,12 @@ def test_target_1_at_the_issues_kept_ratios_or_the_nearest_measured(tmp_path):
     out = tmp_path / "report.md"
     assert bench_report.main([str(path), "--out", str(out)]) == 0
     text = out.read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| 1. conv512")]
+    rows = [line for line in text.splitlines() if line.startswith("| layer: conv512")]
     assert rows == [
-        "| 1. conv512 group vs our dense | fp32 | 25% | 3.33x (not met, target 3.60x) |",
-        "| 1. conv512 group vs our dense | fp16 | 75% | 1.18x (not met, target 1.20x) |",
-        "| 1. conv512 group vs our dense | fp16 | 50% | 2.00x (met, target 1.80x) |",
-        "| 1. conv512 group vs our dense | fp16 | 30% | 3.33x (met, target 3.00x) |",
+        "| layer: conv512 group vs our dense | fp32 | 25% | 3.33x (not met, goal 3.60x) |",
+        "| layer: conv512 group vs our dense | fp16 | 75% | 1.18x (not met, goal 1.20x) |",
+        "| layer: conv512 group vs our dense | fp16 | 50% | 2.00x (met, goal 1.80x) |",
+        "| layer: conv512 group vs our dense | fp16 | 30% | 3.33x (met, goal 3.00x) |",
     ]
 
 

@@ -174,7 +174,7 @@ def test_ops_computed_in_float_round_back_to_bf16(tmp_path, rng):
 
 # 64 inputs: random models put some inputs' top two logits within bf16's rounding of each other,
 # and at 16 inputs two such flips (0.875 < MIN_ARGMAX_AGREEMENT) most likely failed one draw in
-# seven on the H100 (VGG-16-BN block-wise, seventh session); at 64 it takes seven
+# seven on the H100 (VGG-16-BN block-wise); at 64 it takes seven
 def _family_inputs(family, rng, batch=64):
     if family in ("vgg16_bn", "resnet18"):
         return {"image": rng.standard_normal((batch, 3, 32, 32)).astype(np.float32)}

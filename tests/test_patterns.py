@@ -183,14 +183,14 @@ def check_one_line_error(rc, stderr, text, out_dir):
     assert os.listdir(out_dir) == []                    # no output, no temporary file
 
 
-# the issue's list, end to end in a fresh interpreter (about 2 s each: torch's import)
+# bad options, end to end in a fresh interpreter (about 2 s each: torch's import)
 @pytest.mark.parametrize("args,text", [
     (["--pattern", "diagonal"], "invalid choice: 'diagonal'"),
     (["--pattern", "group", "--keep", "0"], "keep must be a fraction in (0, 1]"),
     (["--pattern", "group", "--keep", "1.5"], "keep must be a fraction in (0, 1]"),
-    (["--pattern", "vector", "--vector-size", "5"], "layer 'layer1.0.conv1.weight': vector size 5"),
-    (["--pattern", "block", "--block", "3x3"], "layer 'layer1.0.conv1.weight': block 3x3"),
-    (["--pattern", "vector", "--n-m", "5:4"], "N:M pattern 5:4"),
+    (["--pattern", "vector:3:5"], "layer 'layer1.0.conv1.weight': vector size 5"),
+    (["--pattern", "block:3x3"], "layer 'layer1.0.conv1.weight': block 3x3"),
+    (["--pattern", "vector:5:4"], "N:M pattern 5:4"),
 ])
 def test_prune_cli_bad_input_is_one_line(args, text, checkpoint, tmp_path):
     r = prune("--arch", "resnet18", "--checkpoint", checkpoint, "--out", tmp_path / "p.pt", *args)
@@ -199,8 +199,10 @@ def test_prune_cli_bad_input_is_one_line(args, text, checkpoint, tmp_path):
 
 # more bad inputs, through prune.main in this process
 @pytest.mark.parametrize("args,text", [
-    (["--pattern", "vector", "--n-m", "2-4"], "argument --n-m: must look like 2:4"),
+    (["--pattern", "vector:2-4"], "argument --pattern: must look like 2:4"),
     (["--pattern", "group", "--block", "4x4"], "--block applies only to --pattern block"),
+    (["--pattern", "group:2"], "invalid choice: 'group:2'"),
+    (["--pattern", "vector:2:4", "--n-m", "2:4"], "give the pattern's parameters once"),
     (["--pattern", "group", "--layers", "nothing-like-this"], "matches none"),
     (["--pattern", "group", "--layers", "("], "not a valid regular expression"),
     (["--pattern", "group", "--num-classes", "100"], "'fc.weight' has shape (10, 512)"),
@@ -235,8 +237,8 @@ def test_prune_cli_writes_torch_prune_naming(checkpoint, tmp_path):
 
 def test_prune_cli_exports_a_model_file(checkpoint, tmp_path):
     out = tmp_path / "pruned.safetensors"
-    r = prune("--arch", "resnet18", "--checkpoint", checkpoint, "--pattern", "block",
-              "--block", "4x4", "--keep", "0.25", "--layers", "layer4", "--out", out)
+    r = prune("--arch", "resnet18", "--checkpoint", checkpoint, "--pattern", "block:4x4",
+              "--keep", "0.25", "--layers", "layer4", "--out", out)
     assert r.returncode == 0, r.stderr
     model = cupyprune.load(str(out), device="cpu", path_choice="block")
     pruned = {s.node.name: s.op.layer for s in model.layers() if s.op.layer.pattern != "dense"}
@@ -244,3 +246,20 @@ def test_prune_cli_exports_a_model_file(checkpoint, tmp_path):
                               "layer4.1.conv1", "layer4.1.conv2"]
     assert all(layer.path_name == "block" and layer.kept == 0.25 for layer in pruned.values())
     assert model.file.pruning["layer4.0.conv1.weight"] == {"pattern": "block", "block": [4, 4]}
+
+
+def test_prune_older_pattern_spelling_gives_the_same_masks(checkpoint, tmp_path, capsys):
+    """`--pattern vector --n-m 2:4` (the older spelling) prunes as `--pattern vector:2:4`, with
+    a one-line note that names the newer spelling."""
+    import prune as prune_cli
+    common = ["--arch", "resnet18", "--checkpoint", str(checkpoint), "--layers", "layer4"]
+    new, old = tmp_path / "new.pt", tmp_path / "old.pt"
+    assert prune_cli.main(common + ["--pattern", "vector:2:4", "--out", str(new)]) == 0
+    assert "deprecated" not in capsys.readouterr().err
+    assert prune_cli.main(common + ["--pattern", "vector", "--n-m", "2:4", "--out", str(old)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--pattern vector:N:M" in err
+    a, b = torch.load(new), torch.load(old)
+    masks = [k for k in a if k.endswith("_mask")]
+    assert masks and all(torch.equal(a[k], b[k]) for k in masks)
+    assert all(f_mask(a[k]).mean() == 0.5 for k in masks)

@@ -68,3 +68,38 @@ def torch_reference(t, x):
                      eps=1e-5)
     y = F.adaptive_avg_pool2d(F.max_pool2d(F.relu(y), 2), 2)
     return F.linear(y.flatten(1), T["fc.weight"], T["fc.bias"]).numpy()
+
+
+# a two-layer MLP (linear, GELU, linear): a group-wise second linear makes the first compute
+# only the features it keeps (passes.compact_producers), as in a transformer's FFN
+MLP_IN, MLP_HIDDEN, MLP_CLASSES = 64, 128, 16
+
+
+def mlp_graph():
+    return {"inputs": ["x"], "outputs": ["logits"], "nodes": [
+        {"name": "fc1", "op": "linear", "inputs": ["x"], "outputs": ["h"],
+         "params": {"weight": "fc1.weight", "bias": "fc1.bias"}},
+        {"name": "act", "op": "gelu", "inputs": ["h"], "outputs": ["a"]},
+        {"name": "fc2", "op": "linear", "inputs": ["a"], "outputs": ["logits"],
+         "params": {"weight": "fc2.weight", "bias": "fc2.bias"}},
+    ]}
+
+
+def mlp_spec():
+    return [{"name": "x", "shape": [None, MLP_IN], "dtype": "float32", "kind": "features"}]
+
+
+def mlp_tensors(rng):
+    return {"fc1.weight": rng.standard_normal((MLP_HIDDEN, MLP_IN)).astype(np.float32),
+            "fc1.bias": rng.standard_normal(MLP_HIDDEN).astype(np.float32),
+            "fc2.weight": rng.standard_normal((MLP_CLASSES, MLP_HIDDEN)).astype(np.float32),
+            "fc2.bias": rng.standard_normal(MLP_CLASSES).astype(np.float32)}
+
+
+def torch_mlp(t, x):
+    """The MLP in torch.nn.functional, on the weights as given (masked ones already zero)."""
+    import torch
+    import torch.nn.functional as F
+    T = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in t.items()}
+    h = F.gelu(F.linear(torch.from_numpy(x), T["fc1.weight"], T["fc1.bias"]))
+    return F.linear(h, T["fc2.weight"], T["fc2.bias"]).numpy()

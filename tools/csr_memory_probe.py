@@ -1,4 +1,4 @@
-"""Where the CSR path's device memory goes (docs/PERF_NOTES.md, "Open"): device memory grew by
+"""Where the CSR path's device memory goes (docs/DESIGN_NOTES.md, "Open"): device memory grew by
 about 0.5 GB per VGG-16-BN model loaded on the CSR path in one process.
 
     python tools/csr_memory_probe.py --out bench/results/h100/experiments/csr-memory.json

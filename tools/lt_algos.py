@@ -6,7 +6,7 @@ cuBLASLt's heuristic offers (up to 8) beside its first choice and cublasGemmEx's
 Row-major Y (M, N) = X (M, K) @ W (K, N), K the kept rows of a group-wise layer; random
 operands; medians of 30 CUDA-event timings of single eager launches after 5 warm-up calls (so a
 figure includes the call's host time while the GPU waits: a lead, not a graph-replay result;
-docs/PERF_NOTES.md version 20). Needs a CUDA GPU and CuPy.
+docs/DESIGN_NOTES.md, "Which cuBLAS GEMM (measured, not changed)"). Needs a CUDA GPU and CuPy.
 """
 import os
 import sys

@@ -2,7 +2,7 @@
 
     python tools/prune.py --arch resnet18 --checkpoint ckpt.pt --pattern group --keep 0.5 \
         --out pruned.pt
-    python tools/prune.py --arch vgg16_bn --checkpoint ckpt.pt --pattern vector --n-m 2:4 \
+    python tools/prune.py --arch vgg16_bn --checkpoint ckpt.pt --pattern vector:2:4 \
         --out vgg.safetensors
 
 A `.pt` output is a state dict in torch.nn.utils.prune's naming: each pruned `<m>.weight`
@@ -50,16 +50,36 @@ def _pair(text, sep):
     return a, b
 
 
+PATTERN_SYNTAX = "element, group, vector[:N:M] or block[:RxC]"
+
+
+def pattern_spec(text):
+    """--pattern text -> (name, n_m, block): `vector:2:4` -> ("vector", (2, 4), None),
+    `block:4x4` -> ("block", None, (4, 4)); a bare `vector` or `block` leaves its parameters to
+    --keep and the defaults. The same spelling as tools/export.py's --pattern."""
+    name, _, rest = text.partition(":")
+    if name not in PATTERNS or (rest and name not in ("vector", "block")):
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (use {PATTERN_SYNTAX})")
+    if not rest:
+        return name, None, None
+    if name == "vector":
+        return name, _pair(rest, ":"), None
+    return name, None, _pair(rest, "x")
+
+
 def parse_args(argv):
     p = OneLineParser(prog="tools/prune.py", description=__doc__.splitlines()[0])
     p.add_argument("--arch", required=True, choices=CNN_ARCHS + HF_ARCHS)
     p.add_argument("--checkpoint", required=True, help="trained state dict (.pt)")
-    p.add_argument("--pattern", required=True, choices=PATTERNS)
+    p.add_argument("--pattern", required=True, type=pattern_spec, metavar="PATTERN",
+                   help=f"{PATTERN_SYNTAX}: vector N:M (default N = round(keep * 4) of 4), "
+                   f"block RxC on F (default 4x4)")
     p.add_argument("--keep", type=float, default=0.5, help="kept fraction in (0, 1]")
+    # the older spelling, still accepted: --pattern vector --n-m 2:4, --pattern block --block 4x4
     vec = p.add_mutually_exclusive_group()
-    vec.add_argument("--vector-size", type=int, help="vector: m of N:M, N = round(keep * m)")
-    vec.add_argument("--n-m", type=lambda s: _pair(s, ":"), help="vector: N:M, e.g. 2:4")
-    p.add_argument("--block", type=lambda s: _pair(s, "x"), help="block: RxC on F (default 4x4)")
+    vec.add_argument("--vector-size", type=int, help=argparse.SUPPRESS)
+    vec.add_argument("--n-m", type=lambda s: _pair(s, ":"), help=argparse.SUPPRESS)
+    p.add_argument("--block", type=lambda s: _pair(s, "x"), help=argparse.SUPPRESS)
     p.add_argument("--scope", choices=SCOPES, default="layer")
     p.add_argument("--layers", help="prune only the default prunable weights matching REGEX")
     p.add_argument("--variant", choices=("imagenet", "cifar"),
@@ -72,17 +92,29 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
-def check_options(args):
-    """Cheap checks before the checkpoint is read -> (n_m, block) for prune_state_dict."""
-    check_keep(args.keep)
-    n_m = args.n_m or args.vector_size
-    if n_m is not None and args.pattern != "vector":
+def _old_spelling(args):
+    """--n-m / --vector-size / --block and --pattern -> (n_m, block, whether the older
+    options were used)."""
+    pattern, n_m, block = args.pattern
+    old_n_m = args.n_m or args.vector_size
+    if old_n_m is not None and pattern != "vector":
         raise UsageError("--vector-size / --n-m apply only to --pattern vector")
-    if args.block is not None and args.pattern != "block":
+    if args.block is not None and pattern != "block":
         raise UsageError("--block applies only to --pattern block")
+    if (old_n_m is not None and n_m is not None) or (args.block is not None and block is not None):
+        raise UsageError("give the pattern's parameters once, in --pattern (e.g. vector:2:4)")
+    return n_m or old_n_m, block or args.block, old_n_m is not None or args.block is not None
+
+
+def check_options(args):
+    """Cheap checks before the checkpoint is read -> (n_m, block) for prune_state_dict.
+    args.pattern becomes the pattern's name."""
+    check_keep(args.keep)
+    n_m, block, old = _old_spelling(args)
+    args.pattern = args.pattern[0]
     if args.pattern == "vector":
         n_m = resolve_n_m(n_m, args.keep)
-    block = resolve_block(args.block) if args.pattern == "block" else None
+    block = resolve_block(block) if args.pattern == "block" else None
     if not args.out.endswith(PT_SUFFIXES + (MODEL_SUFFIX,)):
         raise UsageError(f"--out {args.out}: must end in {', '.join(PT_SUFFIXES)} or "
                          f"{MODEL_SUFFIX}")
@@ -93,6 +125,9 @@ def check_options(args):
         raise UsageError(f"--variant is for the CNNs, not {args.arch}")
     args.variant = args.variant or "cifar"
     check_out(args.out)
+    if old:
+        print("note: --n-m, --vector-size and --block are deprecated: write --pattern "
+              "vector:N:M or --pattern block:RxC", file=sys.stderr)
     return n_m, block
 
 

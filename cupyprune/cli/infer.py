@@ -1,4 +1,6 @@
-"""`cupyprune infer`: run a model file and show its top-k classes and latency."""
+"""`cupyprune infer`: run a model file and show its top-k classes and latency (a table, or
+one JSON object with --json)."""
+import json
 import sys
 
 import click
@@ -76,15 +78,28 @@ def _name(model, k):
     return str(labels[k]) if labels and k < len(labels) else str(k)
 
 
-def _prediction_rows(model, logits, labels, top_k):
+def _predictions(model, logits, labels, top_k):
+    """(N, classes) logits -> one record per input: its top-k classes, most probable first,
+    and its true class where the inputs came with labels."""
     probs = _softmax(logits.astype(np.float64))
     order = np.argsort(-probs, axis=-1)[:, :top_k]
-    rows = []
+    records = []
     for i, top in enumerate(order):
-        cells = " | ".join(f"{_name(model, k)} {probs[i, k]:.3f}" for k in top)
-        row = [i, _name(model, top[0])]
+        rec = {"index": i, "top": [{"class": int(k), "label": _name(model, k),
+                                    "probability": float(probs[i, k])} for k in top]}
         if labels is not None:
-            row.insert(1, _name(model, int(labels[i])))
+            rec["true"] = {"class": int(labels[i]), "label": _name(model, int(labels[i]))}
+        records.append(rec)
+    return records
+
+
+def _prediction_rows(records):
+    rows = []
+    for rec in records:
+        cells = " | ".join(f"{t['label']} {t['probability']:.3f}" for t in rec["top"])
+        row = [rec["index"], rec["top"][0]["label"]]
+        if "true" in rec:
+            row.insert(1, rec["true"]["label"])
         rows.append(row + [cells])
     return rows
 
@@ -105,13 +120,15 @@ def _prediction_rows(model, logits, labels, top_k):
                    f"Default: {DEFAULT_TOP_K}, or all the classes of a model with fewer.")
 @click.option("--repeat", type=click.IntRange(min=1), default=10, show_default=True,
               help="Timed runs for the latency (after warm-up).")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the predictions, accuracy and latency as one JSON object on stdout.")
 @device_option
 @path_option
 @precision_option
 @graph_option
 @one_line_errors
-def infer(model_path, input_path, output_path, batch, top_k, repeat, device, path_choice,
-          precision, cuda_graph):
+def infer(model_path, input_path, output_path, batch, top_k, repeat, as_json, device,
+          path_choice, precision, cuda_graph):
     """Run MODEL (a cupyprune .safetensors file): print the top-k classes and the latency."""
     _check_options(input_path, batch)
     if output_path is not None:
@@ -133,6 +150,10 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
     if output_path is not None:         # before any printing: a closed pipe must not lose it
         save_npy_atomic(output_path, logits)
     groups = sum(1 for s in model.layers() if s.op.describe()["path"] == "group")
+    if as_json:
+        _print_json(model, model_path, origin, logits, labels, top_k, output_path,
+                    _latency(model, arrays, repeat, quiet=True), groups)
+        return
     click.echo(f"model:   {model_path}  ({len(model.steps)} ops, {len(model.layers())} prunable "
                f"layers, {groups} on the group-wise path)")
     click.echo(f"device:  {model.device} ({'CuPy' if model.device == 'gpu' else 'NumPy'}), "
@@ -141,14 +162,35 @@ def infer(model_path, input_path, output_path, batch, top_k, repeat, device, pat
     click.echo(f"inputs:  {origin}")
     click.echo("")
     _print_outputs(model, logits, labels, top_k)
-    if sys.stderr.isatty():             # a large model on the CPU takes a while: say what runs
-        click.echo(f"timing {repeat} runs after a warm-up...", err=True)
-    stats = summary(time_calls(lambda: model(**arrays), model.xp, warmup=1, repeat=repeat))
+    stats = _latency(model, arrays, repeat)
     n = len(logits)
     click.echo(f"latency: {stats['median_ms']:.3f} ms median for a batch of {n} "
                f"(p10 {stats['p10_ms']:.3f}, p90 {stats['p90_ms']:.3f}, {stats['runs']} runs)")
     if output_path is not None:
         click.echo(f"wrote {output_path}  {logits.shape} {logits.dtype}")
+
+
+def _latency(model, arrays, repeat, quiet=False):
+    if sys.stderr.isatty() and not quiet:    # a large model on the CPU takes a while: say so
+        click.echo(f"timing {repeat} runs after a warm-up...", err=True)
+    return summary(time_calls(lambda: model(**arrays), model.xp, warmup=1, repeat=repeat))
+
+
+def _print_json(model, model_path, origin, logits, labels, top_k, output_path, stats, groups):
+    out = {"model": model_path, "ops": len(model.steps), "prunable_layers": len(model.layers()),
+           "group_path_layers": groups, "device": model.device, "precision": model.precision,
+           "cuda_graph": model.graph_runner is not None, "inputs": origin,
+           "output_shape": list(logits.shape)}
+    if logits.ndim == 2:
+        out["predictions"] = _predictions(model, logits, labels, top_k)
+        if labels is not None:
+            out["accuracy"] = float((logits.argmax(-1) == labels).mean())
+    out["latency_ms"] = {k[:-3]: stats[k] for k in ("median_ms", "p10_ms", "p90_ms")}
+    out["latency_ms"]["runs"] = stats["runs"]
+    out["batch"] = len(logits)
+    if output_path is not None:
+        out["output"] = output_path
+    click.echo(json.dumps(out, indent=1))
 
 
 def _print_outputs(model, logits, labels, top_k):
@@ -157,7 +199,8 @@ def _print_outputs(model, logits, labels, top_k):
         head = ["#", "predicted", f"top-{top_k} (softmax)"]
         if labels is not None:
             head.insert(1, "true")
-        click.echo(format_table(head, _prediction_rows(model, logits, labels, top_k)))
+        click.echo(format_table(head, _prediction_rows(_predictions(model, logits, labels,
+                                                                     top_k))))
         if labels is not None:
             right = int((logits.argmax(-1) == labels).sum())
             click.echo(f"\naccuracy on these inputs: {right}/{len(labels)} "

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import ModelFileError
 from . import keys
 from .compact import expand_tensors
+from .masks import unpack_masks
 
 
 @dataclass
@@ -211,7 +212,8 @@ def _read_checked(path):
                 tensors[name] = _read_tensor(buf, name, entry, data_start,
                                              size - data_start, path)
         _check_layout(header, size - data_start, path)
-    if meta[keys.META_VERSION] == keys.COMPACT_VERSION:
+    tensors = unpack_masks(tensors, meta, path)
+    if meta[keys.META_VERSION] in keys.COMPACT_VERSIONS:
         tensors = expand_tensors(tensors, path)
     elif any(k.endswith(keys.GROUPS_SUFFIX) for k in tensors):
         raise ModelFileError(f"{path}: compacted weights ({keys.GROUPS_SUFFIX}) need format "

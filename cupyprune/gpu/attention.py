@@ -10,9 +10,9 @@ graph. Between the GEMMs, one fused kernel applies the scale, the padding mask a
 At T not a multiple of 8 (ViT's 65 tokens) in fp16 and bf16, k and v are first copied per head
 into (B, ld, dh) with zero rows up to ld, a multiple of 8, and the scores' rows are ld long: every
 GEMM extent is then aligned to 16 bytes, and cuBLAS picks tensor-core kernels (bf16 had only a
-generic MAGMA kernel for the unaligned product; docs/PERF_NOTES.md, versions 24-25). Up to 128
-tokens fp16 and bf16 run none of this but one fused tensor-core kernel (gpu/fused_attention.py,
-versions 26-27).
+generic MAGMA kernel for the unaligned product; docs/DESIGN_NOTES.md, "bf16 attention at odd
+sequence lengths (tried, reverted)" and "Attention with padded keys (fp16, bf16)"). Up to 128 tokens
+fp16 and bf16 run none of this but one fused tensor-core kernel (gpu/fused_attention.py).
 
 Legend: N batch, T tokens, H heads, dh head size, D = H * dh, B = N * H.
 """
@@ -76,7 +76,8 @@ LAYOUTS = ("unpadded", "padded_kv", "fused")
 
 
 # the fused kernel is the default up to this many tokens (its MAX_TOKENS): measured faster at
-# 33, 65 (4x) and 128 (1.9x, with its keys in chunks: versions 27 and 29; 1-6% slower before)
+# 33, 65 (4x) and 128 (1.9x with its keys in chunks, 1-6% slower before: docs/DESIGN_NOTES.md,
+# "The fused attention at 128 tokens: keys in chunks" and the staging note after it)
 FUSED_DEFAULT_TOKENS = 128
 
 
@@ -85,7 +86,8 @@ def default_layout(dtype, T):
     unpadded where T is a multiple of 8); fp32 unpadded. On the H100 the ViT attention (65 tokens)
     took 0.69 ms per pass unpadded, 0.56 padded_kv, 0.17 fused in fp16 (bf16 1.17, 0.58, 0.17),
     BERT-base's (128) 0.82 unpadded and 0.44 fused (bf16 0.86, 0.44); fp32 was slower padded
-    (1.01 -> 1.23 ms; docs/PERF_NOTES.md 25-29)."""
+    (1.01 -> 1.23 ms; docs/DESIGN_NOTES.md, "Attention with padded keys (fp16, bf16)" and the
+    notes after it)."""
     if np.dtype(dtype).itemsize != 2:
         return "unpadded"
     return "fused" if T <= FUSED_DEFAULT_TOKENS else "padded_kv"

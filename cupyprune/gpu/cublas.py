@@ -1,8 +1,8 @@
 """cuBLAS called directly through ctypes.
 
 Why not CuPy's matmul: CuPy 14 refuses any cuBLAS call during CUDA stream capture
-(`NotImplementedError: calling cuBLAS API during stream capture is currently unsupported`,
-shared notes gpu-facts.md), which rules out replaying a whole forward pass as one CUDA graph.
+(`NotImplementedError: calling cuBLAS API during stream capture is currently unsupported`),
+which rules out replaying a whole forward pass as one CUDA graph.
 cuBLAS itself supports capture once a workspace is set, so we call it ourselves, on the library
 CuPy already loaded, with our own handle.
 """

@@ -5,11 +5,11 @@ Column-major, as cuBLAS: D (m, n) = relu?(alpha A (m, k) B (k, n) + beta C (m, n
 with beta = 1 and C = the residual where there is one (the cuBLASLt docs: the bias "is added
 before applying the final postprocessing"). Row-major callers swap the operands (gemm.py).
 
-A plan (descriptors and the algorithm the heuristic picks first) is made once per shape and
-reused, so a call is one cublasLtMatmul; it runs inside CUDA-graph capture like cublasGemmEx,
-on the workspace of the stream's cuBLAS handle (cublas.py). Timing the heuristic's other
-candidates at the first call, and plain GEMMs through cuBLASLt, were measured and lost
-(docs/PERF_NOTES.md, version 22).
+A plan (descriptors and the algorithm the heuristic picks first) is made once per shape and reused,
+so a call is one cublasLtMatmul; it runs inside CUDA-graph capture like cublasGemmEx, on the
+workspace of the stream's cuBLAS handle (cublas.py). Timing the heuristic's other candidates at the
+first call, and plain GEMMs through cuBLASLt, were measured and lost (docs/DESIGN_NOTES.md, "Plain
+GEMMs through cuBLASLt, each plan's algorithm timed at its first call").
 """
 import ctypes
 

@@ -7,11 +7,12 @@ registers, the scale, the padding mask and the softmax on those registers (no sc
 the probabilities rounded to the storage type, and out = p v in fp32 (the values read
 transposed by `ldmatrix.trans`), written merged into (N, T, D). Past 80 tokens the keys come in
 chunks (64 at BERT's 128) with a running max and sum per row, flash attention's online softmax,
-so that a lane holds one chunk's scores: all 128 at once took 163 registers a thread and ran
-slower than the GEMM path. It replaces the padding copy, the pointer kernel, two batched GEMMs
-and the softmax kernel (gpu/attention.py). Needs compute capability 8.0. Fragment layouts: PTX
-ISA, "Matrix Fragments for mma.m16n8k16 with floating point type" and "ldmatrix".
-docs/PERF_NOTES.md, versions 26, 27 and 29.
+so that a lane holds one chunk's scores: all 128 at once took 163 registers a thread and ran slower
+than the GEMM path. It replaces the padding copy, the pointer kernel, two batched GEMMs and the
+softmax kernel (gpu/attention.py). Needs compute capability 8.0. Fragment layouts: PTX ISA, "Matrix
+Fragments for mma.m16n8k16 with floating point type" and "ldmatrix". docs/DESIGN_NOTES.md,
+"Attention in one tensor-core kernel (fp16, bf16, up to 80 tokens)", "The fused attention at 128
+tokens: keys in chunks" and "The fused attention's staging: cp.async, ldmatrix.trans, a bias row".
 
 Legend: N batch, T tokens, H heads, dh head size, D = H * dh, TP = T padded to 16.
 """

@@ -1,11 +1,11 @@
 """The group-wise linear's gather (paper Algorithm 2, step 1): the kept input features of every
 row, x[:, cols], written as the compacted GEMM's A operand.
 
-CuPy's fancy indexing did this at about a quarter of the copy ceiling on the H100 (one thread
-and 64-bit index arithmetic per element, 2-byte stores in fp16): at BERT's 8,192 tokens the
-gather cost as much as the GEMM work it saved (docs/PERF_NOTES.md, version 15). Here a thread
-writes one 16-byte pack of consecutive outputs of a row (the kept count is padded to a multiple
-of 8: paths/group.py), reading its packs' column indices once.
+CuPy's fancy indexing did this at about a quarter of the copy ceiling on the H100 (one thread and
+64-bit index arithmetic per element, 2-byte stores in fp16): at BERT's 8,192 tokens the gather cost
+as much as the GEMM work it saved (docs/DESIGN_NOTES.md, "A gather kernel for group-wise linears").
+Here a thread writes one 16-byte pack of consecutive outputs of a row (the kept count is padded to a
+multiple of 8: paths/group.py), reading its packs' column indices once.
 """
 import functools
 

@@ -1,8 +1,8 @@
 """Replay a model's whole forward pass as one CUDA graph (per input shape).
 
 At the batch sizes of the paper, eager execution is bound by launching kernels from Python
-(shared notes gpu-facts.md: eager PyTorch fp16 is hardly faster than TF32). A captured graph
-replays every kernel of the forward with one launch.
+(docs/BENCHMARKS.md, "Method": PyTorch's eager fp16 times move with the host's CPU). A captured
+graph replays every kernel of the forward with one launch.
 
 Memory: the capture runs with a private CuPy memory pool, kept alive with the graph, so the
 addresses baked into the graph are never handed to anyone else. Inputs are copied into static

@@ -2,6 +2,7 @@
 import math
 
 from .epilogue import GELU_FORMS, gelu_form
+from .erf import gelu as numpy_gelu
 from ..layout import SAME
 from .registry import Op, register
 from .schema import Choice
@@ -25,16 +26,6 @@ class Tanh(Op):
         return self.xp.tanh(x)
 
 
-def _erf(xp, x):
-    if hasattr(xp, "special"):                  # numpy has no erf; scipy/cupyx do
-        return xp.special.erf(x)
-    if xp.__name__ == "numpy":
-        from scipy.special import erf
-    else:
-        from cupyx.scipy.special import erf
-    return erf(x)
-
-
 @register("gelu")
 class GELU(Op):
     layout = SAME
@@ -50,4 +41,7 @@ class GELU(Op):
         if self.approximate == "tanh":
             inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x * x * x)
             return 0.5 * x * (1.0 + xp.tanh(inner))
-        return 0.5 * x * (1.0 + _erf(xp, x / math.sqrt(2.0)))
+        if xp.__name__ == "numpy":               # NumPy has no erf: ops/erf.py
+            return numpy_gelu(x)
+        from cupyx.scipy.special import erf      # part of CuPy
+        return 0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))

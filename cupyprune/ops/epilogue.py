@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InputError
 from ..gpu.cuda_source import (STORAGE_TYPES, compile_kernel, storage_type, type_bytes,
                                type_tag)
+from .erf import gelu
 
 _GPU_KERNELS = {}
 _ACTIVATIONS = {
@@ -45,9 +46,8 @@ def _numpy_activation(name, y):
     elif name == "tanh":
         np.tanh(y, out=y)
     elif name in ("gelu", "gelu_tanh"):
-        from scipy.special import erf
         if name == "gelu":
-            y[...] = 0.5 * y * (1.0 + erf(y / math.sqrt(2.0)))
+            y[...] = gelu(y)
         else:
             y[...] = 0.5 * y * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (y + 0.044715 * y ** 3)))
     return y

@@ -63,4 +63,6 @@ class Linear(Op):
         return elements(x)                                 # the gathered kept features at most
 
     def describe(self):
-        return {**self.layer.describe(), "detail": f"{self.in_features}->{self.out_features}"}
+        """The model's widths (F's shape), not the computed ones a load-time pass narrowed."""
+        R, K = self.layer.fmask.shape                          # F (in, out)
+        return {**self.layer.describe(), "detail": f"{R}->{K}"}

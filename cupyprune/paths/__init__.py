@@ -23,8 +23,8 @@ def choose_path(requested, pattern):
 
     requested: 'auto' or a path name. A forced path runs on every layer it applies to; the
     others run dense. 'auto': group-wise layers take the compacted GEMM; every other pattern
-    runs dense, because cuSPARSE CSR measured 10-25x slower than dense GEMM at 25-75% kept on
-    the H100 (shared notes gpu-facts.md), as the paper found on its GPU.
+    runs dense, because cuSPARSE CSR measured 6-22x slower than dense GEMM at 25-75% kept on
+    the H100 (docs/BENCHMARKS.md, "What holds on an H100"), as the paper found on its GPU.
     """
     if requested not in PATH_CHOICES:
         raise CupyPruneError(f"unknown path {requested!r}: choose one of {', '.join(PATH_CHOICES)}")

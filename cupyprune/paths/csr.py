@@ -1,13 +1,27 @@
 """CSR path: the paper's sparse baseline. F^T is held as CSR (K, R): cuSPARSE SpMM through
-cupyx.scipy.sparse on the GPU, scipy.sparse on the CPU. Y^T = F^T X^T.
+cupyx.scipy.sparse on the GPU, scipy.sparse on the CPU (SciPy builds the matrix on both; it is
+the optional `csr` extra). Y^T = F^T X^T.
 
 cupyx.scipy.sparse has no bfloat16: a bf16 run holds the weights' bf16 values in float32 and
 multiplies in float32, its input widened and its output rounded back to bf16."""
 import numpy as np
 
 from .. import bf16
+from ..errors import CupyPruneError
 from ..precision import is_bf16
 from .base import GemmPath
+
+CSR_HINT = "the csr path needs SciPy: pip install 'cupyprune[csr]'"
+
+
+def _scipy_sparse():
+    """scipy.sparse, imported when a layer first takes this path (SciPy is an optional extra:
+    the other paths never need it)."""
+    try:
+        import scipy.sparse
+    except ImportError:
+        raise CupyPruneError(CSR_HINT) from None
+    return scipy.sparse
 
 
 class CsrPath(GemmPath):
@@ -15,12 +29,12 @@ class CsrPath(GemmPath):
     capturable = False  # cupyx's cuSPARSE wrappers allocate and synchronise per call
 
     def __init__(self, f, fmask, ctx):
-        import scipy.sparse
+        sparse = _scipy_sparse()
         w = f if fmask is None else f * fmask
         self.bf16 = is_bf16(ctx.dtype)
         wt = np.ascontiguousarray(w.T)                                                # (K, R)
         wt = bf16.from_bits_host(bf16.to_bits_host(wt)) if self.bf16 else wt.astype(ctx.dtype)
-        host = scipy.sparse.csr_matrix(wt)
+        host = sparse.csr_matrix(wt)
         host.eliminate_zeros()
         if ctx.xp is np:
             self.wt = host

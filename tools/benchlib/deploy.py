@@ -1,5 +1,5 @@
-"""Deployment figures for the performance issue: batch-1 overhead (target 5), peak GPU memory of
-group-wise vs dense (target 7), where the time goes (kernel breakdown), and torch.compile.
+"""Deployment figures: batch-1 overhead (end to end over the kernel sum), peak GPU memory of
+group-wise vs dense, where the time goes (kernel breakdown), and torch.compile.
 
 Sections of the results file (presets: batch1 = overhead and split, deploy = memory and
 profile, compile):
@@ -87,8 +87,8 @@ QUEUED = 20        # calls issued back to back, without waiting, for the host/GP
 
 
 def host_gpu_split(model, run):
-    """Where batch-1 time beyond the kernels goes (PERF_NOTES, "Open"): the captured graph's
-    replay alone (events on the graph's own stream: no binding, copies or Python), and one
+    """Where batch-1 time beyond the kernels goes (docs/DESIGN_NOTES.md, "Open"): the captured
+    graph's replay alone (events on the graph's own stream: no binding, copies or Python), and one
     call's share of QUEUED whole calls issued without waiting (host work then overlaps the GPU's
     wherever the GPU is the slower). graph_ms, beside them, times one whole call at a time."""
     import cupy

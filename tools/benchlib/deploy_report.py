@@ -1,5 +1,5 @@
 """Markdown for the deploy and compile presets (benchlib/deploy.py): batch-1 overhead, peak
-memory, kernel breakdown, torch.compile; and their rows of the targets table."""
+memory, kernel breakdown, torch.compile; and their rows of the goals table."""
 from collections import defaultdict
 
 from .markdown import ms, ratio, table, verdict_at_least, verdict_at_most
@@ -110,24 +110,24 @@ def fused_table(cells):
 
 
 def target_rows(sections):
-    """Rows (target, precision, kept, verdict) for targets 3-stretch, 5 and 7."""
+    """Rows (goal, precision, kept, verdict) for the torch.compile, batch-1 and memory goals."""
     rows = []
     stretch = [c for c in sections.get("compile", []) if c["precision"] == "fp16"]
-    for c in sorted(stretch, key=lambda c: c["model"]):     # the stretch target is fp16's
-        rows.append([f"3s. {c['model']} group vs torch.compile dense", c["precision"], "50%",
-                     verdict_at_least(c["torch_compile_ms"] / c["ours_group_ms"], 1.0)])
+    for c in sorted(stretch, key=lambda c: c["model"]):     # the torch.compile goal is fp16's
+        rows.append([f"torch.compile: {c['model']} group vs torch.compile dense", c["precision"],
+                     "50%", verdict_at_least(c["torch_compile_ms"] / c["ours_group_ms"], 1.0)])
         if c.get("torch_compile_graphs_ms") is not None:   # CUDA graphs on both sides
-            rows.append([f"3s. {c['model']} group vs torch.compile reduce-overhead dense",
+            rows.append([f"torch.compile: {c['model']} group vs reduce-overhead dense",
                          c["precision"], "50%", verdict_at_least(
                              c["torch_compile_graphs_ms"] / c["ours_group_ms"], 1.0)])
     for c in sorted(sections.get("overhead", []), key=lambda c: (c["model"], c["precision"])):
-        rows.append([f"5. {c['model']} batch 1, end to end / kernel sum", c["precision"], "50%",
+        rows.append([f"batch 1: {c['model']} end to end / kernel sum", c["precision"], "50%",
                      verdict_at_most(c["graph_ms"] / c["kernel_sum_ms"], OVERHEAD_TARGET)])
     by = defaultdict(dict)
     for c in sections.get("memory", []):
         by[(c["model"], c["precision"])][c["impl"]] = c.get("peak_bytes")
     for (model, precision), d in sorted(by.items()):
         if d.get("ours-dense") and d.get("ours-group"):
-            rows.append([f"7. {model} peak memory, group / dense", precision, "50%",
+            rows.append([f"memory: {model} peak, group / dense", precision, "50%",
                          verdict_at_most(d["ours-group"] / d["ours-dense"], 1.0)])
     return rows

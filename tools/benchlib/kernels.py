@@ -2,7 +2,7 @@
 
 CUPTI sees every kernel the process launches, whoever launches it (CuPy, cuBLAS, torch) and
 however (eagerly or from a CUDA graph), so the sum of kernel durations is the GPU's busy time
-without any launch gap: the denominator of the batch-1 overhead target."""
+without any launch gap: the denominator of the batch-1 overhead goal."""
 import json
 import os
 import tempfile

@@ -16,8 +16,8 @@ def ratio(a, b):
 
 
 def verdict_at_least(value, target):
-    return f"{value:.2f}x ({'met' if value >= target else 'not met'}, target {target:.2f}x)"
+    return f"{value:.2f}x ({'met' if value >= target else 'not met'}, goal {target:.2f}x)"
 
 
 def verdict_at_most(value, target):
-    return f"{value:.2f}x ({'met' if value <= target else 'not met'}, target <= {target:.2f}x)"
+    return f"{value:.2f}x ({'met' if value <= target else 'not met'}, goal <= {target:.2f}x)"

@@ -1,13 +1,14 @@
-"""Experiment of docs/PERF_NOTES.md version 29: the fused attention kernel timed at ViT's,
-BERT-base's and an odd shape (tools/attention_layouts.time_cell: 12 calls in a CUDA graph), by
-variant, with its error against float64 torch.
+"""Experiment of docs/DESIGN_NOTES.md, "The fused attention's staging: cp.async, ldmatrix.trans, a
+bias row": the fused attention kernel timed at ViT's, BERT-base's and an odd shape
+(tools/attention_layouts.time_cell: 12 calls in a CUDA graph), by variant, with its error against
+float64 torch.
 
     python bench/results/h100/experiments/attention_variants.py LABEL OUT.json
 
-Run from the repository root, once with the previous commit's package first on PYTHONPATH
-(`head`), once with the draft (`new`). The draft had a module switch `ASYNC` (cp.async staging
+Run from the repository root, once with the code before the change first on PYTHONPATH
+(`head`), once with the change (`new`). The change had a module switch `ASYNC` (cp.async staging
 of keys and values, or plain 16-byte loads and stores; both with ldmatrix.trans for the values
-and the mask as a shared bias row); the final code keeps cp.async only, so on it this times the
+and the mask as a shared bias row); the kept code has cp.async only, so on it this times the
 one kernel there is, labelled `LABEL-head`."""
 import json
 import sys

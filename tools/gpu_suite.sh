@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything GPU of a change in one device call: install, the GPU tests, checks, a benchmark.
-#   bash tools/gpu_session.sh [PRESET...]      (results and logs under $OUT)
+#   bash tools/gpu_suite.sh [PRESET...]      (results and logs under $OUT)
 # The device machine has CuPy, torch, torchvision and transformers, and no network.
 set -uo pipefail
 OUT=${OUT:-/tmp/cupyprune-out}
