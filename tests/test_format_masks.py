@@ -18,7 +18,7 @@ from conftest import ROOT, rel_err
 from cupyprune.cli.main import cli
 from cupyprune.format import read_model_file, write_model_file
 from cupyprune.format.masks import pack_masks
-from pruning import make_mask
+from cupyprune.export.pruning import make_mask
 from tiny_models import MLP_HIDDEN, MLP_IN, mlp_graph, mlp_spec, mlp_tensors, torch_mlp
 
 PATTERNS = ("element", "vector", "block", "group")
