@@ -263,3 +263,22 @@ def test_prune_older_pattern_spelling_gives_the_same_masks(checkpoint, tmp_path,
     masks = [k for k in a if k.endswith("_mask")]
     assert masks and all(torch.equal(a[k], b[k]) for k in masks)
     assert all(f_mask(a[k]).mean() == 0.5 for k in masks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern", ["element", "vector:2:4", "block:4x4", "group"])
+def test_pruned_resnet18_file_is_smaller_than_the_dense_one(checkpoint, tmp_path, pattern):
+    """tools/prune.py at half the weights of every prunable layer, against tools/export.py's file
+    of the unpruned checkpoint: masks packed or compacted (docs/FORMAT.md, "Masks in version 3"),
+    so the pruned file holds about the kept values only."""
+    import prune as prune_cli
+    from export import export
+    dense, pruned = tmp_path / "dense.safetensors", tmp_path / "pruned.safetensors"
+    export("resnet18", torch.load(checkpoint), str(dense), variant="cifar")
+    assert prune_cli.main(["--arch", "resnet18", "--checkpoint", str(checkpoint), "--pattern",
+                           pattern, "--keep", "0.5", "--out", str(pruned)]) == 0
+    ratio = pruned.stat().st_size / dense.stat().st_size
+    assert ratio < 0.6, ratio                      # the first conv and the classifier stay dense
+    model = cupyprune.load(str(pruned), device="cpu")
+    kept = [s.op.layer.kept for s in model.layers() if s.op.layer.pattern != "dense"]
+    assert len(kept) == 19 and all(k == 0.5 for k in kept)

@@ -1,7 +1,7 @@
 """Every model family x every pattern x kept {75, 50, 25}% x every path that applies, end to end:
 prune with tools/pruning, export with tools/export's exporters, run the runtime, and compare with
 PyTorch's masked-dense model (an independent reference). Small configs keep CPU CI fast; the full
-sizes ran on the H100 (docs/BENCHMARKS.md records each cell's error). Each error is recorded as
+sizes ran on the H100 (docs/GPU_PARITY.md records each cell's error). Each error is recorded as
 a junit property: `pytest --junitxml=J.xml`, then `python tools/junit_figures.py J.xml` tabulates
 them."""
 import numpy as np

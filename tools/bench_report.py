@@ -156,8 +156,8 @@ LAYER_GOAL_KEEPS = ((0.75, 0.8), (0.5,), (0.25, 0.3))
 
 
 def targets_table(sections):
-    """The GPU-performance goals (docs/BENCHMARKS.md, "Goals"), each computed from the cells
-    (graph replay for ours)."""
+    """The GPU-performance goals (docs/BENCHMARKS.md, "Goals, one by one"), each computed from
+    the cells (graph replay for ours)."""
     lay = {(c["layer"], c["impl"], c["precision"], c["keep"], c.get("graph")): c["median_ms"]
            for c in sections.get("layers", [])}
     rows = []

@@ -2,11 +2,11 @@
 
 q, k, v arrive as (N, T, D) straight from their linear layers, D = H * dh: head h of sample n is
 the (T, dh) matrix at column h * dh, rows D apart. cublasGemmBatchedEx takes one pointer per
-(n, h) matrix and a leading dimension of D, so the two batched GEMMs read the heads in place
-and the second writes its result straight into the merged (N, T, D) layout: no split or merge
-copies (a pure layout change that took a quarter of BERT's fp16 time: docs/BENCHMARKS.md's
-kernel breakdown). One small kernel writes the pointer arrays, so the call replays in a CUDA
-graph. Between the GEMMs, one fused kernel applies the scale, the padding mask and the softmax.
+(n, h) matrix and a leading dimension of D, so the two batched GEMMs read the heads in place and the
+second writes its result straight into the merged (N, T, D) layout: no split or merge copies (a pure
+layout change that took a quarter of BERT's fp16 time: docs/DESIGN_NOTES.md, "Measure first: a CUPTI
+kernel breakdown"). One small kernel writes the pointer arrays, so the call replays in a CUDA graph.
+Between the GEMMs, one fused kernel applies the scale, the padding mask and the softmax.
 At T not a multiple of 8 (ViT's 65 tokens) in fp16 and bf16, k and v are first copied per head
 into (B, ld, dh) with zero rows up to ld, a multiple of 8, and the scores' rows are ld long: every
 GEMM extent is then aligned to 16 bytes, and cuBLAS picks tensor-core kernels (bf16 had only a

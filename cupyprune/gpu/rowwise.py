@@ -1,6 +1,6 @@
 """Row-wise transformer kernels, one launch each: layer norm, and the attention softmax with its
-scale and padding mask. CuPy's generic ops took 8-9 launches for each (shared notes, and
-docs/BENCHMARKS.md's kernel breakdown), every one a full pass over the activations.
+scale and padding mask. CuPy's generic ops took 8-9 launches for each (docs/DESIGN_NOTES.md,
+"Measure first: a CUPTI kernel breakdown"), every one a full pass over the activations.
 
 Both compute in float whatever the storage type (as PyTorch does for half). A row of up to 1,024
 values is held in one warp's registers (read once, written once, reduced by shuffles); longer

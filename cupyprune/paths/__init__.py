@@ -35,14 +35,14 @@ def choose_path(requested, pattern):
     return requested
 
 
-# A group-wise linear layer that must gather its kept input features pays only while the GEMM
-# work it saves outweighs the gather: (R - T) * K > c * T, with R inputs, T kept, K outputs.
-# c per precision was fitted to the H100 layer sweeps with the runtime's gather kernel
-# (gpu/gather.py; bench/results/h100/linears.json, and docs/BENCHMARKS.md's "auto rule" lists
-# every sweep point where the rule and the measurement disagree). In fp32 the gather pays at
-# every measured point. In fp16 the rule breaks even at 50% kept for BERT FFN1 (768 -> 3072;
-# measured between 50% and 60%), at 20% for BERT FFN2 (3072 -> 768; measured near 35%) and at
-# 58% for the 4096x4096 layer at batch 64, whose 0.01 ms timings lie within noise of each other.
+# A group-wise linear layer that must gather its kept input features pays only while the GEMM work
+# it saves outweighs the gather: (R - T) * K > c * T, with R inputs, T kept, K outputs. c per
+# precision was fitted to the H100 layer sweeps with the runtime's gather kernel (gpu/gather.py;
+# bench/results/h100/linears.json, and docs/benchmarks_generated.md, "The `auto` rule for linear
+# layers", lists every sweep point where the rule and the measurement disagree). In fp32 the gather
+# pays at every measured point. In fp16 the rule breaks even at 50% kept for BERT FFN1 (768 -> 3072;
+# measured between 50% and 60%), at 20% for BERT FFN2 (3072 -> 768; measured near 35%) and at 58%
+# for the 4096x4096 layer at batch 64, whose 0.01 ms timings lie within noise of each other.
 # Convolutions always pay (im2col shrinks with T), and so does a linear whose input arrives
 # pre-compacted (passes.compact_producers).
 GATHER_COST = {"fp32": 50, "tf32": 650, "fp16": 3000, "bf16": 3000}   # bf16: as fp16 (2 bytes)

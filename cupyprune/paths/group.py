@@ -7,7 +7,8 @@ from .base import MatrixPath
 
 # The compacted GEMM's reduction size T is rounded up to a multiple of this: cuBLAS's tensor-core
 # kernels want 16-byte-aligned rows, and on the H100 a T of, say, 461 ran the fp16 GEMM 3-4x
-# slower than T = 384 or 464 (docs/BENCHMARKS.md, layer sweeps at 40/60/70/90% kept).
+# slower than T = 384 or 464 (docs/DESIGN_NOTES.md, "Kept rows aligned to a multiple of 8
+# (padding with pruned, zero-weight rows)").
 ALIGN_ROWS = 8
 
 
