@@ -153,3 +153,20 @@ def test_without_torch_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: {INSTALL_HINT}"
     assert not out.exists()
+
+
+def test_prune_while_exporting(tmp_path, rng):
+    """--prune group: the file's pruned layers run compacted, and it still matches the module it
+    was verified against (the export's own check); a bad pattern is one line."""
+    import cupyprune
+    out = tmp_path / "r18.safetensors"
+    result = run("export", "--torchvision", "resnet18", "--image-size", "32", "--prune",
+                 "group", "--keep", "0.5", "--out", out)
+    assert result.exit_code == 0, result.output
+    model = cupyprune.load(str(out), device="cpu")
+    paths = [s.op.describe()["path"] for s in model.layers()]
+    assert paths[0] == "dense" and paths[-1] == "dense"        # stem and classifier
+    assert paths.count("group") == len(paths) - 2
+    bad = tmp_path / "bad.safetensors"
+    refused(run("export", "--torchvision", "resnet18", "--prune", "vec:2", "--out", bad), bad,
+            "unknown pattern 'vec:2'")

@@ -36,6 +36,7 @@ from exporters.errors import ExportError
 from exporters.hf import check_checkpoint
 from oneline import OneLineParser, UsageError, check_out, positive_int, run_tool
 from cupyprune.export.pruning import PATTERNS, SCOPES, PruningError, default_prunable_keys, prune_state_dict
+from cupyprune.export.pruning.spec import PATTERN_SYNTAX, parse_pattern_spec
 from cupyprune.export.pruning.units import check_keep, resolve_block, resolve_n_m
 
 PT_SUFFIXES = (".pt", ".pth")
@@ -50,21 +51,14 @@ def _pair(text, sep):
     return a, b
 
 
-PATTERN_SYNTAX = "element, group, vector[:N:M] or block[:RxC]"
-
-
 def pattern_spec(text):
-    """--pattern text -> (name, n_m, block): `vector:2:4` -> ("vector", (2, 4), None),
-    `block:4x4` -> ("block", None, (4, 4)); a bare `vector` or `block` leaves its parameters to
-    --keep and the defaults. The same spelling as tools/export.py's --pattern."""
-    name, _, rest = text.partition(":")
-    if name not in PATTERNS or (rest and name not in ("vector", "block")):
-        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (use {PATTERN_SYNTAX})")
-    if not rest:
-        return name, None, None
-    if name == "vector":
-        return name, _pair(rest, ":"), None
-    return name, None, _pair(rest, "x")
+    """--pattern text -> (name, n_m, block) (cupyprune.export.pruning.spec); the same spelling
+    as tools/export.py's --pattern."""
+    try:
+        return parse_pattern_spec(text)
+    except PruningError as e:
+        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (use {PATTERN_SYNTAX})") \
+            from e
 
 
 def parse_args(argv):

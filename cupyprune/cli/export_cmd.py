@@ -30,6 +30,11 @@ def _shape(text):
               "(default: the builder's own, 224 for most).")
 @click.option("--num-classes", type=click.IntRange(min=1), help="torchvision: classes of the "
               "checkpoint's classifier (default: the builder's, 1000).")
+@click.option("--prune", "prune", metavar="PATTERN", help="Prune before exporting (magnitude): "
+              "element, group, vector[:N:M] or block[:RxC]; every conv and linear but the stem "
+              "and the classifier.")
+@click.option("--keep", type=click.FloatRange(min=0, max=1, min_open=True), default=0.5,
+              show_default=True, help="With --prune: the kept fraction of each layer.")
 @click.option("--pattern", metavar="PATTERN", help="Declare this pattern (group, element, "
               "vector, block) for every masked weight; it is checked at load.")
 @click.option("--out", "out", required=True, type=click.Path(), metavar="M.safetensors",
@@ -39,7 +44,7 @@ def _shape(text):
               help="Largest max-relative error of the verification that keeps the file.")
 @one_line_errors
 def export_cmd(tv_name, hf_dir, factory, checkpoint, input_shape, image_size, num_classes,
-               pattern, out, no_verify, tolerance):
+               prune, keep, pattern, out, no_verify, tolerance):
     """Export a PyTorch model to a cupyprune model file.
 
     Exactly one of --torchvision, --hf or --module names the model. Pruned weights are taken
@@ -57,7 +62,7 @@ def export_cmd(tv_name, hf_dir, factory, checkpoint, input_shape, image_size, nu
     if not out.endswith(".safetensors"):
         raise click.UsageError(f"--out {out!r}: the model file's name must end in .safetensors")
     check_writable(out, option="--out")
-    from ..export import export_module
+    from ..export import export_module, prune_module
     from ..export.sources import hf_source, module_source, torchvision_source
 
     def report(text):
@@ -69,6 +74,9 @@ def export_cmd(tv_name, hf_dir, factory, checkpoint, input_shape, image_size, nu
         source = hf_source(hf_dir)
     else:
         source = module_source(factory, checkpoint, _shape(input_shape) if input_shape else None)
+    if prune:
+        report(f"pruning with {prune}, keeping {keep:g} of each layer")
+        prune_module(source.module, prune, keep)
     error = export_module(source.module, source.example_inputs, out, labels=source.labels,
                           pattern=pattern, verify=not no_verify, tolerance=tolerance,
                           exporter=source.exporter, max_length=source.max_length,

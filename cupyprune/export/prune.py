@@ -5,6 +5,7 @@ export_module then reads (magnitude criterion; pruning/ holds the patterns).
     export_module(model, example, "pruned.safetensors")
 """
 from .pruning import default_prunable_keys, prune_state_dict
+from .pruning.spec import parse_pattern_spec
 from .torchlib import ExportError, import_torch
 
 
@@ -27,8 +28,10 @@ def prunable_weights(module):
 def prune_module(module, pattern, keep=0.5, *, n_m=None, block=None, scope="layer",
                  layers=None):
     """Prune `module`'s conv and linear weights (prunable_weights, or the keys `layers` names)
-    to `keep` with `pattern` (element, vector, block, group); returns {key: mask}."""
+    to `keep` with `pattern` (element, group, vector[:N:M], block[:RxC]); returns {key: mask}."""
     torch = import_torch()
+    pattern, spec_n_m, spec_block = parse_pattern_spec(pattern)
+    n_m, block = n_m or spec_n_m, block or spec_block
     from torch.nn.utils import prune
     targets = prunable_weights(module)
     if layers is not None:
