@@ -18,10 +18,14 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dir", required=True)
     p.add_argument("--keep", type=float, default=0.5)
+    p.add_argument("--only", help="comma-separated model names (default: all eight)")
     args = p.parse_args()
+    only = set(args.only.split(",")) if args.only else None
     os.makedirs(args.dir, exist_ok=True)
     for preset in ("cnn", "transformer"):
         for name, family, arch, variant, size, classes, batch, _ in PRESETS[preset]:
+            if only is not None and name not in only:
+                continue
             model, cfg = _torch_model(family, arch, variant, size, classes)
             _, export_sd = _masked_state(model.state_dict(), "group", args.keep)
             out = os.path.join(args.dir, f"{name}.b{batch}.safetensors")
