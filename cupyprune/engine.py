@@ -219,6 +219,7 @@ class Model:
         """Every step, in order, on bound inputs -> graph outputs (internal layouts)."""
         env = self._prepare(env)
         for step, adapt, release in zip(self.steps, self._adapters, self._release):
+            self.current_step = step.node.name      # names the layer where a capture fails
             args = [env[self.alias.get(v, v)] for v in step.inputs]
             outs = step.op(*(args if adapt is None else adapt(args)))
             if len(step.node.outputs) == 1:

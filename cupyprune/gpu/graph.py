@@ -67,8 +67,10 @@ class CudaGraphRunner:
             except InputError:       # the caller's inputs, not the graph: the next call captures
                 raise
             except Exception as e:   # an op that cannot be captured: run eagerly from now on
+                step = getattr(self._forward().__self__, "current_step", None)
                 self.failed = f"{type(e).__name__}: {e}"
-                warnings.warn(f"CUDA graph capture failed ({self.failed}); running eagerly",
+                at = f" at layer {step!r}" if step else ""
+                warnings.warn(f"CUDA graph capture failed{at} ({self.failed}); running eagerly",
                               stacklevel=3)
                 return self.forward(env)
         current = cupy.cuda.get_current_stream()

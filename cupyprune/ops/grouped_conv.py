@@ -4,7 +4,8 @@ channels-last activations, as one batched product per kernel tap.
 Legend: N batch, G groups, Cg = C / G input and Kg = K / G output channels per group, kh kw
 kernel. For each tap (i, j) the input window x[:, i*dh + oh*sh, j*dw + ow*sw, :] (a strided view
 of the padded input, no copy) is multiplied per group by weight[:, :, i, j]; the taps' products
-are summed. A depthwise conv (Cg = 1) is an elementwise multiply-add per tap.
+are summed, as one batched GEMM (G, M, Cg) @ (G, Cg, Kg) per tap. A depthwise conv (Cg = 1) is
+an elementwise multiply-add per tap.
 """
 import numpy as np
 
@@ -42,8 +43,9 @@ class GroupedConv:
                 w = self.taps[t]                                             # (G, Cg, Kg)
                 if Cg == 1 and Kg == 1:                                      # depthwise
                     y += win * w[:, 0, :]
-                else:
-                    y += xp.einsum("nhwgc,gck->nhwgk", win, w)
+                else:                                 # (G, M, Cg) @ (G, Cg, Kg) -> (G, M, Kg)
+                    cols = xp.ascontiguousarray(win.reshape(-1, G, Cg).transpose(1, 0, 2))
+                    y += xp.matmul(cols, w).transpose(1, 0, 2).reshape(y.shape)
                 t += 1
         y = y.reshape(N, OH, OW, self.K)
         if self.bias is not None:

@@ -191,12 +191,13 @@ class AvgPool2d(_Pool):
         return total / self._window_sum(ones)     # windows clipped to the unpadded input
 
 
-def _bin_means(size, out, dtype):
+def _bin_means(xp, size, out, dtype):
     """PyTorch's adaptive pooling bins [floor(i*size/out), ceil((i+1)*size/out)) as a matrix
-    (out, size) whose row i averages bin i."""
-    i = np.arange(out)
+    (out, size) whose row i averages bin i; built on the device (no host copy, so a CUDA graph
+    can capture it)."""
+    i = xp.arange(out)
     begin, end = (i * size) // out, -((-(i + 1) * size) // out)
-    at = np.arange(size)
+    at = xp.arange(size)
     inside = (at >= begin[:, None]) & (at < end[:, None])                 # (out, size)
     return (inside / (end - begin)[:, None]).astype(dtype)
 
@@ -230,8 +231,8 @@ class AdaptiveAvgPool2d(Op):
             return x.reshape(N, OH, H // OH, OW, W // OW, C).mean(axis=(2, 4))
         xp = self.xp
         # bins overlap or differ in size: two products with bin-mean matrices, one per axis
-        down = xp.asarray(_bin_means(H, OH, x.dtype))                        # (OH, H)
-        across = xp.asarray(_bin_means(W, OW, x.dtype))                      # (OW, W)
+        down = _bin_means(xp, H, OH, x.dtype)                                # (OH, H)
+        across = _bin_means(xp, W, OW, x.dtype)                              # (OW, W)
         rows = xp.tensordot(down, x, axes=(1, 1))                            # (OH, N, W, C)
         out = xp.tensordot(across, rows, axes=(1, 2))                        # (OW, OH, N, C)
         return xp.ascontiguousarray(out.transpose(2, 1, 0, 3))                # (N, OH, OW, C)

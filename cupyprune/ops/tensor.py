@@ -323,7 +323,7 @@ class Select(Logical):
         if not -x.shape[dim] <= index < x.shape[dim]:
             raise InputError(f"node {self.node.name!r}: index {index} is out of range for "
                              f"size {x.shape[dim]}")
-        return x.take(index, axis=dim)
+        return x[(slice(None),) * dim + (index,)]          # a view: no index array
 
 
 @register("index")
