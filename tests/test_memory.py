@@ -198,3 +198,13 @@ def test_a_tensor_numpy_cannot_shape_is_refused_not_a_buffer_error(rng, tmp_path
     path.write_bytes(struct.pack("<Q", len(blob)) + blob + data)
     assert_one_line_error(run_cli("infer", path), "tensor 'odd' has shape [0, 9223372036854775808]",
                           "NumPy cannot hold")
+
+
+def test_an_allocation_that_fails_while_loading_is_the_projects_error(monkeypatch, tiny):
+    from cupyprune.ops.conv import Conv2d
+
+    def fail(self, node, ctx):
+        raise MemoryError("Unable to allocate 3.0 GiB for an array")
+    monkeypatch.setattr(Conv2d, "__init__", fail)
+    with pytest.raises(OutOfMemoryError, match="out of memory loading .*tiny.safetensors"):
+        load(str(tiny), device="cpu")
