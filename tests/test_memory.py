@@ -208,3 +208,32 @@ def test_an_allocation_that_fails_while_loading_is_the_projects_error(monkeypatc
     monkeypatch.setattr(Conv2d, "__init__", fail)
     with pytest.raises(OutOfMemoryError, match="out of memory loading .*tiny.safetensors"):
         load(str(tiny), device="cpu")
+
+
+@pytest.mark.parametrize("model_name", ["cnn", "cnn_avg", "vit", "bert"])
+def test_shapes_inferred_are_the_shapes_a_pass_makes(tmp_path, model_name):
+    """Every op's infer_shape against the shapes a real pass produces (the engine's trace), on
+    models that use every op."""
+    from cupyprune.footprint import activation_bytes
+    from cupyprune.ops import OPS
+    from fuzz_models import MODELS
+    from cupyprune.format import write_model_file
+    tensors, graph, spec = MODELS[model_name](np.random.default_rng(0))
+    path = tmp_path / "m.safetensors"
+    write_model_file(str(path), tensors, graph, spec)
+    model = load(str(path), device="cpu")
+    inputs = sample_inputs(spec, 3)
+    trace = []
+    model.run(trace=trace, **inputs)
+    inferred = {}
+    activation_bytes(model.graph, OPS, model.file.tensors,
+                     {k: v.shape for k, v in inputs.items()}, 4, inferred)
+    for step, shape in trace:
+        assert inferred[step.node.outputs[0]] == tuple(shape), step.node.name
+    assert len(trace) >= 5
+
+
+def test_every_op_can_infer_its_shape():
+    """Without an infer_shape, an op leaves its graphs' activations unestimated."""
+    from cupyprune.ops import OPS
+    assert [name for name, op in OPS.items() if op.infer_shape is None] == []

@@ -2,13 +2,14 @@
 import math
 
 from .epilogue import GELU_FORMS, gelu_form
-from .registry import Op, register
+from .registry import Op, register, same_shape
 from .schema import Choice
 
 
 @register("relu")
 class ReLU(Op):
     attrs, params = {}, {}
+    infer_shape = staticmethod(same_shape)
 
     def __call__(self, x):
         return self.xp.maximum(x, 0)
@@ -17,6 +18,7 @@ class ReLU(Op):
 @register("tanh")
 class Tanh(Op):
     attrs, params = {}, {}
+    infer_shape = staticmethod(same_shape)
 
     def __call__(self, x):
         return self.xp.tanh(x)
@@ -36,6 +38,7 @@ def _erf(xp, x):
 class GELU(Op):
     attrs = {"approximate": Choice(*GELU_FORMS, default="none")}
     params = {}
+    infer_shape = staticmethod(same_shape)
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

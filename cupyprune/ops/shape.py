@@ -1,6 +1,6 @@
 """Ops that only move or combine values: flatten, add, dropout."""
 from ..errors import InputError
-from .registry import Op, elements, register
+from .registry import Op, elements, register, same_shape
 from .schema import Float, Int
 
 
@@ -23,10 +23,12 @@ class Flatten(Op):
 
     @staticmethod
     def infer_shape(node, params, x):
-        if len(x) < 2:
-            raise InputError(f"node {node.name!r} flattens from dim 1, but its input has shape "
-                             f"{tuple(x)}")
-        return x[0], elements(x[1:])
+        first, last = node.attrs["start_dim"], node.attrs["end_dim"]
+        first, last = first + len(x) * (first < 0), last + len(x) * (last < 0)
+        if not 0 <= first <= last < len(x):
+            raise InputError(f"node {node.name!r} flattens dims {node.attrs['start_dim']} to "
+                             f"{node.attrs['end_dim']}, but its input has shape {tuple(x)}")
+        return (*x[:first], elements(x[first:last + 1]), *x[last + 1:])
 
     def __call__(self, x):
         if x.ndim == 4:
@@ -55,6 +57,7 @@ class Dropout(Op):
     bf16_native = True                 # only moves values
     attrs = {"p": Float(default=0.5, min=0, max=1)}     # F.dropout's range; identity here
     params = {}
+    infer_shape = staticmethod(same_shape)
 
     def __call__(self, x):
         return x

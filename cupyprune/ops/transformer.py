@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import InputError
 from ..inputs import check_ids
 from ..precision import lowest
-from .registry import Op, need_rank, register, shape_error
+from .registry import Op, need_rank, register, same_shape, shape_error
 from .schema import EXTENT, Float, Int, Param
 
 
@@ -104,6 +104,8 @@ class Embedding(_IdTable):
 
 @register("position_embedding")
 class PositionEmbedding(_Table):
+    infer_shape = staticmethod(same_shape)
+
     def __call__(self, x):
         T, P = x.shape[1], self.table.shape[0]
         if T > P:
@@ -114,6 +116,8 @@ class PositionEmbedding(_Table):
 
 @register("token_type_embedding")
 class TokenTypeEmbedding(_IdTable):
+    infer_shape = staticmethod(same_shape)
+
     def __call__(self, x, token_type_ids):
         _check_tokens(self.node, token_type_ids, x)
         if not self.checked_upstream:
@@ -169,6 +173,7 @@ class PrependToken(Op):
 class AddParam(Op):
     attrs = {}
     params = {"weight": Param()}
+    infer_shape = staticmethod(same_shape)
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
