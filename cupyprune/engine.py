@@ -194,9 +194,7 @@ class Model:
 
     def _out_of_memory(self, env, e):
         where = " on the GPU" if self.device == "gpu" else ""
-        return OutOfMemoryError(f"out of memory{where} running a batch of "
-                                f"{len(env[self.graph.inputs[0]])}: "
-                                f"{str(e).splitlines()[0] if str(e) else 'no detail'}")
+        return out_of_memory(f"{where} running a batch of {len(env[self.graph.inputs[0]])}", e)
 
     def _check_fits(self, env):
         """On the CPU, once per input shapes: the activations must fit in the memory free now
@@ -260,6 +258,12 @@ def _check_pruning_names(model_file, steps):
                                  f"which is not the weight of a conv or linear layer")
 
 
+def out_of_memory(doing, e):
+    """A MemoryError (NumPy's, CuPy's) -> the project's OutOfMemoryError, on one line."""
+    return OutOfMemoryError(f"out of memory{doing}: "
+                            f"{str(e).splitlines()[0] if str(e) else 'no detail'}")
+
+
 def _logical_shape(a, tag=NHWC):
     s = tuple(getattr(a, "shape", ()))
     return (s[0], s[3], s[1], s[2]) if len(s) == 4 and tag == NHWC else s
@@ -276,5 +280,9 @@ def load(path, device="auto", path_choice="auto", precision="fp32", cuda_graph="
     precision: 'fp32' | 'tf32' | 'fp16' | 'bf16' (bf16 outputs come back as float32);
     cuda_graph: replay the forward as one CUDA graph on the
     GPU ('auto': when every layer's path allows it)."""
-    return Model(read_model_file(path), device=device, path=path_choice, precision=precision,
-                 cuda_graph=cuda_graph)
+    model_file = read_model_file(path)
+    try:
+        return Model(model_file, device=device, path=path_choice, precision=precision,
+                     cuda_graph=cuda_graph)
+    except MemoryError as e:     # an allocation the shape check did not foresee (CuPy's too)
+        raise out_of_memory(f" loading {model_file.path!r}", e) from None

@@ -17,7 +17,7 @@ STAGING_BYTES_PER_ELEMENT = 3 * 8
 @dataclass
 class Footprint:
     weights: int            # bytes of every parameter in the run's storage dtype
-    activations: int        # bytes at the forward pass's peak, inputs included
+    activations: int        # bytes at the forward pass's peak, inputs included (0: unknown)
     staging: int            # host bytes a load holds while it converts one layer
     outputs: dict           # graph output -> its shape (empty where the inputs did not suit)
 
@@ -26,11 +26,14 @@ def _params(node, tensors):
     return {role: tuple(tensors[key].shape) for role, key in node.params.items()}
 
 
-def activation_bytes(graph, ops, tensors, input_shapes, itemsize, output_shapes=None):
+def activation_bytes(graph, ops, tensors, input_shapes, itemsize, value_shapes=None):
     """Peak bytes of the values live at once during one pass of inputs of `input_shapes`
-    (name -> shape); `output_shapes`, a dict, receives the graph outputs' shapes. Raises what
-    the ops' infer_shape raise: an InputError for inputs the graph cannot take, a
-    ModelFileError for a graph that cannot run at all."""
+    (name -> shape), or None where an op of the graph has no infer_shape; `value_shapes`, a
+    dict, receives every value's shape. Raises what the ops' infer_shape raise: an
+    InputError for inputs the graph cannot take, a ModelFileError for a graph that cannot run
+    at all."""
+    if any(ops[node.op].infer_shape is None for node in graph.nodes):
+        return None
     last_read = {}
     for i, node in enumerate(graph.nodes):
         for value in node.inputs:
@@ -53,8 +56,8 @@ def activation_bytes(graph, ops, tensors, input_shapes, itemsize, output_shapes=
             if last_read.get(value, -1) <= i and value not in keep:
                 live -= elements(shapes[value])
                 last_read[value] = len(graph.nodes)            # released once
-    if output_shapes is not None:
-        output_shapes.update((name, shapes[name]) for name in graph.outputs)
+    if value_shapes is not None:
+        value_shapes.update(shapes)
     return peak * itemsize
 
 
@@ -68,7 +71,9 @@ def weight_bytes(graph, tensors, itemsize):
 def footprint(graph, ops, tensors, input_shapes, itemsize, activations=True):
     """-> Footprint; `activations=False` counts the weights and staging only."""
     weights, largest = weight_bytes(graph, tensors, itemsize)
-    outputs = {}
-    peak = activation_bytes(graph, ops, tensors, input_shapes, itemsize, outputs) \
-        if activations else 0
-    return Footprint(weights, peak, largest * STAGING_BYTES_PER_ELEMENT, outputs)
+    shapes = {}
+    peak = activation_bytes(graph, ops, tensors, input_shapes, itemsize, shapes) \
+        if activations else None
+    outputs = {name: shapes[name] for name in graph.outputs if name in shapes}
+    return Footprint(weights, 0 if peak is None else peak, largest * STAGING_BYTES_PER_ELEMENT,
+                     outputs)

@@ -174,7 +174,8 @@ def sample_shapes(input_spec, batch):
     sequences all of one length (ids, token types and mask go together), within every
     max_length."""
     out = {}
-    seq = min([SAMPLE_SEQUENCE] + [s["max_length"] for s in input_spec if "max_length" in s])
+    seq = min([SAMPLE_SEQUENCE] + [s["max_length"] for s in input_spec
+                                   if s.get("max_length") is not None])
     for spec in input_spec:
         out[spec["name"]] = tuple(batch if i == 0 else (seq if d is None else d)
                                   for i, d in enumerate(spec["shape"]))

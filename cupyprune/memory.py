@@ -106,11 +106,14 @@ def _batch_of(shapes, b):
 
 def estimate(model, input_shapes):
     """A loaded model, its inputs' shapes (name -> shape, batch first) -> (activation bytes a
-    pass needs whatever the batch, bytes per input), from the shapes at batches 1 and 2."""
+    pass needs whatever the batch, bytes per input), from the shapes at batches 1 and 2; None
+    where an op of the graph has no shape function."""
     def at(b):
         return activation_bytes(model.graph, OPS, model.file.tensors,
                                 _batch_of(input_shapes, b), np.dtype(model.dtype).itemsize)
     one, two = at(1), at(2)
+    if one is None:
+        return None
     per_input = max(two - one, 1)
     return max(one - per_input, 0), per_input
 
@@ -123,7 +126,10 @@ def check_batch_fits(model, inputs_of, batch, what):
     if available is None:
         return
     shapes = {name: np.shape(v) for name, v in inputs_of(1).items()}
-    fixed, per_input = estimate(model, shapes)
+    estimated = estimate(model, shapes)
+    if estimated is None:                   # an op with no shape function: cannot tell
+        return
+    fixed, per_input = estimated
     need = fixed + per_input * batch
     if need > available:
         fit = max(1, (available - fixed) // per_input)
@@ -138,5 +144,7 @@ def check_call_fits(model, input_shapes):
     more memory than is free on the model's device."""
     need = activation_bytes(model.graph, OPS, model.file.tensors, input_shapes,
                             np.dtype(model.dtype).itemsize)
+    if need is None:                        # an op with no shape function: cannot tell
+        return
     batch = next(iter(input_shapes.values()))[0]
     _refuse_above(need, model.device, f"a batch of {batch}")

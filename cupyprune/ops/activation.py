@@ -4,7 +4,7 @@ import math
 from .epilogue import GELU_FORMS, gelu_form
 from .erf import gelu as numpy_gelu
 from ..layout import SAME
-from .registry import Op, register
+from .registry import Op, register, same_shape
 from .schema import Choice
 
 
@@ -12,6 +12,7 @@ from .schema import Choice
 class ReLU(Op):
     layout = SAME
     attrs, params = {}, {}
+    infer_shape = staticmethod(same_shape)
 
     def __call__(self, x):
         return self.xp.maximum(x, 0)
@@ -21,6 +22,7 @@ class ReLU(Op):
 class Tanh(Op):
     layout = SAME
     attrs, params = {}, {}
+    infer_shape = staticmethod(same_shape)
 
     def __call__(self, x):
         return self.xp.tanh(x)
@@ -31,6 +33,7 @@ class GELU(Op):
     layout = SAME
     attrs = {"approximate": Choice(*GELU_FORMS, default="none")}
     params = {}
+    infer_shape = staticmethod(same_shape)
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

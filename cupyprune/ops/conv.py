@@ -15,7 +15,7 @@ from .epilogue import check_residual
 from .grouped_conv import GroupedConv
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import LAYER_PARAMS, PrunableWeight
-from .registry import Op, need_rank, register, shape_error
+from .registry import Op, need_rank, register, same_shape, shape_error
 from .schema import Float, Int, Param, pair
 
 BN_PARAMS = ("weight", "bias", "running_mean", "running_var")
@@ -153,9 +153,9 @@ class Conv2d(Op):
     @staticmethod
     def workspace(node, params, x):
         N, _, OH, OW = Conv2d.infer_shape(node, params, x)
-        _, C, kh, kw = params["weight"]
-        (ph, pw), (_, Cx, H, W) = node.attrs["padding"], x
-        padded = N * Cx * (H + 2 * ph) * (W + 2 * pw) if ph or pw else 0   # NumPy's im2col
+        kh, kw = params["weight"][2:]
+        (ph, pw), (_, C, H, W) = node.attrs["padding"], x
+        padded = N * C * (H + 2 * ph) * (W + 2 * pw) if ph or pw else 0   # NumPy's im2col
         return N * OH * OW * kh * kw * C + padded          # the im2col matrix (M, R) at most
 
     def describe(self):
@@ -179,6 +179,7 @@ class BatchNorm(Op):
     """Only runs when it could not be folded into the conv before it."""
     attrs = {"eps": Float(default=1e-5, min=0)}     # F.batch_norm; var + eps > 0 checked too
     params = {role: Param() for role in BN_PARAMS}
+    infer_shape = staticmethod(same_shape)
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..layout import SAME
-from .registry import Op, register
+from .registry import Op, register, same_shape
 from .schema import Bool, Float
 
 ACTIVATIONS = {
@@ -51,6 +51,7 @@ class Unary(Op):
     layout = SAME
     fn = None
     attrs, params = {}, {}
+    infer_shape = staticmethod(same_shape)
 
     def __call__(self, x):
         return self.fn(self.xp, x, self.node.attrs)

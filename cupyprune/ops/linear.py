@@ -60,7 +60,9 @@ class Linear(Op):
 
     @staticmethod
     def workspace(node, params, x):
-        return elements(x)                                 # the gathered kept features at most
+        # the gathered kept features at most, and the NumPy epilogue's temporaries (a GELU's
+        # quotient, erf and products) of three outputs' size
+        return elements(x) + 3 * elements(Linear.infer_shape(node, params, x))
 
     def describe(self):
         """The model's widths (F's shape), not the computed ones a load-time pass narrowed."""

@@ -82,20 +82,23 @@ class Op:
         """Fields for `cupyprune inspect`; prunable ops add pattern, kept %, path."""
         return {}
 
-    # Shapes alone (memory.py's footprint, before anything is allocated): logical PyTorch
-    # shapes (images NCHW), params by role. A graph that cannot fit together is a
+    # Shapes alone (footprint.py, before anything is allocated): `infer_shape(node, params,
+    # *input_shapes)` -> the output's shape, in logical PyTorch shapes (images NCHW), params by
+    # role; `same_shape` for elementwise ops. A graph that cannot fit together is a
     # ModelFileError (shape_error); a size that depends on the input (an image too small for a
-    # kernel) an InputError.
-    @staticmethod
-    def infer_shape(node, params, *inputs):
-        """-> the output's shape; this default: elementwise, the first input's."""
-        return inputs[0]
+    # kernel) an InputError. An op without one leaves its graph's activations unestimated.
+    infer_shape = None
 
     @staticmethod
     def workspace(node, params, *inputs):
         """-> elements of the temporaries the op holds at its peak, beside its inputs and
         output."""
         return 0
+
+
+def same_shape(node, params, x, *others):
+    """infer_shape of an elementwise op: its first input's shape."""
+    return x
 
 
 def need_rank(node, shape, rank, what="input"):

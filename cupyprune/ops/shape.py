@@ -1,7 +1,7 @@
 """Ops that only move or combine values: flatten, add, dropout."""
 from ..errors import InputError
 from ..layout import LOGICAL, SAME
-from .registry import Op, elements, register
+from .registry import Op, elements, register, same_shape
 from .schema import Float, Int
 
 
@@ -17,13 +17,12 @@ class Flatten(Op):
 
     @staticmethod
     def infer_shape(node, params, x):
-        start, end = node.attrs["start_dim"], node.attrs["end_dim"]
-        if not (-len(x) <= start < len(x) and -len(x) <= end < len(x)) or \
-                start % len(x) > end % len(x):
-            raise InputError(f"node {node.name!r}: cannot flatten dims {start}..{end} of "
-                             f"shape {tuple(x)}")
-        start, end = start % len(x), end % len(x)
-        return tuple(x[:start]) + (elements(x[start:end + 1]),) + tuple(x[end + 1:])
+        first, last = node.attrs["start_dim"], node.attrs["end_dim"]
+        first, last = first + len(x) * (first < 0), last + len(x) * (last < 0)
+        if not 0 <= first <= last < len(x):
+            raise InputError(f"node {node.name!r} flattens dims {node.attrs['start_dim']} to "
+                             f"{node.attrs['end_dim']}, but its input has shape {tuple(x)}")
+        return (*x[:first], elements(x[first:last + 1]), *x[last + 1:])
 
     def __call__(self, x):
         start, end = self.node.attrs["start_dim"], self.node.attrs["end_dim"]
@@ -60,6 +59,7 @@ class Dropout(Op):
     bf16_native = True                 # only moves values
     attrs = {"p": Float(default=0.5, min=0, max=1)}     # F.dropout's range; identity here
     params = {}
+    infer_shape = staticmethod(same_shape)
 
     def __call__(self, x):
         return x

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import InputError
 from ..layout import LOGICAL
 from .elementwise import broadcast_shape
-from .registry import Op, elements, register, shape_error
+from .registry import Op, elements, register, same_shape, shape_error
 from .schema import Bool, Choice, Float, Int, Ints, Param
 from .transformer import softmax
 
@@ -297,6 +297,7 @@ class Roll(Logical):
     bf16_native = True
     attrs = {"shifts": Ints(), "dims": Ints(default=())}
 
+    infer_shape = staticmethod(same_shape)
     def __call__(self, x):
         shifts, dims = self.node.attrs["shifts"], self.node.attrs["dims"]
         if dims and len(dims) != len(shifts):
@@ -381,6 +382,7 @@ class Sum(Logical):
 class Cumsum(Logical):
     attrs = {"dim": Int()}
 
+    infer_shape = staticmethod(same_shape)
     def __call__(self, x):
         dim = _dim(self.node, self.node.attrs["dim"], x.ndim)
         return x.cumsum(axis=dim, dtype=x.dtype if x.dtype.kind == "f" else np.int64)
@@ -418,6 +420,7 @@ def _reduced(node, x):
 class Softmax(Logical):
     attrs = {"dim": Int()}
 
+    infer_shape = staticmethod(same_shape)
     def __call__(self, x):
         dim = _dim(self.node, self.node.attrs["dim"], x.ndim)
         return self.xp.moveaxis(softmax(self.xp, self.xp.moveaxis(x, dim, -1)), -1, dim)
@@ -481,6 +484,7 @@ class ScaledDotProductAttention(Logical):
 class Cast(Logical):
     attrs = {"dtype": Choice(*DTYPES)}
 
+    infer_shape = staticmethod(same_shape)
     def __call__(self, x):
         return x.astype(self.np_dtype(self.node.attrs["dtype"]), copy=False)
 

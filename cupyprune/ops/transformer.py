@@ -12,7 +12,7 @@ from ..errors import InputError
 from ..inputs import check_ids
 from ..precision import lowest
 from ..layout import LOGICAL
-from .registry import Op, need_rank, register, shape_error
+from .registry import Op, elements, need_rank, register, same_shape, shape_error
 from .schema import EXTENT, Bool, Float, Int, Param
 
 
@@ -51,6 +51,10 @@ class LayerNorm(Op):
             raise InputError(f"layer {node.name!r} normalises {D} features, got "
                              f"{x[-1] if x else 'a scalar'}")
         return x
+
+    @staticmethod
+    def workspace(node, params, x):
+        return 2 * elements(x)                   # NumPy: the centred values and their squares
 
     def __call__(self, x):
         if x.shape[-1] != self.weight.shape[0]:
@@ -115,6 +119,8 @@ class Embedding(_IdTable):
 
 @register("position_embedding")
 class PositionEmbedding(_Table):
+    infer_shape = staticmethod(same_shape)
+
     def __call__(self, x):
         T, P = x.shape[1], self.table.shape[0]
         if T > P:
@@ -125,6 +131,12 @@ class PositionEmbedding(_Table):
 
 @register("token_type_embedding")
 class TokenTypeEmbedding(_IdTable):
+    infer_shape = staticmethod(same_shape)
+
+    @staticmethod
+    def workspace(node, params, x, token_type_ids):
+        return elements(x)                       # the rows looked up, before the add
+
     def __call__(self, x, token_type_ids):
         _check_tokens(self.node, token_type_ids, x)
         if not self.checked_upstream:
@@ -182,6 +194,7 @@ class AddParam(Op):
     layout = LOGICAL
     attrs = {}
     params = {"weight": Param()}
+    infer_shape = staticmethod(same_shape)
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
@@ -220,7 +233,8 @@ class SelfAttention(Op):
     @staticmethod
     def workspace(node, params, q, k, v, attention_mask=None):
         N, T, D = q
-        return 2 * N * node.attrs["num_heads"] * T * T + 4 * N * T * D    # scores, probs, heads
+        # scores, their exponentials, probabilities; q, k, v split by head, the merged output
+        return 3 * N * node.attrs["num_heads"] * T * T + 4 * N * T * D
 
     def _split(self, x):
         N, T, D = x.shape
