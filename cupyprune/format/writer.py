@@ -45,6 +45,16 @@ def write_model_file(path, tensors, graph, input_spec, pruning=None, labels=None
 
 
 def _traced(graph):
-    """A graph with ops beyond versions 1 and 2 (docs/FORMAT.md, operators of traced graphs)."""
-    return any(n["op"] not in keys.WHOLE_MODEL_OPS or n.get("attrs", {}).get("groups", 1) != 1
-               or n["op"] == "embedding" and n.get("attrs") for n in graph["nodes"])
+    """A graph with ops beyond versions 1 and 2 (docs/FORMAT.md, operators of traced graphs).
+    The graph is written as given: whatever is not a well-formed node is the reader's to refuse."""
+    nodes = graph.get("nodes") if isinstance(graph, dict) else None
+    if not isinstance(nodes, list):
+        return False
+    for n in nodes:
+        if not isinstance(n, dict) or not isinstance(n.get("op"), str):
+            continue
+        attrs = n.get("attrs") if isinstance(n.get("attrs"), dict) else {}
+        if n["op"] not in keys.WHOLE_MODEL_OPS or attrs.get("groups", 1) != 1 or \
+                n["op"] == "embedding" and attrs:
+            return True
+    return False

@@ -80,7 +80,16 @@ def erfc(x):
     return out.astype(dtype, copy=False)
 
 
+GELU_BLOCK = 1 << 15      # values per float64 pass: the temporaries stay a few hundred KiB
+
+
 def gelu(x):
-    """GELU, x Phi(x) = x erfc(-x / sqrt 2) / 2, in x's float dtype."""
-    v, dtype = _as_float64(x)
-    return (0.5 * v * erfc(v * -np.sqrt(0.5))).astype(dtype, copy=False)
+    """GELU, x Phi(x) = x erfc(-x / sqrt 2) / 2, in x's float dtype. Computed in float64 a block
+    at a time into the output, so a large activation costs its output and little more."""
+    x = np.asarray(x)
+    out = np.empty(x.shape, x.dtype if x.dtype.kind == "f" else np.float64)
+    src, dst = x.reshape(-1), out.reshape(-1)
+    for start in range(0, src.size, GELU_BLOCK):
+        v = src[start:start + GELU_BLOCK].astype(np.float64)
+        dst[start:start + GELU_BLOCK] = 0.5 * v * erfc(v * -np.sqrt(0.5))
+    return out
