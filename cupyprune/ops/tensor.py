@@ -298,6 +298,7 @@ class Roll(Logical):
     attrs = {"shifts": Ints(), "dims": Ints(default=())}
 
     infer_shape = staticmethod(same_shape)
+
     def __call__(self, x):
         shifts, dims = self.node.attrs["shifts"], self.node.attrs["dims"]
         if dims and len(dims) != len(shifts):
@@ -352,9 +353,10 @@ class Index(Logical):
             raise InputError(f"node {self.node.name!r}: {e}") from None
 
 
-@register("mean")
-class Mean(Logical):
+class _Reduction(Logical):
+    """x.mean / x.sum over `dims` (method: the array method's name)."""
     attrs = {"dims": Ints(min=-8, max=7), "keepdim": Bool(default=False)}
+    method = ""
 
     @staticmethod
     def infer_shape(node, params, x):
@@ -362,20 +364,18 @@ class Mean(Logical):
 
     def __call__(self, x):
         dims = tuple(_dim(self.node, d, x.ndim) for d in self.node.attrs["dims"])
-        return x.mean(axis=dims, keepdims=self.node.attrs["keepdim"]).astype(x.dtype, copy=False)
+        out = getattr(x, self.method)(axis=dims, keepdims=self.node.attrs["keepdim"])
+        return out.astype(x.dtype, copy=False)
+
+
+@register("mean")
+class Mean(_Reduction):
+    method = "mean"
 
 
 @register("sum")
-class Sum(Logical):
-    attrs = {"dims": Ints(min=-8, max=7), "keepdim": Bool(default=False)}
-
-    @staticmethod
-    def infer_shape(node, params, x):
-        return _reduced(node, x)
-
-    def __call__(self, x):
-        dims = tuple(_dim(self.node, d, x.ndim) for d in self.node.attrs["dims"])
-        return x.sum(axis=dims, keepdims=self.node.attrs["keepdim"]).astype(x.dtype, copy=False)
+class Sum(_Reduction):
+    method = "sum"
 
 
 @register("cumsum")
@@ -383,6 +383,7 @@ class Cumsum(Logical):
     attrs = {"dim": Int()}
 
     infer_shape = staticmethod(same_shape)
+
     def __call__(self, x):
         dim = _dim(self.node, self.node.attrs["dim"], x.ndim)
         return x.cumsum(axis=dim, dtype=x.dtype if x.dtype.kind == "f" else np.int64)
@@ -421,6 +422,7 @@ class Softmax(Logical):
     attrs = {"dim": Int()}
 
     infer_shape = staticmethod(same_shape)
+
     def __call__(self, x):
         dim = _dim(self.node, self.node.attrs["dim"], x.ndim)
         return self.xp.moveaxis(softmax(self.xp, self.xp.moveaxis(x, dim, -1)), -1, dim)
@@ -485,6 +487,7 @@ class Cast(Logical):
     attrs = {"dtype": Choice(*DTYPES)}
 
     infer_shape = staticmethod(same_shape)
+
     def __call__(self, x):
         return x.astype(self.np_dtype(self.node.attrs["dtype"]), copy=False)
 
