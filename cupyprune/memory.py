@@ -104,10 +104,19 @@ def _batch_of(shapes, b):
     return {name: (b, *shape[1:]) for name, shape in shapes.items()}
 
 
+def _with_defaults(model, input_shapes):
+    """The inputs a caller may leave out (token types, attention mask: inputs.default_input)
+    take the first input's shape, as the engine gives them."""
+    first = input_shapes.get(model.graph.inputs[0])
+    return {name: input_shapes.get(name, first) for name in model.graph.inputs}
+
+
 def estimate(model, input_shapes):
     """A loaded model, its inputs' shapes (name -> shape, batch first) -> (activation bytes a
     pass needs whatever the batch, bytes per input), from the shapes at batches 1 and 2; None
     where an op of the graph has no shape function."""
+    input_shapes = _with_defaults(model, input_shapes)
+
     def at(b):
         return activation_bytes(model.graph, OPS, model.file.tensors,
                                 _batch_of(input_shapes, b), np.dtype(model.dtype).itemsize)
@@ -142,8 +151,8 @@ def check_batch_fits(model, inputs_of, batch, what):
 def check_call_fits(model, input_shapes):
     """A call's inputs (name -> shape) -> an OutOfMemoryError when its activations would need
     more memory than is free on the model's device."""
-    need = activation_bytes(model.graph, OPS, model.file.tensors, input_shapes,
-                            np.dtype(model.dtype).itemsize)
+    need = activation_bytes(model.graph, OPS, model.file.tensors,
+                            _with_defaults(model, input_shapes), np.dtype(model.dtype).itemsize)
     if need is None:                        # an op with no shape function: cannot tell
         return
     batch = next(iter(input_shapes.values()))[0]
