@@ -9,6 +9,8 @@ from ..errors import InputError
 from ..gpu.gather import gather_columns
 from ..patterns import conv_weight_to_f
 from ..gpu.cuda_source import values_per_pack
+from ..precision import is_bf16
+from . import conv_implicit
 from .epilogue import check_residual
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
 from .prunable import PrunableWeight
@@ -82,6 +84,11 @@ class Conv2d(Op):
             if self.taps.count > self.taps.kept:
                 pad = ctx.xp.zeros((self.taps.count - self.taps.kept, self.K), self.path.w.dtype)
                 self.path.w = ctx.xp.concatenate([self.path.w, pad])     # (T_padded, K)
+        self.implicit = None               # fp16/bf16 on the GPU: implicit GEMM where faster
+        if ctx.xp is not np and conv_implicit.applies(ctx, self.path, self.K):
+            self.implicit = conv_implicit.ImplicitConv(
+                taps, self.path.w[:len(taps)], self.geometry, self.C, self.epilogue,
+                "bf16" if is_bf16(ctx.dtype) else "fp16")          # w rows (T, K), taps' order
 
     def _columns(self, x):
         """x (N, H, W, C) -> im2col matrix (M, T) of the taps the path reads."""
@@ -104,6 +111,11 @@ class Conv2d(Op):
             raise InputError(f"layer {self.node.name!r}: input {H}x{W} is too small for its "
                              f"{kh}x{kw} kernel")
         check_residual(self.node, residual, (N, OH, OW, self.K))
+        if self.implicit is not None:
+            y = self.implicit(x, residual, (OH, OW), lambda: self.epilogue.after(
+                self.path, self._columns(x), residual))
+            if y is not None:                     # (M, K)
+                return y.reshape(N, OH, OW, self.K)
         y = self.epilogue.after(self.path, self._columns(x), residual)  # (M, T) @ (T, K) -> (M, K)
         return y.reshape(N, OH, OW, self.K)       # (M, K) -> (N, OH, OW, K), no transpose
 
