@@ -161,3 +161,25 @@ def test_loaded_model_matches_torch(tmp_path, rng, monkeypatch, shape, keep, mod
         assert chosen[1].name == mode
     else:
         assert (tmp_path / tune_cache.FILE_NAME).exists()
+
+
+def test_a_candidate_that_disagrees_is_never_chosen(tmp_path, rng, monkeypatch):
+    """The timed choice checks each candidate's output against im2col + cuBLAS: a kernel that
+    returned wrong values (here: every output doubled) loses to the im2col path."""
+    import cupyprune
+    from cupyprune.ops import conv_implicit, tune_cache
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "auto")
+    monkeypatch.setenv(tune_cache.CACHE_ENV, str(tmp_path))
+    shape = SHAPES[0]
+    path, w, b = _conv_relu_file(tmp_path, rng, shape, 0.5)
+    N, C, _, _, s, p, d, H, W = shape
+    model = cupyprune.load(path, device="gpu", precision="fp16", cuda_graph=False)
+    conv = model.steps[0].op
+    right = conv.implicit.run
+    monkeypatch.setattr(conv.implicit, "run", lambda *a: right(*a) * 2)
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    y = model(x)
+    assert conv.implicit.choice[(N, H, W)] is None
+    ref = F.relu(F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                          torch.from_numpy(b).double(), stride=s, padding=p, dilation=d))
+    assert rel_err(y, ref.numpy()) < 2 * TOL["fp16"]

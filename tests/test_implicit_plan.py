@@ -107,3 +107,23 @@ def test_tune_cache_round_trip_and_corrupt_file(tmp_path, monkeypatch):
     (tmp_path / tune_cache.FILE_NAME).write_text("{not json")
     monkeypatch.setattr(tune_cache, "_memory", {})
     assert tune_cache.lookup(k) is None
+
+
+def test_mode_reads_the_environment(monkeypatch):
+    from cupyprune.ops import conv_implicit
+    monkeypatch.delenv(conv_implicit.MODE_ENV, raising=False)
+    assert conv_implicit.mode() == conv_implicit.DEFAULT_MODE
+    for value in ("auto", "off", "128x64x32s3"):
+        monkeypatch.setenv(conv_implicit.MODE_ENV, value)
+        assert conv_implicit.mode() == value
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "fastest please")
+    assert conv_implicit.mode() == conv_implicit.DEFAULT_MODE
+
+
+def test_cpu_convolutions_never_take_the_kernel(rng, monkeypatch):
+    from cupyprune.ops import conv_implicit
+    from cupyprune.ops.registry import LoadContext
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "auto")
+    ctx = LoadContext(xp=np, dtype=np.dtype(np.float16), tensors={}, pruning={})
+    path = type("Path", (), {"w": np.zeros((9, 8), np.float16)})()
+    assert not conv_implicit.applies(ctx, path, 8)

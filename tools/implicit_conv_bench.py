@@ -149,10 +149,15 @@ def main(argv=None):
         return 2
     import cupy
     import torch
-    from cupyprune.ops import tune_cache
+    from cupyprune.ops import conv_implicit, tune_cache
+    os.environ[conv_implicit.MODE_ENV] = "auto"              # the layers get their candidates
     torch.backends.cudnn.benchmark = True
     torch.backends.cudnn.allow_tf32 = False
     rows = ResultRows()
+    rows.add({"impl": "environment", "gpu": cupy.cuda.runtime.getDeviceProperties(0)["name"]
+              .decode(), "torch": torch.__version__, "cudnn": torch.backends.cudnn.version(),
+              "cupy": cupy.__version__, "command": " ".join(["python tools/implicit_conv_bench.py"]
+                                                            + sys.argv[1:])})
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[tune_cache.CACHE_ENV] = tmp               # time afresh, keep no choices

@@ -12,9 +12,13 @@ the next load of the same model skips the timing. Two row plans are candidates: 
 layer, the dense plan (every 8-channel run holding a kept row, loaded whole), so the choice is
 never slower than the best of those and of today's path.
 
-CUPYPRUNE_IMPLICIT_CONV: 'auto' (default) times the candidates; 'off' keeps im2col + cuBLAS;
-a tile name (implicit_conv.CONFIG_BY_NAME, e.g. 128x128x32s3) forces that kernel with the
-kept-rows plan (tests and benchmarks).
+While timing, each candidate's output is compared with im2col + cuBLAS's on the same input; a
+candidate that disagrees by more than the precision allows is never chosen.
+
+CUPYPRUNE_IMPLICIT_CONV: 'auto' times the candidates; 'off' keeps im2col + cuBLAS; a tile name
+(implicit_conv.CONFIG_BY_NAME, e.g. 128x128x32s3) forces that kernel with the kept-rows plan
+(tests and benchmarks). Unset: DEFAULT_MODE, 'off' until the kernel's GPU suite
+(tests/test_implicit_conv_gpu.py) has passed on a device; then 'auto'.
 """
 import os
 
@@ -26,14 +30,17 @@ from . import tune_cache
 from .implicit_plan import VEC_MIN, build_plan
 
 MODE_ENV = "CUPYPRUNE_IMPLICIT_CONV"
+DEFAULT_MODE = "off"
 IM2COL = "im2col"
+AGREE = {"fp16": 1e-2, "bf16": 4e-2}            # max |candidate - im2col| / max |im2col|
 PLANS = {"kept": VEC_MIN, "dense": 1}          # row plan name -> vec_min
 _RELU_FORMS = ("none", "relu")
 
 
 def mode():
-    value = os.environ.get(MODE_ENV, "auto")
-    return value if value in ("auto", "off") or value in implicit_conv.CONFIG_BY_NAME else "auto"
+    value = os.environ.get(MODE_ENV, DEFAULT_MODE)
+    known = value in ("auto", "off") or value in implicit_conv.CONFIG_BY_NAME
+    return value if known else DEFAULT_MODE
 
 
 def applies(ctx, path, K):
@@ -131,10 +138,14 @@ class ImplicitConv:
         by_name = {f"{p}/{c.name}": (p, c) for p, c in candidates}
         if cached == IM2COL or cached in by_name:
             return by_name.get(cached)
+        reference = _as_float(im2col())
         timings = {IM2COL: _median(im2col)}
         M = N * out_hw[0] * out_hw[1]
         for name, (plan, config) in by_name.items():
-            if implicit_conv.fits(x.shape, M, K, config):
+            if not implicit_conv.fits(x.shape, M, K, config):
+                continue
+            y = _as_float(self.run(x, residual, out_hw, plan, config)).reshape(reference.shape)
+            if _disagreement(y, reference) <= AGREE[self.tag]:
                 timings[name] = _median(lambda: self.run(x, residual, out_hw, plan, config))
         best = min(timings, key=timings.get)
         tune_cache.store(key, best, timings)
@@ -147,6 +158,20 @@ class ImplicitConv:
         for name in list(self.plans):
             if name not in used:
                 del self.plans[name]
+
+
+def _as_float(y):
+    """A fp16 or bf16-bits output -> float32 values."""
+    from .. import bf16
+    from ..precision import is_bf16
+    return bf16.from_bits(y) if is_bf16(y.dtype) else y.astype(np.float32)
+
+
+def _disagreement(y, reference):
+    """max |y - reference| / max |reference|; inf where y holds NaN or Inf."""
+    import cupy
+    scale = float(cupy.abs(reference).max()) or 1.0
+    return float(cupy.nan_to_num(cupy.abs(y - reference), nan=np.inf).max()) / scale
 
 
 def _median(fn):
