@@ -13,7 +13,8 @@ Per layer and kept fraction, one row per implementation:
             cudnn.benchmark on
 Medians of 30 CUDA-event timings after 5 warm-up calls, each call replayed from a CUDA graph
 (ours: benchlib.timing.captured; cuDNN: torch.cuda.CUDAGraph), so no figure holds Python's
-launch time; eager medians beside them (eager_ms). Activations are random fp16, never zeros. tflops counts the kept work (2 * M * kept rows * K);
+launch time; eager medians beside them (eager_ms). Activations are random fp16, never zeros.
+tflops counts the kept work (2 * M * kept rows * K);
 peak_fraction divides it by the H100's dense fp16 tensor peak, 989 TFLOP/s. rel_err: against
 torch's float32 conv (TF32 off) of the same rounded inputs and masked weight.
 Needs a CUDA GPU, CuPy and torch.
@@ -140,7 +141,6 @@ def bench_layer(cupy, torch, rows, tmp, spec, progress):
                  f"{best['implicit']['median_ms']:.4f} ({best['implicit']['impl']}, "
                  f"{best['implicit']['vs_cudnn']:.2f}x cudnn, "
                  f"{100 * best['implicit']['peak_fraction']:.1f}% of peak)  auto {auto}")
-        del op
 
 
 def main(argv=None):

@@ -143,7 +143,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
             const int j = tid + it * THREADS, pk = j & 3, i = j >> 2;
             const int4 d = rows[ks * BK + pk * 8];
             const int4 q = pix[i];
-            const bool ok = (unsigned)(q.y + d.x) < (unsigned)H && (unsigned)(q.z + d.y) < (unsigned)W;
+            const bool ok = (unsigned)(q.y + d.x) < (unsigned)H
+                            && (unsigned)(q.z + d.y) < (unsigned)W;
             const unsigned short* src = ok ? x + (q.x + d.z) : x;
             cp_async16(smem_addr(As + stage * A_STAGE + i * AS + pk * 8), src, ok ? 16 : 0);
         }
@@ -154,7 +155,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
         #pragma unroll
         for (int it = 0; it < A_SCALAR; ++it) {
             const int4 q = pix[warp + it * WARPS];
-            const bool ok = (unsigned)(q.y + d.x) < (unsigned)H && (unsigned)(q.z + d.y) < (unsigned)W;
+            const bool ok = (unsigned)(q.y + d.x) < (unsigned)H
+                            && (unsigned)(q.z + d.y) < (unsigned)W;
             held[it] = ok ? x[q.x + d.z] : (unsigned short)0;
         }
     };
@@ -180,7 +182,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
     #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
         #pragma unroll
-        for (int ni = 0; ni < NI; ++ni) acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.f;
+        for (int ni = 0; ni < NI; ++ni)
+            acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.f;
 
     #pragma unroll 1
     for (int ks = 0; ks < ksteps; ++ks) {
