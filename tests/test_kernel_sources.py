@@ -9,10 +9,12 @@ import site
 import pytest
 
 from cupyprune import bf16
-from cupyprune.gpu import attention, checks, cuda_source, fused_attention, gather, rowwise
+from cupyprune.gpu import (attention, checks, cuda_source, fused_attention, gather,
+                           implicit_conv, rowwise)
 from cupyprune.ops import epilogue, im2col, pool
 
-MODULES = (epilogue, im2col, pool, rowwise, attention, fused_attention, checks, gather, bf16)
+MODULES = (epilogue, im2col, pool, rowwise, attention, fused_attention, checks, gather, bf16,
+           implicit_conv)
 ARCH = b"--gpu-architecture=compute_90"           # the H100 the benchmarks ran on
 
 
@@ -54,7 +56,8 @@ SOURCES = [(m.__name__.rsplit(".", 1)[1], name, src)
 
 def test_every_module_offers_kernels():
     assert {m for m, _, _ in SOURCES} == {"epilogue", "im2col", "pool", "rowwise", "attention",
-                                          "fused_attention", "checks", "gather", "bf16"}
+                                          "fused_attention", "checks", "gather", "bf16",
+                                          "implicit_conv"}
     assert len({name for _, name, _ in SOURCES}) == len(SOURCES)        # names are unique
 
 

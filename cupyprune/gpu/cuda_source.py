@@ -51,6 +51,43 @@ __device__ float block_sum(float v, float* scratch) {
 }
 """
 
+# Tensor-core helpers of the kernels that issue mma.sync themselves (fused attention, implicit
+# conv): @PTX@ is f16 or bf16, substituted with the kernel's other placeholders. They need
+# compute capability 8.0 (mma.m16n8k16 in 16-bit types, ldmatrix, cp.async).
+MMA_SOURCE = r"""
+__device__ __forceinline__ void mma16816(float* d, const unsigned* a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.@PTX@.@PTX@.f32 "
+                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// two floats -> one register of two 16-bit values, lo in the low half (round to nearest even)
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+    unsigned r;
+    asm("cvt.rn.@PTX@x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    unsigned a;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
+    return a;
+}
+// four 8x8 matrices of 16-bit values: lanes 8i..8i+7 give matrix i's row addresses
+__device__ __forceinline__ void ldsm_x4(unsigned* r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+// four 8x8 matrices of 16-bit values, transposed: lanes 8i..8i+7 give matrix i's row addresses
+__device__ __forceinline__ void ldsm_x4_trans(unsigned* r, unsigned addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
+}
+// 16 bytes global -> shared without registers; bytes < 16 fills the rest with zeros
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes));
+}
+"""
+
 _STORAGE = {np.dtype(np.float32): "float", np.dtype(np.float16): "unsigned short",
             BF16: "bf16_t"}
 STORAGE_DTYPES = tuple(_STORAGE)                # every dtype a kernel may be built for

@@ -18,7 +18,7 @@ Legend: N batch, T tokens, H heads, dh head size, D = H * dh, TP = T padded to 1
 """
 import numpy as np
 
-from .cuda_source import compile_kernel
+from .cuda_source import MMA_SOURCE, compile_kernel
 
 HEAD_SIZES = (16, 32, 64)          # dh the kernel is built for
 MAX_TOKENS = 128                   # keys and values of one head in 48 KB of shared memory
@@ -30,34 +30,8 @@ _SOURCE = r"""
 #define KC @KC@              // keys per softmax chunk: a multiple of 16 that divides TP
 #define QW @QW@              // warps (16 query rows each) per block
 #define KS (DH + 8)          // key and value row stride in shared memory (halves): no conflicts
-__device__ __forceinline__ void mma16816(float* d, const unsigned* a, unsigned b0, unsigned b1) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.@PTX@.@PTX@.f32 "
-                 "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-// two floats -> one register of two 16-bit values, lo in the low half (round to nearest even)
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-    unsigned r;
-    asm("cvt.rn.@PTX@x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
 __device__ __forceinline__ unsigned ld32(const unsigned short* p) {
     return *(const unsigned*)p;
-}
-__device__ __forceinline__ unsigned smem_addr(const void* p) {
-    unsigned a;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p));
-    return a;
-}
-// four 8x8 matrices of 16-bit values, transposed: lanes 8i..8i+7 give matrix i's row addresses
-__device__ __forceinline__ void ldsm_x4_trans(unsigned* r, unsigned addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(addr));
-}
-// 16 bytes global -> shared without registers; bytes < 16 fills the rest with zeros
-__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, int bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(bytes));
 }
 __device__ __forceinline__ float row_max(float x) {            // over the 4 lanes of a row
     x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
@@ -216,7 +190,7 @@ def _bounds(tp, qw):
 def _source(ptx, dh, tp, qw):
     kc = chunk_keys(tp)
     name = f"cupyprune_fused_attention_{ptx}_d{dh}_t{tp}_w{qw}"
-    return name, (_SOURCE.replace("@NAME@", name).replace("@PTX@", ptx)
+    return name, ((MMA_SOURCE + _SOURCE).replace("@NAME@", name).replace("@PTX@", ptx)
                   .replace("@DH@", str(dh)).replace("@TP@", str(tp))
                   .replace("@KC@", str(kc)).replace("@QW@", str(qw))
                   .replace("@BOUNDS@", _bounds(tp, qw)))

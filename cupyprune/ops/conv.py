@@ -11,6 +11,7 @@ from ..patterns import conv_weight_to_f
 from ..gpu.cuda_source import values_per_pack
 from ..bf16 import from_bits, to_bits
 from ..precision import is_bf16
+from . import conv_implicit
 from .epilogue import check_residual
 from .grouped_conv import GroupedConv
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
@@ -89,6 +90,11 @@ class Conv2d(Op):
             if self.taps.count > self.taps.kept:
                 pad = ctx.xp.zeros((self.taps.count - self.taps.kept, self.K), self.path.w.dtype)
                 self.path.w = ctx.xp.concatenate([self.path.w, pad])     # (T_padded, K)
+        self.implicit = None               # fp16/bf16 on the GPU: implicit GEMM where faster
+        if ctx.xp is not np and conv_implicit.applies(ctx, self.path, self.K):
+            self.implicit = conv_implicit.ImplicitConv(
+                taps, self.path.w[:len(taps)], self.geometry, self.C, self.epilogue,
+                "bf16" if is_bf16(ctx.dtype) else "fp16")          # w rows (T, K), taps' order
 
     def _build_grouped(self, f, bias, ctx):
         """groups > 1: the masked weight, dense, one batched product per tap (grouped_conv.py);
@@ -129,6 +135,11 @@ class Conv2d(Op):
                 return to_bits(self.grouped(from_bits(x)))
             return self.grouped(x)
         check_residual(self.node, residual, (N, OH, OW, self.K))
+        if self.implicit is not None:
+            y = self.implicit(x, residual, (OH, OW), lambda: self.epilogue.after(
+                self.path, self._columns(x), residual))
+            if y is not None:                     # (M, K)
+                return y.reshape(N, OH, OW, self.K)
         y = self.epilogue.after(self.path, self._columns(x), residual)  # (M, T) @ (T, K) -> (M, K)
         return y.reshape(N, OH, OW, self.K)       # (M, K) -> (N, OH, OW, K), no transpose
 

@@ -1,0 +1,179 @@
+"""Which kernel runs a fp16/bf16 conv on the GPU: the implicit GEMM (gpu/implicit_conv.py, one of
+its tile configurations and row plans) or im2col + cuBLAS, chosen per layer and input shape by
+timing each candidate once.
+
+Legend: N batch, H W C input, OH OW output size, M = N*OH*OW, K outputs, T kept rows.
+
+The first call with a new input shape (the graph runner's warm-up call, before any capture)
+times every candidate (CUDA events, median of a few runs) and keeps the fastest; the choice is
+cached on disk (tune_cache.py), keyed by GPU name, layer shape, precision and kept rows, so
+the next load of the same model skips the timing. Two row plans are candidates: the kept rows
+(vector loads where a run of 8 channels is mostly kept, ops/implicit_plan.py) and, for a pruned
+layer, the dense plan (every 8-channel run holding a kept row, loaded whole), so the choice is
+never slower than the best of those and of today's path.
+
+While timing, each candidate's output is compared with im2col + cuBLAS's on the same input; a
+candidate that disagrees by more than the precision allows is never chosen.
+
+CUPYPRUNE_IMPLICIT_CONV: 'auto' times the candidates; 'off' keeps im2col + cuBLAS; a tile name
+(implicit_conv.CONFIG_BY_NAME, e.g. 128x128x32s3) forces that kernel with the kept-rows plan
+(tests and benchmarks). Unset: DEFAULT_MODE, 'off' until the kernel's GPU suite
+(tests/test_implicit_conv_gpu.py) has passed on a device; then 'auto'.
+"""
+import os
+
+import numpy as np
+
+from ..gpu import implicit_conv
+from ..timing import summary, time_calls
+from . import tune_cache
+from .implicit_plan import VEC_MIN, build_plan
+
+MODE_ENV = "CUPYPRUNE_IMPLICIT_CONV"
+DEFAULT_MODE = "off"
+IM2COL = "im2col"
+AGREE = {"fp16": 1e-2, "bf16": 4e-2}            # max |candidate - im2col| / max |im2col|
+PLANS = {"kept": VEC_MIN, "dense": 1}          # row plan name -> vec_min
+_RELU_FORMS = ("none", "relu")
+
+
+def mode():
+    value = os.environ.get(MODE_ENV, DEFAULT_MODE)
+    known = value in ("auto", "off") or value in implicit_conv.CONFIG_BY_NAME
+    return value if known else DEFAULT_MODE
+
+
+def applies(ctx, path, K):
+    """Whether a conv layer may run the implicit kernel: a GPU run in 2-byte storage, a path
+    holding one weight matrix (dense or group-wise), K a multiple of 8 (16-byte rows of W and
+    Y), and compute capability 8.0 or later (mma.m16n8k16, ldmatrix, cp.async)."""
+    if ctx.xp is np or np.dtype(ctx.dtype).itemsize != 2 or not hasattr(path, "w") \
+            or K % 8 or mode() == "off":
+        return False
+    import cupy
+    return int(cupy.cuda.Device().compute_capability) >= 80
+
+
+class ImplicitConv:
+    """A conv layer's implicit-GEMM candidates and its choice per input shape.
+
+    taps (T,): the kept rows of F in the path weight's row order; w_kept (T, K) that weight."""
+
+    def __init__(self, taps, w_kept, geometry, C, epilogue, precision_tag):
+        self.taps, self.w_kept, self.geometry, self.C = taps, w_kept, geometry, C
+        self.epilogue = epilogue
+        self.tag = precision_tag
+        self.plans = {}                   # plan name -> (ImplicitPlan, weight (TP, K), {W: rows})
+        self.choice = {}                  # (N, H, W) -> (plan name, TileConfig) or None
+        self.fused = epilogue.activation in _RELU_FORMS and epilogue.post in _RELU_FORMS
+        R = geometry[0] * geometry[1] * C
+        self.plan_names = ("kept",) if len(taps) == R else tuple(PLANS)
+
+    def _plan(self, name, W):
+        """-> (plan, weight (TP, K), device descriptors (TP, 4) for width W), built once."""
+        import cupy
+        if name not in self.plans:
+            plan = build_plan(self.taps, self.geometry, self.C, vec_min=PLANS[name])
+            self.plans[name] = (plan, plan.weight(self.w_kept), {})
+        plan, weight, tables = self.plans[name]
+        if W not in tables:
+            tables[W] = cupy.asarray(plan.descriptors(W))
+        return plan, weight, tables[W]
+
+    def run(self, x, residual, out_hw, plan_name, config):
+        """x (N, H, W, C) -> (M, K) through the kernel, epilogue included."""
+        plan, weight, rows = self._plan(plan_name, x.shape[2])
+        e = self.epilogue
+        if residual is not None:
+            residual = residual.reshape(-1, weight.shape[1])          # (M, K)
+        if not self.fused:
+            y = implicit_conv.implicit_conv(x, weight, rows, plan.vsteps, out_hw,
+                                            self.geometry[2], config)
+            return e(y, residual)
+        return implicit_conv.implicit_conv(
+            x, weight, rows, plan.vsteps, out_hw, self.geometry[2], config, bias=e.bias,
+            residual=residual, relu=e.activation == "relu", post_relu=e.post == "relu")
+
+    def __call__(self, x, residual, out_hw, im2col):
+        """y (M, K) from the chosen kernel, or None where im2col + cuBLAS is the choice (then
+        the caller runs it). im2col: a callable running that path, for the timing."""
+        import cupy
+        N, H, W, _ = x.shape
+        K = self.w_kept.shape[1]
+        if not x.flags.c_contiguous or x.data.ptr % 16 or (
+                residual is not None and (not residual.flags.c_contiguous
+                                          or residual.data.ptr % 4)):
+            return None
+        key = (N, H, W)
+        if key not in self.choice:
+            if cupy.cuda.get_current_stream().is_capturing():
+                return None                     # never time inside a capture; im2col for now
+            self.choice[key] = self._choose(x, residual, out_hw, im2col)
+        chosen = self.choice[key]
+        if chosen is None or not implicit_conv.fits(x.shape, N * out_hw[0] * out_hw[1], K,
+                                                     chosen[1]):
+            return None
+        return self.run(x, residual, out_hw, *chosen)
+
+    def _candidates(self):
+        forced = mode()
+        if forced in implicit_conv.CONFIG_BY_NAME:
+            return [("kept", implicit_conv.CONFIG_BY_NAME[forced])]
+        return [(p, c) for p in self.plan_names for c in implicit_conv.CONFIGS]
+
+    def _choose(self, x, residual, out_hw, im2col):
+        candidates = self._candidates()
+        if len(candidates) == 1:
+            return candidates[0]
+        import cupy
+        N, H, W, C = x.shape
+        kh, kw, stride, padding, dilation = self.geometry
+        K = self.w_kept.shape[1]
+        key = tune_cache.key(device=cupy.cuda.runtime.getDeviceProperties(
+            cupy.cuda.Device().id)["name"].decode(), precision=self.tag,
+            shape=(N, H, W, C, K, kh, kw, *stride, *padding, *dilation),
+            kept=len(self.taps), epilogue=(self.epilogue.bias is not None,
+                                           residual is not None, self.fused))
+        cached = tune_cache.lookup(key)
+        by_name = {f"{p}/{c.name}": (p, c) for p, c in candidates}
+        if cached == IM2COL or cached in by_name:
+            return by_name.get(cached)
+        reference = _as_float(im2col())
+        timings = {IM2COL: _median(im2col)}
+        M = N * out_hw[0] * out_hw[1]
+        for name, (plan, config) in by_name.items():
+            if not implicit_conv.fits(x.shape, M, K, config):
+                continue
+            y = _as_float(self.run(x, residual, out_hw, plan, config)).reshape(reference.shape)
+            if _disagreement(y, reference) <= AGREE[self.tag]:
+                timings[name] = _median(lambda: self.run(x, residual, out_hw, plan, config))
+        best = min(timings, key=timings.get)
+        tune_cache.store(key, best, timings)
+        self._drop_unused_plans(by_name.get(best))
+        return by_name.get(best)
+
+    def _drop_unused_plans(self, best):
+        """Keep only the plan weights some input shape has chosen (each is a (TP, K) copy)."""
+        used = {c[0] for c in list(self.choice.values()) + [best] if c is not None}
+        for name in list(self.plans):
+            if name not in used:
+                del self.plans[name]
+
+
+def _as_float(y):
+    """A fp16 or bf16-bits output -> float32 values."""
+    from .. import bf16
+    from ..precision import is_bf16
+    return bf16.from_bits(y) if is_bf16(y.dtype) else y.astype(np.float32)
+
+
+def _disagreement(y, reference):
+    """max |y - reference| / max |reference|; inf where y holds NaN or Inf."""
+    import cupy
+    scale = float(cupy.abs(reference).max()) or 1.0
+    return float(cupy.nan_to_num(cupy.abs(y - reference), nan=np.inf).max()) / scale
+
+
+def _median(fn):
+    import cupy
+    return summary(time_calls(fn, cupy, warmup=2, repeat=7))["median_ms"]

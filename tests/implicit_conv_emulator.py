@@ -1,0 +1,142 @@
+"""A lane-by-lane host emulation of gpu/implicit_conv.py's kernel, for CPU tests of its index
+math: the pixel table, the vector and scalar A copies and the B copies of every thread (each
+shared-memory value must be written once per k-step), ldmatrix and mma.m16n8k16 by their PTX
+ISA definitions ("Matrix Fragments for mma.m16n8k16", "ldmatrix"), and the epilogue's lane ->
+(row, column) map (each output written once). Values stay float64: this checks addressing,
+not rounding. Mirrors the CUDA source expression by expression; keep the two in step."""
+import numpy as np
+
+BK = 32
+LANES = np.arange(32)
+
+
+def _ldmatrix(smem, addresses, trans):
+    """x4: lanes 8i..8i+7 give the row addresses (in halves) of matrix i -> regs (32, 4, 2):
+    lane l gets row l // 4, elements 2 (l % 4) + {0, 1} (columns, transposed, when trans)."""
+    regs = np.empty((32, 4, 2))
+    for i in range(4):
+        m = np.stack([smem[a:a + 8] for a in addresses[8 * i: 8 * i + 8]])      # (8, 8)
+        m = m.T if trans else m
+        regs[:, i, 0] = m[LANES // 4, 2 * (LANES % 4)]
+        regs[:, i, 1] = m[LANES // 4, 2 * (LANES % 4) + 1]
+    return regs
+
+
+def _mma(acc, a, b0, b1):
+    """acc (32, 4) += A (16x16) @ B (16x8), from lane fragments a (32, 4, 2), b0/b1 (32, 2)."""
+    g, t = LANES // 4, LANES % 4
+    A = np.zeros((16, 16))
+    B = np.zeros((16, 8))
+    for r, (dr, dc) in enumerate([(0, 0), (8, 0), (0, 8), (8, 8)]):
+        for e in range(2):
+            A[g + dr, 2 * t + dc + e] = a[:, r, e]
+    for e in range(2):
+        B[2 * t + e, g] = b0[:, e]
+        B[2 * t + 8 + e, g] = b1[:, e]
+    C = A @ B
+    acc[:, 0] += C[g, 2 * t]
+    acc[:, 1] += C[g, 2 * t + 1]
+    acc[:, 2] += C[g + 8, 2 * t]
+    acc[:, 3] += C[g + 8, 2 * t + 1]
+
+
+def emulate(x, w, rows, vsteps, out_hw, stride, config, bias=None, res=None, relu=False,
+            post_relu=False):
+    """Same arguments as implicit_conv.implicit_conv, host arrays -> y (M, K) float64; raises
+    AssertionError where a shared-memory value or an output is written twice or never."""
+    N, H, W, C = x.shape
+    TP, K = w.shape
+    OH, OW = out_hw
+    sh, sw = stride
+    M = N * OH * OW
+    BM, BN, WARPS_M, WARPS_N = config.bm, config.bn, config.wm, config.wn
+    WARPS, THREADS = WARPS_M * WARPS_N, config.threads
+    WTM, WTN = BM // WARPS_M, BN // WARPS_N
+    MI, NI = WTM // 16, WTN // 8
+    AS, BS = BK + 8, BN + 8
+    xf, wf = x.reshape(-1).astype(np.float64), w.reshape(-1).astype(np.float64)
+    y = np.full((M, K), np.nan)
+    written = np.zeros((M, K), dtype=int)
+    for by in range(-(-M // BM)):
+        for bx in range(-(-K // BN)):
+            n_block, m_block = bx * BN, by * BM
+            pix = np.zeros((BM, 3), dtype=np.int64)
+            for i in range(BM):
+                m = m_block + i
+                pix[i] = (0, -(1 << 29), 0)
+                if m < M:
+                    ow, t = m % OW, m // OW
+                    oh, n = t % OH, t // OH
+                    pix[i] = (((n * H + oh * sh) * W + ow * sw) * C, oh * sh, ow * sw)
+            acc = np.zeros((WARPS, MI, NI, 32, 4))
+            for ks in range(TP // BK):
+                a_tile = np.full(BM * AS, np.nan)
+                b_tile = np.full(BK * BS, np.nan)
+                a_count = np.zeros(BM * AS, dtype=int)
+                b_count = np.zeros(BK * BS, dtype=int)
+                for tid in range(THREADS):
+                    warp, lane = tid // 32, tid % 32
+                    for it in range(BK * BN // 8 // THREADS):                 # load_b
+                        j = tid + it * THREADS
+                        r, cc = j // (BN // 8), j % (BN // 8)
+                        col = n_block + cc * 8
+                        dst = r * BS + cc * 8
+                        b_tile[dst:dst + 8] = wf[(ks * BK + r) * K + col:][:8] if col < K else 0
+                        b_count[dst:dst + 8] += 1
+                    if ks < vsteps:                                           # load_a_vector
+                        for it in range(BM * 4 // THREADS):
+                            j = tid + it * THREADS
+                            pk, i = j & 3, j >> 2
+                            dy, dx, off = rows[ks * BK + pk * 8][:3]
+                            ok = 0 <= pix[i, 1] + dy < H and 0 <= pix[i, 2] + dx < W
+                            dst = i * AS + pk * 8
+                            src = pix[i, 0] + off
+                            a_tile[dst:dst + 8] = xf[src:src + 8] if ok else 0
+                            a_count[dst:dst + 8] += 1
+                    else:                                                     # load_a_scalar
+                        dy, dx, off = rows[ks * BK + lane][:3]
+                        for it in range(BM // WARPS):
+                            i = warp + it * WARPS
+                            ok = 0 <= pix[i, 1] + dy < H and 0 <= pix[i, 2] + dx < W
+                            a_tile[i * AS + lane] = xf[pix[i, 0] + off] if ok else 0
+                            a_count[i * AS + lane] += 1
+                used_a = (np.arange(BM * AS) % AS) < BK
+                used_b = (np.arange(BK * BS) % BS) < BN
+                assert (a_count[used_a] == 1).all(), f"A of k-step {ks}: copies {a_count}"
+                assert (b_count[used_b] == 1).all(), f"B of k-step {ks}"
+                for warp in range(WARPS):
+                    wm, wn = warp % WARPS_M, warp // WARPS_M
+                    for kk in range(0, BK, 16):
+                        a = [_ldmatrix(a_tile, (wm * WTM + mi * 16 + (LANES & 15)) * AS + kk
+                                       + (LANES >> 4) * 8, trans=False) for mi in range(MI)]
+                        b = [None] * NI
+                        for nj in range(NI // 2):
+                            t = _ldmatrix(b_tile, (kk + (LANES & 15)) * BS + wn * WTN + nj * 16
+                                          + (LANES >> 4) * 8, trans=True)
+                            b[2 * nj] = (t[:, 0], t[:, 1])
+                            b[2 * nj + 1] = (t[:, 2], t[:, 3])
+                        for mi in range(MI):
+                            for ni in range(NI):
+                                _mma(acc[warp, mi, ni], a[mi], *b[ni])
+            for warp in range(WARPS):                                          # epilogue
+                wm, wn = warp % WARPS_M, warp // WARPS_M
+                for lane in range(32):
+                    g, t4 = lane >> 2, lane & 3
+                    for ni in range(NI):
+                        col = n_block + wn * WTN + ni * 8 + t4 * 2
+                        if col >= K:
+                            continue
+                        b2 = (0.0, 0.0) if bias is None else (bias[col], bias[col + 1])
+                        for mi in range(MI):
+                            for h in range(2):
+                                row = m_block + wm * WTM + mi * 16 + g + 8 * h
+                                if row >= M:
+                                    continue
+                                v = acc[warp, mi, ni, lane, 2 * h: 2 * h + 2] + b2
+                                v = np.maximum(v, 0) if relu else v
+                                v = v + (0 if res is None else res[row, col:col + 2])
+                                v = np.maximum(v, 0) if post_relu else v
+                                y[row, col:col + 2] = v
+                                written[row, col:col + 2] += 1
+    assert (written == 1).all(), "an output written twice or never"
+    return y

@@ -1,0 +1,129 @@
+"""The implicit-GEMM conv's row plan and its host twin, against torch.nn.functional.conv2d in
+float64 (CPU), and the tuning cache. The kernel itself: tests/test_implicit_conv_gpu.py."""
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cupyprune.ops import tune_cache
+from cupyprune.ops.im2col import out_size
+from cupyprune.ops.implicit_plan import BK, PACK, build_plan, implicit_conv_numpy
+from cupyprune.patterns import conv_weight_to_f
+
+# C, K, kernel, stride, padding, dilation, H, W
+SHAPES = [(16, 8, 3, 1, 1, 1, 9, 7), (3, 8, 7, 2, 3, 1, 15, 13), (24, 16, 1, 2, 0, 1, 9, 9),
+          (32, 8, 3, 2, 1, 1, 8, 11), (64, 8, 3, 1, 1, 1, 6, 6), (13, 5, 3, 1, 2, 2, 10, 9),
+          (40, 8, 5, 1, 2, 1, 7, 7)]
+
+
+def _kept_taps(rng, R, keep):
+    return np.sort(rng.permutation(R)[:max(1, int(round(keep * R)))])
+
+
+def _torch_reference(x_nhwc, f, taps, shape):
+    C, K, k, s, p, d, _, _ = shape
+    mask = np.zeros(f.shape[0], bool)
+    mask[taps] = True
+    w = (f * mask[:, None]).reshape(k, k, C, K).transpose(3, 2, 0, 1)       # (K, C, kh, kw)
+    y = F.conv2d(torch.from_numpy(x_nhwc.transpose(0, 3, 1, 2).copy()),
+                 torch.from_numpy(np.ascontiguousarray(w)), stride=s, padding=p, dilation=d)
+    return y.permute(0, 2, 3, 1).reshape(-1, K).numpy()                       # (M, K)
+
+
+@pytest.mark.parametrize("shape", SHAPES, ids=[f"c{s[0]}k{s[2]}s{s[3]}d{s[5]}" for s in SHAPES])
+@pytest.mark.parametrize("keep", [0.25, 0.5, 0.75, 1.0])
+@pytest.mark.parametrize("vec_min", [1, 6, 8])
+def test_plan_computes_the_convolution(rng, shape, keep, vec_min):
+    C, K, k, s, p, d, H, W = shape
+    x = rng.standard_normal((2, H, W, C))
+    f = conv_weight_to_f(rng.standard_normal((K, C, k, k)))                 # (R, K)
+    taps = _kept_taps(rng, f.shape[0], keep)
+    geometry = (k, k, (s, s), (p, p), (d, d))
+    plan = build_plan(taps, geometry, C, vec_min=vec_min)
+    out_hw = (out_size(H, k, s, p, d), out_size(W, k, s, p, d))
+    y = implicit_conv_numpy(x, plan, plan.weight(f[taps]), out_hw, (s, s))
+    ref = _torch_reference(x, f, taps, shape)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=0, atol=1e-10 * np.abs(ref).max())
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.6, 0.9, 1.0])
+@pytest.mark.parametrize("vec_min", [1, 6])
+def test_plan_layout(rng, keep, vec_min):
+    """Rows a multiple of BK; every kept row exactly once; vector k-steps first, each pack the
+    8 aligned channels of one tap with at least vec_min kept; scalar rows in tap order."""
+    C, kh, kw = 64, 3, 3
+    taps = _kept_taps(rng, kh * kw * C, keep)
+    plan = build_plan(taps, (kh, kw, (1, 1), (1, 1), (1, 1)), C, vec_min=vec_min)
+    assert plan.rows % BK == 0 and plan.ksteps == plan.rows // BK
+    used = plan.source[plan.source >= 0]
+    assert sorted(used.tolist()) == list(range(taps.size))
+    vector_rows = plan.vsteps * BK
+    for p0 in range(0, vector_rows, PACK):
+        pack = slice(p0, p0 + PACK)
+        assert len(set(zip(plan.dy[pack], plan.dx[pack]))) == 1                 # one tap
+        assert plan.c[p0] % PACK == 0 and (np.diff(plan.c[pack]) == 1).all()     # aligned run
+        assert (plan.source[pack] >= 0).sum() >= vec_min
+    scalar = plan.source[vector_rows:]
+    real = scalar[scalar >= 0]
+    assert (np.diff(real) > 0).all()                                            # tap order
+    assert (scalar[real.size:] == -1).all() and scalar.size - real.size < BK
+    if keep == 1.0:
+        assert plan.vsteps * BK == plan.rows == taps.size                       # dense: vectors
+
+
+def test_plan_without_aligned_channels_is_all_scalar(rng):
+    taps = _kept_taps(rng, 7 * 7 * 3, 1.0)
+    plan = build_plan(taps, (7, 7, (2, 2), (3, 3), (1, 1)), 3)
+    assert plan.vsteps == 0 and plan.rows == 160
+
+
+def test_descriptors_are_the_offsets(rng):
+    taps = _kept_taps(rng, 9 * 16, 0.5)
+    plan = build_plan(taps, (3, 3, (1, 1), (1, 1), (1, 1)), 16)
+    table = plan.descriptors(W=11)
+    assert table.dtype == np.int32 and table.shape == (plan.rows, 4)
+    padding = plan.source[plan.vsteps * BK:] == -1                     # rows past the kept ones
+    expect = (plan.dy * 11 + plan.dx) * 16 + plan.c
+    tail = table[plan.vsteps * BK:]
+    np.testing.assert_array_equal(tail[~padding, 2], expect[plan.vsteps * BK:][~padding])
+    np.testing.assert_array_equal(table[:plan.vsteps * BK, 2], expect[:plan.vsteps * BK])
+    assert (tail[padding, 2] == 0).all() and (tail[padding, 0] < -1000).all()
+
+
+def test_tune_cache_round_trip_and_corrupt_file(tmp_path, monkeypatch):
+    monkeypatch.setenv(tune_cache.CACHE_ENV, str(tmp_path))
+    monkeypatch.setattr(tune_cache, "_memory", {})
+    k = tune_cache.key("GPU X", "fp16", (1, 2, 3), 17, (True, False, True))
+    assert k == "GPU X|fp16|1x2x3|kept17|101"
+    assert tune_cache.lookup(k) is None
+    tune_cache.store(k, "kept/128x64x32s3", {"im2col": 0.5, "kept/128x64x32s3": 0.25})
+    monkeypatch.setattr(tune_cache, "_memory", {})                        # a new process
+    assert tune_cache.lookup(k) == "kept/128x64x32s3"
+    saved = json.loads((tmp_path / tune_cache.FILE_NAME).read_text())
+    assert saved[k]["ms"]["im2col"] == 0.5
+    (tmp_path / tune_cache.FILE_NAME).write_text("{not json")
+    monkeypatch.setattr(tune_cache, "_memory", {})
+    assert tune_cache.lookup(k) is None
+
+
+def test_mode_reads_the_environment(monkeypatch):
+    from cupyprune.ops import conv_implicit
+    monkeypatch.delenv(conv_implicit.MODE_ENV, raising=False)
+    assert conv_implicit.mode() == conv_implicit.DEFAULT_MODE
+    for value in ("auto", "off", "128x64x32s3"):
+        monkeypatch.setenv(conv_implicit.MODE_ENV, value)
+        assert conv_implicit.mode() == value
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "fastest please")
+    assert conv_implicit.mode() == conv_implicit.DEFAULT_MODE
+
+
+def test_cpu_convolutions_never_take_the_kernel(rng, monkeypatch):
+    from cupyprune.ops import conv_implicit
+    from cupyprune.ops.registry import LoadContext
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "auto")
+    ctx = LoadContext(xp=np, dtype=np.dtype(np.float16), tensors={}, pruning={})
+    path = type("Path", (), {"w": np.zeros((9, 8), np.float16)})()
+    assert not conv_implicit.applies(ctx, path, 8)
