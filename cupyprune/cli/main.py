@@ -1,4 +1,4 @@
-"""Entry point: `cupyprune infer|inspect|bench`."""
+"""Entry point: `cupyprune infer|inspect|bench|serve`."""
 import sys
 
 import click
@@ -8,6 +8,7 @@ from ..atomic import terminate_by_exception
 from .bench_cmd import bench_cmd
 from .infer import infer
 from .inspect_cmd import inspect_cmd
+from .serve_cmd import serve_cmd
 
 
 class OneLineErrors(click.Group):
@@ -42,3 +43,4 @@ def cli():
 cli.add_command(infer)
 cli.add_command(inspect_cmd)
 cli.add_command(bench_cmd)
+cli.add_command(serve_cmd)
