@@ -122,7 +122,12 @@ def build_app(served, config):
             response = error_response(404, f"unknown model {request.path_params['name']!r}")
             state.metrics.answered("", 404, time.perf_counter() - start)
             return response
-        response = await _infer(served_model, request)
+        in_flight = state.metrics.in_flight.labels(served_model.name)
+        in_flight.inc()
+        try:
+            response = await _infer(served_model, request)
+        finally:
+            in_flight.dec()
         state.metrics.answered(served_model.name, response.status_code,
                                time.perf_counter() - start)
         return response

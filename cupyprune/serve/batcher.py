@@ -101,15 +101,13 @@ class DynamicBatcher:
 
     def _take(self, timeout):
         """The next live job (held first), or None after `timeout` seconds (None: no wait)."""
+        if self._held:
+            return self._held.popleft()                      # marked running already
         while True:
-            if self._held:
-                job = self._held.popleft()
-            else:
-                try:
-                    job = self._queue.get(timeout=timeout) if timeout else \
-                        self._queue.get_nowait()
-                except queue.Empty:
-                    return None
+            try:
+                job = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
+            except queue.Empty:
+                return None
             if job.future.set_running_or_notify_cancel():    # False: its client went away
                 return job
 

@@ -23,6 +23,9 @@ class ServeMetrics:
         self.batch_size = Histogram(
             "cupyprune_batch_size", "Rows of requests per model call (before padding to a "
             "bucket)", ["model"], buckets=bucket_sizes(max_batch), registry=self.registry)
+        self.in_flight = Gauge(
+            "cupyprune_requests_in_flight", "Inference requests received and not yet answered",
+            ["model"], registry=self.registry)
         self.queue_depth = Gauge(
             "cupyprune_queue_depth", "Requests waiting for a model call", ["model"],
             registry=self.registry)

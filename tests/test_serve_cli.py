@@ -1,0 +1,103 @@
+"""`cupyprune serve` from the command line: bad arguments are one line and exit 2 before any
+port is taken; SIGTERM answers every request in flight, then exits 0."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+httpx = pytest.importorskip("httpx")
+pytest.importorskip("starlette")
+import cupyprune  # noqa: E402
+from cupyprune.cli.main import cli  # noqa: E402
+from serve_helpers import DIGITS, ROOT, images, json_body, logits_of  # noqa: E402
+
+TIMEOUT_S = 60
+
+
+def invoke(*args):
+    return CliRunner().invoke(cli, ["serve", *map(str, args)])
+
+
+def test_bad_arguments_are_one_line_errors(tmp_path):
+    cases = [
+        ((tmp_path / "missing.safetensors",), "no such file"),
+        ((DIGITS, DIGITS), "two models are named 'digits_group50'"),
+        ((f"a={DIGITS}", f"a={DIGITS}"), "two models are named 'a'"),
+        ((f"bad name={DIGITS}",), "no such file"),
+        ((DIGITS, "--max-batch", "0"), "--max-batch"),
+        ((DIGITS, "--port", "70000"), "--port"),
+        ((DIGITS, "--ray", "--autoscaling", "{bad"), "--autoscaling: not JSON"),
+        ((DIGITS, "--ray", "--autoscaling", "[1]"), "expected a JSON object"),
+    ]
+    for args, message in cases:
+        result = invoke(*args)
+        assert result.exit_code == 2, (args, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
+            (args, result.output)
+
+
+def test_a_taken_port_is_one_line_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = invoke(DIGITS, "--device", "cpu", "--port", port)
+    assert result.exit_code == 2 and result.output.startswith(f"error: cannot listen on "
+                                                              f"127.0.0.1:{port}")
+
+
+def _metric(url, name):
+    text = httpx.get(url + "/metrics", timeout=TIMEOUT_S).text
+    match = re.search(rf'^{name}{{model="digits"}} ([0-9.]+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_sigterm_answers_requests_in_flight_then_exits(rng):
+    """Requests held in a batch (a long batching delay) when SIGTERM comes are all answered."""
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from cupyprune.cli.main import cli; cli()", "serve",
+         f"digits={DIGITS}", "--device", "cpu", "--port", "0", "--max-delay-ms", "3000",
+         "--max-batch", "64"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        url = re.search(r"http://[0-9.]+:[0-9]+", line).group(0)
+        xs = [images(rng, 2) for _ in range(6)]
+        answers = [None] * len(xs)
+
+        def post(i):
+            answers[i] = httpx.post(url + "/v2/models/digits/infer", content=json_body(xs[i]),
+                                    timeout=TIMEOUT_S)
+        threads = [threading.Thread(target=post, args=(i,)) for i in range(len(xs))]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + TIMEOUT_S
+        while _metric(url, "cupyprune_requests_in_flight") < len(xs):
+            assert time.monotonic() < deadline, "the requests never arrived"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(TIMEOUT_S)
+        out, err = proc.communicate(timeout=TIMEOUT_S)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "stopped (SIGTERM)" in out and "Traceback" not in err
+    reference = cupyprune.load(DIGITS, device="cpu")
+    for x, answer in zip(xs, answers):
+        assert answer is not None and answer.status_code == 200
+        ref = reference(x)
+        np.testing.assert_allclose(logits_of(answer), ref, rtol=1e-5,
+                                   atol=1e-5 * np.abs(ref).max())
