@@ -1,10 +1,12 @@
 """`cupyprune serve`: model files behind an Open Inference Protocol v2 server with dynamic
 batching (cupyprune.serve), on uvicorn or scaled out on Ray Serve."""
 import json
+import threading
+import warnings
 
 import click
 
-from ..atomic import Terminated
+from ..atomic import Terminated, terminate_by_exception
 from ..errors import InputError
 from .common import device_option, graph_option, one_line_errors, path_option, precision_option
 
@@ -14,7 +16,10 @@ def _import_serving(ray):
     try:
         from .. import serve          # noqa: F401  (starlette, uvicorn, prometheus-client)
         if ray:
-            import ray as _           # noqa: F401
+            with warnings.catch_warnings():   # Ray's imports warn of their own deprecations
+                warnings.simplefilter("ignore")
+                import ray as _       # noqa: F401
+                from ray import serve as _serve    # noqa: F401
     except ImportError as e:
         extra = "ray" if ray and e.name and e.name.startswith("ray") else "serve"
         raise InputError(f"serving needs the '{extra}' extra: pip install "
@@ -104,19 +109,18 @@ def _serve_here(config, host, port):
 
 
 def _serve_on_ray(config, host, port, replicas, autoscaling):
+    import ray
+    from ray import serve
+
     from ..serve.ray import run_on_ray
     try:
         url = run_on_ray(config, host=host, port=port, replicas=replicas,
                          autoscaling_config=autoscaling, blocking=False)
+        terminate_by_exception()        # ray.init installed its own SIGTERM handler
         click.echo(f"serving {', '.join(config.models)} on Ray Serve at {url} "
                    f"({'autoscaling' if autoscaling else f'{replicas} replicas'})")
-        _wait_forever()
+        threading.Event().wait()
     except (Terminated, KeyboardInterrupt):
-        from ray import serve
-        serve.shutdown()
+        serve.shutdown()                # replicas finish their requests (Ray's graceful wait)
+        ray.shutdown()
         _stopped("Ray Serve shut down")
-
-
-def _wait_forever():
-    import threading
-    threading.Event().wait()
