@@ -1,5 +1,7 @@
 """`cupyprune serve` from the command line: bad arguments are one line and exit 2 before any
 port is taken; SIGTERM answers every request in flight, then exits 0."""
+import importlib.util
+import json
 import os
 import re
 import signal
@@ -101,3 +103,36 @@ def test_sigterm_answers_requests_in_flight_then_exits(rng):
         ref = reference(x)
         np.testing.assert_allclose(logits_of(answer), ref, rtol=1e-5,
                                    atol=1e-5 * np.abs(ref).max())
+
+
+def _readme_serve_blocks():
+    """The bash and python blocks of the README's "Serve" section."""
+    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    section = text[text.index("## Serve\n"):text.index("## Development")]
+    return (re.search(r"```bash\n(.*?)```", section, re.S).group(1),
+            re.search(r"```python\n(.*?)```", section, re.S).group(1))
+
+
+def test_readme_serve_section_runs_as_written():
+    """The README's curl call and tritonclient snippet, pointed at a server on a free port."""
+    from serve_helpers import serving
+    from cupyprune.serve import ServeConfig
+    bash, python = _readme_serve_blocks()
+    assert "cupyprune serve weights/digits_group50.safetensors" in bash
+    curl = bash[bash.index("curl"):]
+    config = ServeConfig(models={"digits_group50": DIGITS}, device="cpu")
+    with serving(config) as (url, _):
+        host = url.removeprefix("http://")
+        done = subprocess.run(["bash", "-c", curl.replace("localhost:8000", host)],
+                              capture_output=True, text=True, timeout=TIMEOUT_S)
+        x = np.arange(64, dtype=np.float32).reshape(1, 1, 8, 8)
+        ref = cupyprune.load(DIGITS, device="cpu")(x)
+        out = np.asarray(json.loads(done.stdout)["outputs"][0]["data"],
+                         np.float32).reshape(ref.shape)
+        np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+        if importlib.util.find_spec("tritonclient") is not None:
+            namespace = {}
+            exec(python.replace("localhost:8000", host), namespace)
+            assert namespace["logits"].shape == (4, 10)
+            assert np.isfinite(namespace["logits"]).all()
