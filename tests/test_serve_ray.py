@@ -1,7 +1,6 @@
 """The app as a Ray Serve deployment on a local Ray instance: two CPU replicas answer like the
 model itself; one replica killed mid-load leaves every request answered or failed cleanly
 (an HTTP error), none hanging, and the other replica serving."""
-import os
 import socket
 import threading
 import time

@@ -6,7 +6,6 @@ GEMM shape share a plan: without the plan's lock a call could launch with anothe
 another thread's) bias. The CPU test drives the plan's real code against a stand-in library
 that records which bias each launch read; the GPU test hammers a model whose layers share one
 shape, against float64 NumPy and the single-thread answers."""
-import ctypes
 import threading
 import time
 from types import SimpleNamespace
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 
 import cupyprune
-from conftest import devices, rel_err
+from conftest import rel_err
 from cupyprune.format import write_model_file
 from cupyprune.gpu import cublaslt
 

@@ -7,7 +7,6 @@ server is stopping; 500 for an internal error, after which the server keeps serv
 """
 import asyncio
 import contextlib
-import json
 import logging
 import time
 

@@ -174,8 +174,8 @@ def decode_request(body, header_length=None):
         raise ProtocolError(f"{len(blob) - offset} bytes of binary data belong to no input")
     names, binary = _requested_outputs(request)
     params = _parameters(request, "request")
-    return InferRequest(inputs=inputs, id=request.get("id"), outputs=names,
-                        binary_outputs=binary, binary_default=bool(params.get("binary_data_output")))
+    return InferRequest(inputs=inputs, id=request.get("id"), outputs=names, binary_outputs=binary,
+                        binary_default=bool(params.get("binary_data_output")))
 
 
 def encode_response(model_name, request, outputs):
