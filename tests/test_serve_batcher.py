@@ -162,3 +162,35 @@ def test_full_queue_refuses_at_once_and_stop_drains(rng):
     assert not stopper.is_alive()
     for x, f in zip(xs, [first] + queued):
         np.testing.assert_array_equal(f.result(0)["y"], x * 3.0)
+
+
+def test_assemble_pads_with_the_last_row_into_reused_buffers(monkeypatch, rng):
+    """Rows gathered into staging buffers that are reused from batch to batch (pinned memory on
+    the GPU; here bytearrays stand in for it), padded with copies of the last row."""
+    import sys
+    import types
+    from cupyprune.serve.batcher import Job, assemble
+    from cupyprune.serve.staging import PinnedStaging
+    allocations = []
+
+    def alloc_pinned_memory(nbytes):
+        allocations.append(nbytes)
+        return bytearray(nbytes)
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        alloc_pinned_memory=alloc_pinned_memory))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    staging = PinnedStaging()
+    for sizes, bucket in (((1, 2), 4), ((3, 2, 2), 8), ((1,), 2)):
+        jobs = [Job({"x": rng.standard_normal((n, 5)).astype(np.float32),
+                     "ids": rng.integers(0, 9, size=(n, 3))}, n, None) for n in sizes]
+        batch = assemble(jobs, bucket, staging)
+        for name in ("x", "ids"):
+            rows = np.concatenate([job.inputs[name] for job in jobs])
+            want = np.concatenate([rows, np.repeat(rows[-1:], bucket - len(rows), axis=0)])
+            assert batch[name].shape == want.shape and batch[name].dtype == want.dtype
+            np.testing.assert_array_equal(batch[name], want)
+    # grown for the batch of 8, reused for the smaller one after it
+    assert allocations == [4 * 5 * 4, 4 * 3 * 8, 8 * 5 * 4, 8 * 3 * 8]
+    lone = Job({"x": rng.standard_normal((2, 5))}, 2, None)
+    assert assemble([lone], 2, staging)["x"] is lone.inputs["x"]     # nothing to gather

@@ -39,7 +39,8 @@ class ServerState:
         self.metrics = ServeMetrics(config.max_batch)
         self.batchers = {
             name: DynamicBatcher(name, m.run, config.max_batch, config.max_delay_ms / 1000.0,
-                                 config.max_queue, m.pad_to_buckets, self.metrics)
+                                 config.max_queue, m.pad_to_buckets, self.metrics,
+                                 m.staging)
             for name, m in served.items()}
         self.ready = False
 

@@ -16,10 +16,9 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ..errors import CupyPruneError
 from .buckets import bucket_for
+from .staging import fresh
 
 log = logging.getLogger(__name__)
 _IDLE_POLL_S = 0.1          # how often an idle worker looks whether it should stop
@@ -45,19 +44,30 @@ def batch_key(inputs):
     return tuple((k, v.shape[1:], v.dtype.str) for k, v in inputs.items())
 
 
-def _pad_rows(array, size):
-    """(rows, ...) -> (size, ...) by repeating the last row: always a valid input row."""
-    rows = array.shape[0]
-    if rows == size:
-        return array
-    return np.concatenate([array, np.repeat(array[-1:], size - rows, axis=0)])
+def assemble(jobs, size, staging=fresh):
+    """The jobs' rows, in order, as one (size, ...) array per input, written into the arrays
+    `staging(name, shape, dtype)` gives; rows past theirs repeat the last row (always a valid
+    input row). A lone job of the right size is passed as it is."""
+    if len(jobs) == 1 and jobs[0].rows == size:
+        return jobs[0].inputs
+    batch = {}
+    for name, first in jobs[0].inputs.items():
+        out = staging(name, (size, *first.shape[1:]), first.dtype)     # (size, ...)
+        start = 0
+        for job in jobs:
+            out[start:start + job.rows] = job.inputs[name]
+            start += job.rows
+        out[start:] = out[start - 1]
+        batch[name] = out
+    return batch
 
 
 class DynamicBatcher:
     def __init__(self, name, run, max_batch, max_delay_s, max_queue, pad_to_buckets=False,
-                 metrics=None):
-        """run: inputs (name -> (B, ...) array) -> outputs (name -> (B, ...) array)."""
-        self.name, self._run = name, run
+                 metrics=None, staging=fresh):
+        """run: inputs (name -> (B, ...) array) -> outputs (name -> (B, ...) array);
+        staging(name, shape, dtype) -> the array a batch's input is gathered in (staging.py)."""
+        self.name, self._run, self._staging = name, run, staging
         self.max_batch, self.max_delay_s = max_batch, max_delay_s
         self.pad_to_buckets = pad_to_buckets
         self._queue = queue.Queue(maxsize=max_queue)
@@ -158,12 +168,10 @@ class DynamicBatcher:
             job.future.set_exception(e)
 
     def _run_batch(self, jobs):
-        """Concatenate the jobs' rows (padded to a bucket), run, split the outputs back."""
+        """Gather the jobs' rows (padded to a bucket), run, split the outputs back."""
         rows = sum(job.rows for job in jobs)
         size = bucket_for(rows, self.max_batch) if self.pad_to_buckets else rows
-        inputs = {name: _pad_rows(np.concatenate([job.inputs[name] for job in jobs]), size)
-                  for name in jobs[0].inputs}                   # (size, ...) each
-        outputs = self._run(inputs)                             # (size, ...) each
+        outputs = self._run(assemble(jobs, size, self._staging))     # (size, ...) each
         if self._metrics is not None:
             self._metrics.batch_size.labels(self.name).observe(rows)
         start = 0

@@ -10,6 +10,7 @@ from ..inputs import (ATTENTION_MASK, TOKEN_IDS, TOKEN_TYPE_IDS, IdRangeCheck, c
                       default_input, sample_inputs)
 from .buckets import bucket_sizes
 from .protocol import datatype_of
+from .staging import PinnedStaging, fresh
 
 _TOKEN_KINDS = (TOKEN_IDS, TOKEN_TYPE_IDS, ATTENTION_MASK)    # one (N, T) shape per request
 
@@ -20,6 +21,7 @@ class ServedModel:
         self.specs = [model.input_spec[n] for n in model.graph.inputs]   # graph order
         # CUDA-graph replay captures one graph per shape: batches are padded to a few sizes
         self.pad_to_buckets = model.graph_runner is not None
+        self.staging = PinnedStaging() if model.device == "gpu" else fresh
         self.outputs = self._warm_up()
 
     def _warm_up(self):
@@ -60,7 +62,7 @@ class ServedModel:
             arr = check_input(spec, arrays[name])
             with np.errstate(over="ignore", invalid="ignore"):   # overflow: refused just below
                 arr = arr.astype(spec.get("dtype", "float32"), copy=False)
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            if arr.dtype.kind == "f" and not _finite(arr):
                 raise InputError(f"input {name!r} holds NaN or Inf values (in "
                                  f"{spec.get('dtype', 'float32')})")
             checked[name] = arr
@@ -90,6 +92,12 @@ class ServedModel:
         """A batch (name -> NumPy, every input) -> outputs (name -> NumPy), graph order."""
         outputs = self.model.run(**inputs)
         return {k: to_numpy(v) for k, v in outputs.items()}
+
+
+def _finite(arr):
+    """No NaN or Inf in arr: min and max carry any NaN and reach any Inf, and two reductions
+    cost less than a boolean array of the input's size."""
+    return bool(np.isfinite(arr.min()) and np.isfinite(arr.max()))
 
 
 def load_models(config):
