@@ -166,7 +166,8 @@ def test_full_queue_refuses_at_once_and_stop_drains(rng):
 
 def test_assemble_pads_with_the_last_row_into_reused_buffers(monkeypatch, rng):
     """Rows gathered into staging buffers that are reused from batch to batch (pinned memory on
-    the GPU; here bytearrays stand in for it), padded with copies of the last row."""
+    the GPU; here ctypes buffers stand in for it), padded with copies of the last row."""
+    import ctypes
     import sys
     import types
     from cupyprune.serve.batcher import Job, assemble
@@ -175,7 +176,8 @@ def test_assemble_pads_with_the_last_row_into_reused_buffers(monkeypatch, rng):
 
     def alloc_pinned_memory(nbytes):
         allocations.append(nbytes)
-        return bytearray(nbytes)
+        memory = ctypes.create_string_buffer(nbytes)
+        return types.SimpleNamespace(ptr=ctypes.addressof(memory), memory=memory)
 
     fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
         alloc_pinned_memory=alloc_pinned_memory))

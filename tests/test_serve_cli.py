@@ -38,6 +38,9 @@ def test_bad_arguments_are_one_line_errors(tmp_path):
         ((DIGITS, "--port", "70000"), "--port"),
         ((DIGITS, "--ray", "--autoscaling", "{bad"), "--autoscaling: not JSON"),
         ((DIGITS, "--ray", "--autoscaling", "[1]"), "expected a JSON object"),
+        ((DIGITS, "--replicas", "2"), "--replicas applies to Ray Serve: add --ray"),
+        ((DIGITS, "--replica-gpus", "0.5"), "--replica-gpus applies to Ray Serve"),
+        ((DIGITS, "--ray", "--replica-gpus", "2"), "--replica-gpus"),
     ]
     for args, message in cases:
         result = invoke(*args)

@@ -324,3 +324,40 @@ def test_tritonclient_works_unchanged(server, reference, rng):
             client.infer("digits", [bad])
     finally:
         client.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_gpu_serving_pads_to_buckets_and_answers_like_the_model(precision):
+    """On the GPU: graph replay per bucket (warmed up at start), pinned staging, concurrent
+    requests batched; every answer equals the model's own call on its input (per-precision
+    tolerance: a batch of another size may take other GEMM kernels)."""
+    from cupyprune.backend import to_numpy
+    from cupyprune.serve import ServeConfig
+    config = ServeConfig(models={"digits": DIGITS}, device="gpu", precision=precision,
+                         max_batch=8, max_delay_ms=5.0)
+    reference = cupyprune.load(DIGITS, device="gpu", precision=precision)
+    rng = np.random.default_rng()
+    inputs = [[images(rng, int(rng.integers(1, 4))) for _ in range(10)] for _ in range(8)]
+    with serving(config) as (url, app):
+        served = app.state.server.models["digits"]
+        assert served.pad_to_buckets
+        assert len(served.model.graph_runner.captured) == 4        # buckets 1, 2, 4, 8
+
+        async def client_run(client, xs):
+            return [await client.post(INFER, content=json_body(x)) for x in xs]
+
+        async def main():
+            async with httpx.AsyncClient(base_url=url, timeout=TIMEOUT_S) as client:
+                return await asyncio.gather(*(client_run(client, xs) for xs in inputs))
+
+        answers = asyncio.run(main())
+        assert len(served.model.graph_runner.captured) == 4        # no capture per size
+    tol = 1e-5 if precision == "fp32" else 1e-2
+    for xs, rs in zip(inputs, answers):
+        for x, r in zip(xs, rs):
+            assert r.status_code == 200, r.text
+            out = r.json()["outputs"][0]
+            got = np.asarray(out["data"], np.float32).reshape(out["shape"])
+            ref = to_numpy(reference(x)).astype(np.float32)
+            np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())

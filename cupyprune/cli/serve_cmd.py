@@ -66,12 +66,21 @@ def _autoscaling(text):
               help="Ray Serve replicas (one GPU each on a GPU cluster).")
 @click.option("--autoscaling", "autoscaling_json", default=None,
               help="Ray Serve autoscaling_config as JSON, passed through (replaces --replicas).")
+@click.option("--replica-gpus", type=click.FloatRange(0, 1), default=None,
+              help="GPUs per Ray replica (default 1 on a GPU cluster; 0.25: four share one).")
 @one_line_errors
 def serve_cmd(models, host, port, device, path_choice, precision, cuda_graph, max_batch,
-              max_delay_ms, max_queue, max_body_mb, use_ray, replicas, autoscaling_json):
+              max_delay_ms, max_queue, max_body_mb, use_ray, replicas, autoscaling_json,
+              replica_gpus):
     """Serve MODEL files (PATH or NAME=PATH; the name defaults to the file's stem) over the
     Open Inference Protocol v2 (KServe, Triton clients): GET /v2/health/ready,
     GET /v2/models/NAME, POST /v2/models/NAME/infer, GET /metrics."""
+    if not use_ray:
+        given = [name for name, value in (("--replicas", replicas != 1),
+                                          ("--autoscaling", autoscaling_json is not None),
+                                          ("--replica-gpus", replica_gpus is not None)) if value]
+        if given:
+            raise InputError(f"{given[0]} applies to Ray Serve: add --ray")
     _import_serving(use_ray)
     from ..serve.config import ServeConfig, parse_models
     config = ServeConfig(models=parse_models(models), device=device, precision=precision,
@@ -80,7 +89,8 @@ def serve_cmd(models, host, port, device, path_choice, precision, cuda_graph, ma
                          max_batch=max_batch, max_delay_ms=max_delay_ms, max_queue=max_queue,
                          max_body_bytes=int(max_body_mb * (1 << 20)))
     if use_ray:
-        _serve_on_ray(config, host, port, replicas, _autoscaling(autoscaling_json))
+        actor = {} if replica_gpus is None else {"num_gpus": replica_gpus}
+        _serve_on_ray(config, host, port, replicas, _autoscaling(autoscaling_json), actor)
     else:
         _serve_here(config, host, port)
 
@@ -108,14 +118,15 @@ def _serve_here(config, host, port):
         _stopped("interrupted")
 
 
-def _serve_on_ray(config, host, port, replicas, autoscaling):
+def _serve_on_ray(config, host, port, replicas, autoscaling, actor_options):
     import ray
     from ray import serve
 
     from ..serve.ray import run_on_ray
     try:
         url = run_on_ray(config, host=host, port=port, replicas=replicas,
-                         autoscaling_config=autoscaling, blocking=False)
+                         autoscaling_config=autoscaling, ray_actor_options=actor_options,
+                         blocking=False)
         terminate_by_exception()        # ray.init installed its own SIGTERM handler
         click.echo(f"serving {', '.join(config.models)} on Ray Serve at {url} "
                    f"({'autoscaling' if autoscaling else f'{replicas} replicas'})")

@@ -6,6 +6,7 @@ a copy through the driver's pageable staging (and the rows are written once, not
 and then padded). Reuse is safe because a model call returns only after its outputs are on
 the host, by when the copy of its inputs has finished. On the CPU: a fresh NumPy array each
 time (nothing is copied to a device)."""
+import ctypes
 import math
 
 import numpy as np
@@ -28,4 +29,6 @@ class PinnedStaging:
             import cupy
             memory, size = cupy.cuda.alloc_pinned_memory(nbytes), nbytes
             self._buffers[name] = (memory, size)
-        return np.frombuffer(memory, dtype, count=count).reshape(shape)
+        # through ctypes: a writable view of the memory, whatever its buffer interface offers
+        view = (ctypes.c_byte * nbytes).from_address(memory.ptr)
+        return np.frombuffer(view, dtype, count=count).reshape(shape)
