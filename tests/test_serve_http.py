@@ -361,3 +361,24 @@ def test_gpu_serving_pads_to_buckets_and_answers_like_the_model(precision):
             got = np.asarray(out["data"], np.float32).reshape(out["shape"])
             ref = to_numpy(reference(x)).astype(np.float32)
             np.testing.assert_allclose(got, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_long_json_is_parsed_off_the_event_loop(monkeypatch, reference, rng):
+    """A request whose JSON text is long (here 256 images) is decoded in a worker thread, so the
+    event loop goes on answering others; a short one on the loop; both answered right."""
+    from cupyprune.serve import app as app_module
+    threads = []
+    decode = app_module._decode_and_check
+
+    def recording(*args):
+        threads.append(threading.get_ident())
+        return decode(*args)
+    monkeypatch.setattr(app_module, "_decode_and_check", recording)
+    with serving(digits_config(max_batch=256)) as (url, _):
+        with httpx.Client(base_url=url, timeout=TIMEOUT_S) as client:
+            for rows in (1, 256):
+                x = images(rng, rows)
+                body = json_body(x)
+                assert (len(body) > app_module.OFFLOAD_JSON_BYTES) == (rows == 256)
+                assert_close(logits_of(client.post(INFER, content=body)), reference(x))
+    assert len(threads) == 2 and threads[0] != threads[1]

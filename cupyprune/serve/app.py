@@ -22,7 +22,7 @@ from .protocol import HEADER_LENGTH, ProtocolError, decode_request, encode_respo
 
 log = logging.getLogger(__name__)
 RETRY_AFTER_S = "1"
-OFFLOAD_BYTES = 64 << 10     # bodies larger than this are decoded off the event loop
+OFFLOAD_JSON_BYTES = 64 << 10    # JSON text longer than this is parsed off the event loop
 SERVED_VERSION = "1"         # one version per model
 
 
@@ -69,6 +69,13 @@ async def _read_body(request, limit):
             raise ProtocolError(f"the body is over the server's limit of {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _json_bytes(body, header_length):
+    """The length of a body's JSON part (binary tensors after it cost little to decode)."""
+    if header_length is not None and header_length.isdigit():
+        return min(int(header_length), len(body))
+    return len(body)
 
 
 def _decode_and_check(served, body, header_length):
@@ -138,8 +145,9 @@ def build_app(served, config):
                 raise ProtocolError(f"Content-Encoding {request.headers['content-encoding']} is "
                                     f"not supported: send the body uncompressed")
             body = await _read_body(request, config.max_body_bytes)
-            args = (served_model, body, request.headers.get(HEADER_LENGTH))
-            if len(body) > OFFLOAD_BYTES:
+            header_length = request.headers.get(HEADER_LENGTH)
+            args = (served_model, body, header_length)
+            if _json_bytes(body, header_length) > OFFLOAD_JSON_BYTES:
                 checked = await asyncio.get_running_loop().run_in_executor(
                     None, _decode_and_check, *args)
             else:
