@@ -78,6 +78,7 @@ def test_infer_json_and_binary(server, reference, rng):
     assert_close(np.frombuffer(r.content[length:], "<f4").reshape(3, 10), ref)
 
 
+@pytest.mark.slow
 def test_concurrent_clients_get_their_own_answers(server, reference):
     """32 clients x 20 requests of 1-4 random images each: every answer equals the model's own
     call on that input, none lost, and requests were batched together."""

@@ -54,6 +54,7 @@ def _request(rng, rows, seq, full):
     return {"input_ids": ids, "token_type_ids": types, "attention_mask": mask}
 
 
+@pytest.mark.slow
 def test_mixed_lengths_concurrently(server, bert_file, rng):
     reference = cupyprune.load(bert_file, device="cpu")
     requests = [_request(rng, int(rng.integers(1, 4)), int(rng.choice([6, 9])),

@@ -23,6 +23,7 @@ def _tool(name, *args):
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
 
 
+@pytest.mark.slow
 def test_serve_load_runs_bounded(tmp_path):
     out = tmp_path / "load.json"
     done = _tool("serve_load.py", DIGITS, "--concurrency", "1,4", "--requests", "40",
@@ -42,6 +43,7 @@ def test_serve_load_runs_bounded(tmp_path):
     assert bench[0]["served_rows_per_s"] == loads[-1]["rows_per_s"]
 
 
+@pytest.mark.slow
 def test_serve_startup_times_ours_and_a_command(tmp_path):
     out = tmp_path / "startup.json"
     done = _tool("serve_startup.py", DIGITS, "--repeat", "1", "--out", out)
