@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 pytest.importorskip("httpx")
@@ -73,3 +74,28 @@ def test_bad_options(tool, args, message, tmp_path):
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], \
         done.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_serve_models_builds_dense_and_pruned_once(tmp_path, rng):
+    """tools/serve_models.py on a small CNN: a dense and a group-wise file, both loadable, the
+    pruned one with group-wise layers and fewer bytes; a second call builds nothing."""
+    pytest.importorskip("torch")
+    import cupyprune
+    from serve_models import make_models
+    small = [("r18", "cnn", "resnet18", "cifar", 32, 10)]
+    said = []
+    dense, pruned = make_models(str(tmp_path), small, progress=said.append)
+    assert [os.path.basename(p) for p in (dense, pruned)] == ["r18-dense.safetensors",
+                                                              "r18-group50.safetensors"]
+    assert len(said) == 1 and os.path.getsize(pruned) < os.path.getsize(dense)
+    model = cupyprune.load(pruned, device="cpu")
+    assert any(s.op.describe()["path"] == "group" for s in model.layers())
+    x = rng.standard_normal((2, 3, 32, 32)).astype(np.float32)
+    assert cupyprune.load(dense, device="cpu")(x).shape == (2, 10)
+    assert make_models(str(tmp_path), small, progress=said.append) == [dense, pruned]
+    assert len(said) == 1
+
+
+def test_serve_load_needs_a_model(tmp_path):
+    done = _tool("serve_load.py", "--out", tmp_path / "out.json")
+    assert done.returncode == 2 and "give MODEL files or --make DIR" in done.stderr

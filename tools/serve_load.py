@@ -2,9 +2,12 @@
 concurrent clients at each concurrency level; with --bench, `cupyprune bench` of the same file
 at the server's batch limit beside it.
 
-    python tools/serve_load.py resnet18-group50.safetensors resnet18-dense.safetensors \\
-        bert-group50.safetensors bert-dense.safetensors --precision fp16 \\
-        --concurrency 1,8,64 --requests 3000 --max-batch 64 --bench --out serve.json
+    python tools/serve_load.py --make models/ --precision fp16 --concurrency 1,8,64 \\
+        --requests 3000 --max-batch 64 --bench --out serve.json
+    python tools/serve_load.py a.safetensors b.safetensors ... --out serve.json
+
+--make DIR builds (once) and measures ResNet-18 224x224 and BERT-base, each dense and
+group-wise at 50% kept (tools/serve_models.py; needs torch and transformers).
 
 A request carries --rows rows of the inputs `cupyprune bench` times (built from the file's input
 spec: images of its size, 16 tokens for a token model), sent with the binary-data extension
@@ -40,7 +43,10 @@ BENCH = SERVE[:-1] + ["bench"]
 
 def parse_args(argv):
     ap = OneLineParser(prog="tools/serve_load.py", description=__doc__.split("\n")[0])
-    ap.add_argument("models", nargs="+", metavar="MODEL", help="model files (.safetensors)")
+    ap.add_argument("models", nargs="*", metavar="MODEL", help="model files (.safetensors)")
+    ap.add_argument("--make", metavar="DIR", default=None,
+                    help="build ResNet-18 224x224 and BERT-base, dense and group-wise 50%%, "
+                         "into DIR (kept there) and measure them after any MODEL")
     ap.add_argument("--out", required=True, help="results JSON (a list of rows)")
     ap.add_argument("--concurrency", default="1,8,64",
                     help="comma-separated concurrency levels (connections)")
@@ -73,6 +79,10 @@ def parse_args(argv):
     for path in args.models:
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such file")
+    if not args.models and args.make is None:
+        raise UsageError("no model: give MODEL files or --make DIR")
+    if args.make is not None and not os.path.isdir(args.make):
+        raise UsageError(f"--make {args.make}: not a directory")
     check_out(args.out)
     return args
 
@@ -131,7 +141,11 @@ def _bench_row(path, model, served, args):
 def main(argv=None):
     args = parse_or_exit(parse_args, argv)
     rows = ResultRows()
-    for path in args.models:
+    files = list(args.models)
+    if args.make is not None:
+        from serve_models import make_models
+        files += make_models(args.make)
+    for path in files:
         model = os.path.splitext(os.path.basename(path))[0]
         body, headers = request_body(model_inputs(path, args.rows), binary=not args.json_body)
         with ServerProcess([f"{model}={path}"], _serve_options(args)) as server:
