@@ -60,6 +60,14 @@ def test_a_taken_port_is_one_line_error():
                                                               f"127.0.0.1:{port}")
 
 
+def test_a_batch_limit_beyond_memory_is_refused_at_start(monkeypatch):
+    from cupyprune import memory
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 1 << 20)
+    result = invoke(DIGITS, "--device", "cpu", "--max-batch", "4096", "--port", "0")
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --max-batch 4096: does not fit in memory")
+
+
 def _metric(url, name):
     text = httpx.get(url + "/metrics", timeout=TIMEOUT_S).text
     match = re.search(rf'^{name}{{model="digits"}} ([0-9.]+)$', text, re.M)

@@ -8,6 +8,7 @@ from ..engine import load
 from ..errors import InputError
 from ..inputs import (ATTENTION_MASK, TOKEN_IDS, TOKEN_TYPE_IDS, IdRangeCheck, check_input,
                       default_input, sample_inputs)
+from ..memory import check_batch_fits
 from .buckets import bucket_sizes
 from .protocol import datatype_of
 from .staging import PinnedStaging, fresh
@@ -22,6 +23,8 @@ class ServedModel:
         # CUDA-graph replay captures one graph per shape: batches are padded to a few sizes
         self.pad_to_buckets = model.graph_runner is not None
         self.staging = PinnedStaging() if model.device == "gpu" else fresh
+        check_batch_fits(model, lambda b: sample_inputs(model.file.input_spec, b), max_batch,
+                         f"--max-batch {max_batch}")           # the CPU's memory, at start
         self.outputs = self._warm_up()
 
     def _warm_up(self):
