@@ -62,7 +62,7 @@ def test_a_taken_port_is_one_line_error():
 
 def test_a_batch_limit_beyond_memory_is_refused_at_start(monkeypatch):
     from cupyprune import memory
-    monkeypatch.setattr(memory, "available_host_bytes", lambda: 1 << 20)
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 1024)   # < 4096 x 1 byte
     result = invoke(DIGITS, "--device", "cpu", "--max-batch", "4096", "--port", "0")
     assert result.exit_code == 2
     assert result.output.startswith("error: --max-batch 4096: does not fit in memory")
