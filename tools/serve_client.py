@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -23,25 +24,28 @@ class ServerProcess:
 
     def __init__(self, files, options=(), startup_s=600.0, stop_s=60.0):
         self.started = time.monotonic()
+        self.log = tempfile.TemporaryFile()      # a pipe nobody reads could fill and block it
         self.proc = subprocess.Popen(SERVE + list(files) + ["--port", "0", *options],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True)
         self.stop_s = stop_s
         line = _read_line(self.proc, startup_s)
         found = URL_LINE.search(line or "")
         if found is None:
             self.stop()
+            self.log.seek(0)
             raise RuntimeError(f"cupyprune serve did not start: {line!r} "
-                               f"{self.proc.stderr.read()[-2000:]!r}")
+                               f"{self.log.read()[-2000:].decode(errors='replace')}")
         self.url = found.group(0)
 
     def stop(self):
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(self.stop_s)
+                self.proc.communicate(timeout=self.stop_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-                self.proc.wait()
+                self.proc.communicate()
+        self.log.close()
         return self.proc.returncode
 
     def __enter__(self):

@@ -19,6 +19,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -70,13 +71,15 @@ def time_to_first_answer(command, url, body, headers, timeout_s):
     """Start `command`; -> seconds until `url` answers the request 200."""
     import httpx
     started = time.monotonic()
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    log = tempfile.TemporaryFile()              # a pipe nobody reads could fill and block it
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log)
     try:
         with httpx.Client(timeout=timeout_s) as client:
             while True:
                 if proc.poll() is not None:
+                    log.seek(0)
                     raise RuntimeError(f"the server exited with {proc.returncode}: "
-                                       f"{proc.stderr.read().decode()[-1000:]}")
+                                       f"{log.read()[-1000:].decode(errors='replace')}")
                 if time.monotonic() - started > timeout_s:
                     raise RuntimeError(f"no answer within {timeout_s:g} s")
                 try:
@@ -92,6 +95,7 @@ def time_to_first_answer(command, url, body, headers, timeout_s):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        log.close()
 
 
 def main(argv=None):
