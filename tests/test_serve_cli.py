@@ -147,3 +147,16 @@ def test_readme_serve_section_runs_as_written():
             exec(python.replace("localhost:8000", host), namespace)
             assert namespace["logits"].shape == (4, 10)
             assert np.isfinite(namespace["logits"]).all()
+
+
+@pytest.mark.parametrize("hidden, args, extra", [
+    ("starlette", [], "serve"), ("prometheus_client", [], "serve"), ("ray", ["--ray"], "ray")])
+def test_a_missing_extra_is_named(hidden, args, extra):
+    """Without the extras the command says which to install (the base install has none)."""
+    code = (f"import sys; sys.modules[{hidden!r}] = None; "
+            f"from cupyprune.cli.main import cli; cli()")
+    done = subprocess.run([sys.executable, "-c", code, "serve", DIGITS, *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 2
+    assert done.stderr.strip() == (f"error: serving needs the '{extra}' extra: pip install "
+                                   f"'cupyprune[{extra}]' ({hidden} is missing)")

@@ -21,9 +21,10 @@ def _import_serving(ray):
                 import ray as _       # noqa: F401
                 from ray import serve as _serve    # noqa: F401
     except ImportError as e:
-        extra = "ray" if ray and e.name and e.name.startswith("ray") else "serve"
+        missing = (e.name or "a module").split(".")[0]
+        extra = "ray" if missing == "ray" else "serve"
         raise InputError(f"serving needs the '{extra}' extra: pip install "
-                         f"'cupyprune[{extra}]' ({e.name} is missing)") from None
+                         f"'cupyprune[{extra}]' ({missing} is missing)") from None
 
 
 def _autoscaling(text):
