@@ -58,6 +58,7 @@ def test_a_taken_port_is_one_line_error():
         result = invoke(DIGITS, "--device", "cpu", "--port", port)
     assert result.exit_code == 2 and result.output.startswith(f"error: cannot listen on "
                                                               f"127.0.0.1:{port}")
+    assert result.output.count("\n") == 1
 
 
 def test_a_batch_limit_beyond_memory_is_refused_at_start(monkeypatch):

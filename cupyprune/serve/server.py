@@ -14,14 +14,17 @@ GRACEFUL_S = 30
 
 def bind(host, port):
     """A listening TCP socket on host:port (InputError where it cannot be bound)."""
+    sock = None
     try:
         info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
         sock = socket.socket(info[0], socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(info[4])
+        sock.listen(2048)
     except OSError as e:
+        if sock is not None:
+            sock.close()
         raise InputError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
-    sock.listen(2048)
     sock.set_inheritable(True)
     return sock
 
