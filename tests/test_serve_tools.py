@@ -35,7 +35,7 @@ def test_serve_load_runs_bounded(tmp_path):
     loads = [r for r in rows if r["kind"] == "load"]
     assert [r["concurrency"] for r in loads] == [1, 4]
     for row in loads:
-        assert row["codes"] == {"200": 40}
+        assert row["codes"] == {"200": 40} and row["refused_p99_ms"] is None
         assert row["requests_per_s"] > 0 and row["rows_per_s"] == 2 * row["requests_per_s"]
         assert 0 < row["p50_ms"] <= row["p99_ms"]
         assert 2 <= row["mean_batch_rows"] <= 8          # 2-row requests, batches up to 8

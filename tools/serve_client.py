@@ -130,7 +130,8 @@ def _client_process(args):
 
 def run_load(url, model, body, headers, concurrency, requests, processes=4, warmup=2):
     """`requests` infer requests from `concurrency` connections (over at most `processes`
-    client processes) -> {"seconds", "latencies" (s, answered 200), "codes" (count by code)}."""
+    client processes) -> {"seconds", "latencies" (s, answered 200), "refused" (s, answered
+    503), "codes" (count by code)}."""
     procs = max(1, min(processes, concurrency))
     shares = [concurrency // procs + (i < concurrency % procs) for i in range(procs)]
     counts = [requests * s // concurrency for s in shares]
@@ -141,11 +142,13 @@ def run_load(url, model, body, headers, concurrency, requests, processes=4, warm
         barrier = manager.Barrier(procs)
         jobs = [(url, path, body, headers, s, n, warmup, barrier) for s, n in zip(shares, counts)]
         results = pool.map(_client_process, jobs)
-    latencies, codes = [], {}
+    latencies, refused, codes = [], [], {}
     for lat, code_list, _, _ in results:
         for seconds, code in zip(lat, code_list):
             codes[str(code)] = codes.get(str(code), 0) + 1
             if code == 200:
                 latencies.append(seconds)
+            elif code == 503:
+                refused.append(seconds)
     seconds = max(r[3] for r in results) - min(r[2] for r in results)
-    return {"seconds": seconds, "latencies": latencies, "codes": codes}
+    return {"seconds": seconds, "latencies": latencies, "refused": refused, "codes": codes}

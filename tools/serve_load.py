@@ -17,8 +17,10 @@ graphs), then the timed --requests are shared by all connections.
 
 Rows (printed as JSON lines, written to --out at the end):
   {"kind": "load", "model", "concurrency", "requests", "codes", "seconds", "requests_per_s",
-   "rows_per_s", "p50_ms", "p99_ms", "mean_batch_rows"}   (latencies of answered requests;
-   mean_batch_rows: rows per model call, from the server's /metrics)
+   "rows_per_s", "p50_ms", "p99_ms", "mean_batch_rows", "refused_p50_ms", "refused_p99_ms"}
+   (latencies of answered requests; mean_batch_rows: rows per model call, from the server's
+   /metrics; refused_*: latencies of 503 answers, null when none: overload a server with a
+   concurrency above --max-queue + --max-batch)
   {"kind": "bench", "model", "batch", "median_ms", "rows_per_s", "served_rows_per_s" (at the
    highest concurrency), "served_vs_bench"}
 """
@@ -120,7 +122,16 @@ def _load_row(url, model, body, headers, level, args):
             "requests_per_s": answered / result["seconds"],
             "rows_per_s": answered * args.rows / result["seconds"],
             "p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),
-            "mean_batch_rows": (after[0] - before[0]) / calls if calls else None}
+            "mean_batch_rows": (after[0] - before[0]) / calls if calls else None,
+            **_refused_percentiles(result["refused"])}
+
+
+def _refused_percentiles(seconds):
+    if not seconds:
+        return {"refused_p50_ms": None, "refused_p99_ms": None}
+    ms = 1e3 * np.asarray(seconds)
+    return {"refused_p50_ms": float(np.percentile(ms, 50)),
+            "refused_p99_ms": float(np.percentile(ms, 99))}
 
 
 def _bench_row(path, model, served, args):
