@@ -1,4 +1,4 @@
-"""Entry point: `cupyprune infer|inspect|bench`."""
+"""Entry point: `cupyprune infer|inspect|bench|serve`."""
 import sys
 
 import click
@@ -9,6 +9,7 @@ from .bench_cmd import bench_cmd
 from .export_cmd import export_cmd
 from .infer import infer
 from .inspect_cmd import inspect_cmd
+from .serve_cmd import serve_cmd
 
 
 class OneLineErrors(click.Group):
@@ -44,3 +45,4 @@ cli.add_command(infer)
 cli.add_command(inspect_cmd)
 cli.add_command(bench_cmd)
 cli.add_command(export_cmd)
+cli.add_command(serve_cmd)

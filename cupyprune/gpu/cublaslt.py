@@ -12,6 +12,7 @@ first call, and plain GEMMs through cuBLASLt, were measured and lost (docs/DESIG
 GEMMs through cuBLASLt, each plan's algorithm timed at its first call").
 """
 import ctypes
+import threading
 
 from . import cublas
 
@@ -90,6 +91,9 @@ class _Plan:
         self.a, self.b = _layout(lib, dt, m, k), _layout(lib, dt, k, n)
         self.d = _layout(lib, dt, m, n)
         self.beta = ctypes.c_float(1.0 if has_c else 0.0)
+        # the descriptor holds the bias pointer of the call being launched: a call from another
+        # thread must not set its own between this one's set and launch
+        self.lock = threading.Lock()
         first = self.heuristic(1)
         self.algo = first[0] if first else None
 
@@ -118,9 +122,11 @@ class _Plan:
         """out = the plan's product of w and x (column-major A, B) on `handle`'s stream and
         workspace (a cublas.Handle)."""
         lib = library()
-        if bias is not None:          # the bias pointer is part of the descriptor: set per call
-            _set(lib, self.desc, DESC_BIAS_POINTER, ctypes.c_void_p(bias.data.ptr))
-        cublas.check(self.launch(self.algo, w, x, c, out, handle), "cublasLtMatmul")
+        with self.lock:
+            if bias is not None:      # the bias pointer is part of the descriptor: set per call
+                _set(lib, self.desc, DESC_BIAS_POINTER, ctypes.c_void_p(bias.data.ptr))
+            status = self.launch(self.algo, w, x, c, out, handle)
+        cublas.check(status, "cublasLtMatmul")
 
     def launch(self, algo, w, x, c, out, handle):
         """One cublasLtMatmul with `algo` -> its status (the bias pointer set already)."""

@@ -8,6 +8,7 @@ Memory: the capture runs with a private CuPy memory pool, kept alive with the gr
 addresses baked into the graph are never handed to anyone else. Inputs are copied into static
 buffers before each replay; outputs are copied out after it.
 """
+import threading
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -16,6 +17,10 @@ from ..errors import InputError
 
 
 _CAPTURE_STREAMS = {}
+# Calls from several threads take turns: a replay owns its graph's static buffers and its
+# runner's events from the copy in to the copy out, and a capture on the shared stream must not
+# record another runner's replay (their GPU work is serialized on that stream anyway).
+_REPLAY_LOCK = threading.Lock()
 
 
 def capture_stream():
@@ -56,6 +61,10 @@ class CudaGraphRunner:
         """env (name -> array) -> outputs (name -> new device array). after_launch(event), if
         given, is called once the replay is queued, with an event recorded where env's arrays
         are ready: host work queued there overlaps the replay (the engine's id range check)."""
+        with _REPLAY_LOCK:
+            return self._replay(env, after_launch)
+
+    def _replay(self, env, after_launch):
         import cupy
         if self.failed is not None:
             return self.forward(env)
