@@ -169,4 +169,4 @@ def test_prune_while_exporting(tmp_path, rng):
     assert paths.count("group") == len(paths) - 2
     bad = tmp_path / "bad.safetensors"
     refused(run("export", "--torchvision", "resnet18", "--prune", "vec:2", "--out", bad), bad,
-            "unknown pattern 'vec:2'")
+            "invalid choice: 'vec:2'")

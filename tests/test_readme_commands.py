@@ -1,4 +1,5 @@
-"""The README's "Export, prune, run your own model" block, run as written (one command after the
+"""The README's block of hand-written exporters ("The paper's five architectures, by hand"), run
+as written (one command after the
 other, in one scratch folder) on checkpoints made here with the file names it uses: a user who
 copies it must get model files that load, and the pruned one must equal PyTorch's masked model."""
 import os
@@ -14,7 +15,7 @@ import torch
 import cupyprune
 from conftest import ROOT, TOOLS, rel_err
 
-SECTION = "## Export, prune, run your own model"
+SECTION = "### The paper's five architectures, by hand"
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
 
 

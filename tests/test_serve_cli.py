@@ -63,7 +63,8 @@ def test_a_taken_port_is_one_line_error():
 
 def test_a_batch_limit_beyond_memory_is_refused_at_start(monkeypatch):
     from cupyprune import memory
-    monkeypatch.setattr(memory, "available_host_bytes", lambda: 1024)   # < 4096 x 1 byte
+    # enough to load the model (about 1.2 MiB), not for 4096 inputs (about 54 KiB each)
+    monkeypatch.setattr(memory, "available_host_bytes", lambda: 16 << 20)
     result = invoke(DIGITS, "--device", "cpu", "--max-batch", "4096", "--port", "0")
     assert result.exit_code == 2
     assert result.output.startswith("error: --max-batch 4096: does not fit in memory")

@@ -35,7 +35,8 @@ from exporters.cnn import DEFAULTS
 from exporters.errors import ExportError
 from exporters.hf import check_checkpoint
 from oneline import OneLineParser, UsageError, check_out, positive_int, run_tool
-from cupyprune.export.pruning import PATTERNS, SCOPES, PruningError, default_prunable_keys, prune_state_dict
+from cupyprune.export.pruning import (SCOPES, PruningError, default_prunable_keys,
+                                      prune_state_dict)
 from cupyprune.export.pruning.spec import PATTERN_SYNTAX, parse_pattern_spec
 from cupyprune.export.pruning.units import check_keep, resolve_block, resolve_n_m
 
@@ -57,8 +58,7 @@ def pattern_spec(text):
     try:
         return parse_pattern_spec(text)
     except PruningError as e:
-        raise argparse.ArgumentTypeError(f"invalid choice: {text!r} (use {PATTERN_SYNTAX})") \
-            from e
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def parse_args(argv):

@@ -19,7 +19,7 @@ def parse_pattern_spec(text):
     a bare name -> (name, None, None)."""
     name, _, rest = str(text).partition(":")
     if name not in PATTERNS or (rest and name not in ("vector", "block")):
-        raise UnknownPatternError(f"unknown pattern {text!r} (use {PATTERN_SYNTAX})")
+        raise UnknownPatternError(f"invalid choice: {text!r} (use {PATTERN_SYNTAX})")
     if not rest:
         return name, None, None
     if name == "vector":
