@@ -14,7 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import deploy_report  # noqa: E402
 from benchlib.markdown import ms, ratio, table, verdict_at_least  # noqa: E402
-from benchlib.results import SECTION_KEYS, ResultsError, cell_key, read_results  # noqa: E402
+from benchlib.results import (REPORT_ERRORS, SECTION_KEYS, cell_key,  # noqa: E402
+                              read_results, report_error)
 from cupyprune.atomic import atomic_path  # noqa: E402
 from oneline import OneLineParser, UsageError, check_out, run_tool  # noqa: E402
 
@@ -299,14 +300,8 @@ def main(argv=None):
     try:
         args = parse_args(argv)
         text = report_markdown(args)
-    except (UsageError, ResultsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyError as e:
-        print(f"error: a results cell lacks the field {e}", file=sys.stderr)
-        return 2
-    except OSError as e:                                     # the plots' folder
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+    except (UsageError, *REPORT_ERRORS) as e:                # the plots' folder too
+        print(f"error: {report_error(e)}", file=sys.stderr)
         return 2
     with atomic_path(args.out, prefix=".bench-report-") as tmp:
         with open(tmp, "w") as f:

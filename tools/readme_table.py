@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_report import load  # noqa: E402
 from benchlib.markdown import ms, ratio, table  # noqa: E402
-from benchlib.results import ResultsError  # noqa: E402
+from benchlib.results import REPORT_ERRORS, ResultsError, report_error  # noqa: E402
 from cupyprune.atomic import atomic_path  # noqa: E402
 from oneline import OneLineParser, UsageError, run_tool  # noqa: E402
 
@@ -80,14 +80,8 @@ def main(argv=None):
             return 0
         with open(args.write, encoding="utf-8") as f:
             text = replace_block(f.read(), block)
-    except (UsageError, ResultsError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyError as e:
-        print(f"error: a results cell lacks the field {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+    except (UsageError, *REPORT_ERRORS) as e:                # the plots' folder too
+        print(f"error: {report_error(e)}", file=sys.stderr)
         return 2
     with atomic_path(args.write, prefix=".readme-") as tmp:
         with open(tmp, "w", encoding="utf-8") as f:

@@ -26,6 +26,20 @@ class ResultsError(ValueError):
     """A results file that cannot be read: one line, naming the file."""
 
 
+# what the report tools refuse, each as one line (report_error)
+REPORT_ERRORS = (ResultsError, KeyError, OSError)
+
+
+def report_error(e):
+    """A results or usage problem -> its one-line message: a KeyError is a cell without a field,
+    an OSError names its file."""
+    if isinstance(e, KeyError):
+        return f"a results cell lacks the field {e}"
+    if isinstance(e, OSError):
+        return f"{e.filename or ''}: {e.strerror or e}"
+    return str(e)
+
+
 def read_results(path):
     """A results file -> its document, checked: a JSON object of this schema whose sections are
     known and hold lists of objects."""
