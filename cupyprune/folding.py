@@ -10,9 +10,6 @@ so these nodes disappear from the run when the layer's output is their only inpu
 """
 from dataclasses import dataclass, field
 
-FUSABLE_ACTIVATIONS = ("relu", "gelu", "tanh")
-
-
 @dataclass
 class Folding:
     bn: dict = field(default_factory=dict)           # conv name -> batch_norm node
@@ -28,7 +25,8 @@ class Folding:
 
 
 def plan_folding(graph, activation_name):
-    """graph -> Folding. activation_name(node) names a fusable activation node's epilogue."""
+    """graph -> Folding. activation_name(node) names the epilogue activation a node folds into,
+    or is None for a node that is no fusable activation."""
     producers = {v: n for n in graph.nodes for v in n.outputs}
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     readers = graph.consumers()
@@ -63,7 +61,7 @@ def plan_folding(graph, activation_name):
                                        (f.bn, f.activation, f.residual)):
                 f.bn[src.name] = node
                 fold(node, node.inputs[0])
-        elif node.op in FUSABLE_ACTIVATIONS:
+        elif activation_name(node) is not None:
             src = sole_layer(node.inputs[0])
             if src is None or src.name in f.post:
                 continue

@@ -12,12 +12,12 @@ the 1x1 conv keeps.
 
 Legend: M rows of activations, R producer inputs, K producer outputs, T kept outputs.
 """
+from .layout import SAME
 from .paths import gather_pays
 from .paths.base import GemmPath
 from .paths.dense import DensePath
 from .paths.group import GroupPath
 
-ELEMENTWISE = ("gelu", "relu", "tanh", "dropout", "hardtanh", "silu", "sigmoid", "hardswish")
 LAYERS = ("linear", "conv2d")
 NOTES = "notes"          # op attribute: the list of notes its describe() reports
 
@@ -70,8 +70,8 @@ def _producer(step, alias, by_output, readers, outputs):
             return None
         if src.op.op_name == step.op.op_name:
             return src
-        if src.op.op_name not in ELEMENTWISE or len(src.node.inputs) != 1:
-            return None
+        if getattr(src.op, "layout", None) != SAME or len(src.node.inputs) != 1:
+            return None             # elementwise ops of one input (layout.SAME) keep the features
         value = alias.get(src.node.inputs[0], src.node.inputs[0])
 
 

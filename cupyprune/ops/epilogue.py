@@ -36,8 +36,11 @@ def gelu_form(node):
 
 
 def activation_name(node):
-    """An activation node -> its epilogue name."""
-    return GELU_FORMS[gelu_form(node)] if node.op == "gelu" else node.op
+    """A node -> the name of the epilogue activation it folds into (`_ACTIVATIONS`, the one list
+    of fusable activations), or None for a node that is no such activation."""
+    if node.op == "gelu":
+        return GELU_FORMS[gelu_form(node)]
+    return node.op if node.op in _ACTIVATIONS and node.op != "none" else None
 
 
 def _numpy_activation(name, y):
