@@ -22,10 +22,11 @@ def converts(*targets):
 
 def module_path(node):
     """The module a traced node came from, as its state-dict prefix ('layer3.0.conv1')."""
-    stack = node.meta.get("nn_module_stack") or {}
+    stack = [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()
+             if not path.startswith("_empty_nn_module_stack")]     # a tracer hook's placeholder
     if not stack:
         return "<model>"
-    path = list(stack.values())[-1][0]
+    path = stack[-1]
     return path.replace("L['self'].", "").replace("L__self__.", "") or "<model>"
 
 
