@@ -295,9 +295,11 @@ def cat(lw, node, tensors, dim=0):
     return lw.emit("cat", [lw.value(t) for t in tensors], name=node.name, attrs={"dim": dim})
 
 
-@converts("aten.slice.Tensor")
-def slice_(lw, node, x, dim=0, start=None, end=None, step=1):
-    attrs = {"dim": dim, "step": step, "start": 0, "end": None}
+def _bounds(lw, attrs, start, end):
+    """start and end of a slice or arange into `attrs` (start 0 and end None unless given; an end
+    at or past BIG is "to the end"); a symbolic one is listed in attrs['symbolic'] (0: start,
+    1: end) and its value returned among the extra inputs."""
+    attrs.update(start=0, end=None)
     symbolic, extra = [], []
     for which, (key, v) in enumerate((("start", start), ("end", end))):
         if hasattr(v, "op"):
@@ -307,7 +309,14 @@ def slice_(lw, node, x, dim=0, start=None, end=None, step=1):
             attrs[key] = int(v)
     if symbolic:
         attrs["symbolic"] = symbolic
-    if attrs["start"] == 0 and attrs["end"] is None and step == 1 and not symbolic:
+    return extra
+
+
+@converts("aten.slice.Tensor")
+def slice_(lw, node, x, dim=0, start=None, end=None, step=1):
+    attrs = {"dim": dim, "step": step}
+    extra = _bounds(lw, attrs, start, end)
+    if attrs["start"] == 0 and attrs["end"] is None and step == 1 and not extra:
         return lw.value(x)
     return lw.emit("slice", [lw.value(x)] + extra, name=node.name, attrs=attrs)
 
@@ -320,8 +329,7 @@ def select(lw, node, x, dim, index):
 @converts("aten.index.Tensor")
 def index(lw, node, x, indices):
     axes = [i for i, ix in enumerate(indices) if ix is not None]
-    if axes != list(range(axes[-1] + 1))[-len(axes):] and len(axes) > 1 and \
-            axes != list(range(axes[0], axes[0] + len(axes))):
+    if axes != list(range(axes[0], axes[0] + len(axes))):
         raise ExportError("indexing with tensors on non-adjacent dims is not supported")
     return lw.emit("index", [lw.value(x)] + [lw.value(indices[i]) for i in axes],
                    name=node.name, attrs={"axes": axes})
@@ -356,15 +364,8 @@ def arange(lw, node, *args, **kwargs):
     bounds = list(args) if len(args) > 1 else [0, args[0]]
     start, end = bounds[0], bounds[1]
     step = bounds[2] if len(bounds) > 2 else 1
-    attrs, extra, symbolic = {"start": 0, "end": None, "step": int(step)}, [], []
-    for which, (key, v) in enumerate((("start", start), ("end", end))):
-        if hasattr(v, "op"):
-            symbolic.append(which)
-            extra.append(lw.value(v))
-        else:
-            attrs[key] = int(v)
-    if symbolic:
-        attrs["symbolic"] = symbolic
+    attrs = {"step": int(step)}
+    extra = _bounds(lw, attrs, start, end)
     return lw.emit("arange", extra, name=node.name, attrs=attrs)
 
 

@@ -7,7 +7,7 @@ returns the value name that stands for the call's result (or a tuple of names).
 """
 import numpy as np
 
-from .torchlib import ExportError
+from .torchlib import ExportError, import_torch
 
 CONVERTERS = {}       # "aten.conv2d.default" (str of the fx target) -> converter
 
@@ -197,4 +197,4 @@ def _numpy(t):
     t = t.detach().cpu()
     if t.is_floating_point():
         return t.float().numpy()
-    return t.numpy().astype(np.int64) if t.dtype != __import__("torch").bool else t.numpy()
+    return t.numpy() if t.dtype == import_torch().bool else t.numpy().astype(np.int64)

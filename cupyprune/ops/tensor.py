@@ -88,6 +88,15 @@ def _resolve(node, shape, count):
     return tuple(count // known if d == -1 else d for d in shape)
 
 
+def _bounds(attrs, sizes, read):
+    """[start, end] from the attributes, each index in `symbolic` (0: start, 1: end) taken from
+    the next extra input; read(value) -> int (a Size in shape inference, a host int at run)."""
+    bounds = [attrs["start"], attrs["end"]]
+    for which, value in zip(attrs["symbolic"], sizes):
+        bounds[which] = read(value)
+    return bounds
+
+
 def _dim(node, dim, ndim):
     if not -ndim <= dim < max(ndim, 1):
         raise InputError(f"node {node.name!r} ({node.op}): dim {dim} is out of range for a "
@@ -241,18 +250,14 @@ class Slice(Logical):
     @staticmethod
     def infer_shape(node, params, x, *sizes):
         a = node.attrs
-        bounds = [a["start"], a["end"]]
-        for which, value in zip(a["symbolic"], sizes):
-            bounds[which] = _size(value)
+        bounds = _bounds(a, sizes, _size)
         dim = _dim(node, a["dim"], len(x))
         length = len(range(*slice(bounds[0], bounds[1], a["step"]).indices(x[dim])))
         return tuple(x[:dim]) + (length,) + tuple(x[dim + 1:])
 
     def __call__(self, x, *sizes):
         a = self.node.attrs
-        bounds = [a["start"], a["end"]]
-        for which, value in zip(a["symbolic"], sizes):       # 0: start, 1: end
-            bounds[which] = int(value)
+        bounds = _bounds(a, sizes, int)
         index = [slice(None)] * x.ndim
         index[_dim(self.node, a["dim"], x.ndim)] = slice(bounds[0], bounds[1], a["step"])
         return x[tuple(index)]
@@ -501,18 +506,14 @@ class Arange(Logical):
     @staticmethod
     def infer_shape(node, params, *sizes):
         a = node.attrs
-        bounds = [a["start"], a["end"]]
-        for which, value in zip(a["symbolic"], sizes):
-            bounds[which] = _size(value)
+        bounds = _bounds(a, sizes, _size)
         if bounds[1] is None or a["step"] == 0:
             shape_error(node, "needs an end and a non-zero step")
         return (len(range(bounds[0], bounds[1], a["step"])),)
 
     def __call__(self, *sizes):
         a = self.node.attrs
-        bounds = [a["start"], a["end"]]
-        for which, value in zip(a["symbolic"], sizes):
-            bounds[which] = int(value)
+        bounds = _bounds(a, sizes, int)
         if bounds[1] is None or a["step"] == 0:
             shape_error(self.node, "needs an end and a non-zero step")
         return self.xp.arange(bounds[0], bounds[1], a["step"], dtype=np.int64)
