@@ -172,7 +172,7 @@ def value_ranks(graph, ops, tensors, input_shapes):
     try:
         if activation_bytes(graph, ops, tensors, input_shapes, 1, value_shapes=shapes) is None:
             return {}
-    except (InputError, ModelFileError):
+    except (InputError, ModelFileError, KeyError):      # KeyError: an input without a shape
         return {}
     return {v: len(s) for v, s in shapes.items() if not isinstance(s, Size)}
 

@@ -25,7 +25,7 @@ def key_mask(xp, mask, N, T):
     0/1, C-contiguous."""
     m = mask.reshape((1,) * (4 - mask.ndim) + tuple(mask.shape))    # (N or 1, ., ., S or 1)
     row = m[:, 0, 0, :]                                               # (N or 1, S or 1)
-    return xp.broadcast_to(row, (N, T)).astype(xp.int64)             # (N, S)
+    return xp.broadcast_to(row, (N, T)).astype(xp.int64, order="C")  # (N, S)
 
 
 def split(out, H):
