@@ -142,6 +142,7 @@ class IntArith(Logical):
 
 @register("reshape")
 class Reshape(Logical):
+    bf16_native = True                 # only moves values: a traced attention's heads stay views
     attrs = {"shape": IntsOrNull()}
 
     @staticmethod
@@ -165,6 +166,7 @@ class Reshape(Logical):
 @register("expand")
 class Expand(Logical):
     """torch's expand: -1 keeps a dim; new leading dims may be added."""
+    bf16_native = True                 # only moves values
     attrs = {"shape": IntsOrNull()}
 
     @staticmethod
