@@ -256,8 +256,7 @@ def test_op_fast_and_generic_agree(rng, precision, name):
     assert op.describe()["attention"] == want, op.describe()
     assert out.shape == (N, H, T, DH)
     ref = reference_attention(qv, kv, vv, host)
-    tol = {"fp32": 1e-5, "fp16": 2e-3, "bf16": 1.6e-2}[precision]
-    tol *= 5 if want == "generic" else 1           # softmax in fp16 storage (CuPy arithmetic)
+    tol = {"fp32": 1e-5, "fp16": 1e-2, "bf16": 8e-2}[precision]     # test_gpu_kernels.py's
     assert rel_err(host_values(out), ref) <= tol
     if want != "generic":                        # the output is the (N, T, D) result's view
         merged = out.transpose(0, 2, 1, 3)

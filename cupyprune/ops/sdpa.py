@@ -58,7 +58,8 @@ class ScaledDotProductAttention(Logical):
             if isinstance(how, FastPlan):
                 from ..gpu.traced_attention import traced_self_attention
                 out, self.path = traced_self_attention(how, q, k, v, mask, self.tf32)
-                self.why = "q, k, v copied" if any(how.copies) else ""
+                copied = [name for name, c in zip("qkv", how.copies) if c]
+                self.why = f"{', '.join(copied)} copied" if copied else ""
                 return out                               # (N, H, T, dh)
             self.why = how
         self.path = "generic"
