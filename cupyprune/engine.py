@@ -5,6 +5,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from . import backend, bf16, memory, passes
+from .attention_masks import mark_attention_masks
 from .layout import NHWC, LOGICAL, plan_layouts
 from .errors import DeviceError, InputError, ModelFileError, OutOfMemoryError
 from .format import read_model_file
@@ -70,6 +71,7 @@ class Model:
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
         passes.compact_producers(self)   # linears compute only the outputs their readers keep
+        mark_attention_masks(self)       # traced attention: masks that pad keys only
         if path == "auto" and self.device == "gpu":
             passes.demote_gathering_linears(self)
         self._mark_checked_ids()

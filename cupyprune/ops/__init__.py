@@ -1,5 +1,5 @@
 """Operators: importing this package registers them all in OPS."""
-from . import activation, conv, elementwise, linear, pool, shape, tensor, transformer  # noqa: F401  (registration)
+from . import activation, conv, elementwise, linear, pool, sdpa, shape, tensor, transformer  # noqa: F401  (registration)
 from .registry import OPS, LoadContext, Op, register
 
 

@@ -5,10 +5,8 @@ arguments that depend on the input (the batch size, a sequence length) are value
 `sym_size` reads one dim of a value as a host integer, `int_arith` combines such integers, and an
 op whose shape attribute holds `null` takes those integers, in order, from its extra inputs.
 
-Legend: N batch, T tokens, H heads, dh head size.
+scaled_dot_product_attention is in ops/sdpa.py.
 """
-import math
-
 import numpy as np
 
 from ..errors import InputError
@@ -144,6 +142,7 @@ class IntArith(Logical):
 
 @register("reshape")
 class Reshape(Logical):
+    bf16_native = True                 # only moves values: a traced attention's heads stay views
     attrs = {"shape": IntsOrNull()}
 
     @staticmethod
@@ -167,6 +166,7 @@ class Reshape(Logical):
 @register("expand")
 class Expand(Logical):
     """torch's expand: -1 keeps a dim; new leading dims may be added."""
+    bf16_native = True                 # only moves values
     attrs = {"shape": IntsOrNull()}
 
     @staticmethod
@@ -452,39 +452,6 @@ class Matmul(Logical):
             raise InputError(f"node {self.node.name!r}: cannot multiply {tuple(a.shape)} by "
                              f"{tuple(b.shape)}")
         return self.xp.matmul(a, b)
-
-
-@register("scaled_dot_product_attention")
-class ScaledDotProductAttention(Logical):
-    """F.scaled_dot_product_attention: q (..., T, dh), k and v (..., S, dh), an optional mask
-    (bool: True attends; float: added to the scores) broadcast to (..., T, S)."""
-    attrs = {"scale": Float(default=None, above=0), "is_causal": Bool(default=False)}
-
-    @staticmethod
-    def infer_shape(node, params, q, k, v, mask=None):
-        if q[-1] != k[-1] or k[-2] != v[-2]:
-            raise InputError(f"node {node.name!r}: q {tuple(q)}, k {tuple(k)} and v "
-                             f"{tuple(v)} do not fit")
-        return tuple(q[:-1]) + (v[-1],)
-
-    @staticmethod
-    def workspace(node, params, q, k, v, mask=None):
-        return 3 * elements(q[:-1]) * k[-2]              # scores, their exp, the weights
-
-    def __call__(self, q, k, v, mask=None):
-        xp = self.xp
-        scale = self.node.attrs["scale"] or 1.0 / math.sqrt(q.shape[-1])
-        scores = xp.matmul(q, xp.swapaxes(k, -1, -2)) * scale           # (..., T, S)
-        if self.node.attrs["is_causal"]:
-            T, S = scores.shape[-2:]
-            keep = xp.tril(xp.ones((T, S), dtype=bool))
-            scores = xp.where(keep, scores, -xp.inf)
-        if mask is not None:
-            if mask.dtype == bool:
-                scores = xp.where(mask, scores, -xp.inf)
-            else:
-                scores = scores + mask
-        return xp.matmul(softmax(xp, scores).astype(v.dtype, copy=False), v)   # (..., T, dh)
 
 
 @register("cast")
