@@ -9,7 +9,6 @@ from .attention_masks import mark_attention_masks
 from .layout import NHWC, LOGICAL, plan_layouts
 from .errors import DeviceError, InputError, ModelFileError, OutOfMemoryError
 from .format import read_model_file
-from .folding import plan_folding
 from .graph import check_tensors, parse_graph
 from .inputs import (FEATURES, IMAGE, IdRangeCheck, check_input, check_input_spec,
                      check_sample_labels, default_input)
@@ -17,6 +16,7 @@ from .gpu.gemm import Matmul
 from .ops import OPS, LoadContext
 from .ops.epilogue import activation_name
 from .ops.float_boundary import FloatBoundary, needs_boundary
+from .plan import plan_load
 from .precision import PRECISIONS, check_precision, is_bf16
 
 
@@ -54,26 +54,20 @@ class Model:
         need = memory.check_graph_fits(self.graph, model_file, 1, self.device, precision)
         check_sample_labels(model_file, need.outputs.get(self.graph.outputs[0]))
         _warn_non_finite(model_file.tensors)
-        folding = plan_folding(self.graph, activation_name)
-        self.alias = folding.alias
-        ctx = LoadContext(xp=self.xp, dtype=self.dtype, tensors=model_file.tensors,
-                          pruning=model_file.pruning, path=path, fold=folding.bn,
-                          activation=folding.activation, residual=folding.residual,
-                          post=folding.post, matmul=Matmul(self.xp, tf32=precision == "tf32"))
-        folded = folding.folded_nodes(self.graph)
-        self.steps = [Step(n, _build_op(n, ctx), list(n.inputs) + (
-            [folding.residual[n.name]] if n.name in folding.residual else []))
-            for n in self.graph.nodes if n.name not in folded]
-        _check_pruning_names(model_file, self.steps)
+        # plan -> passes -> lower: every decision is made on the plan, then each op is built once
+        self.plan = plan_load(self.graph, OPS, model_file.tensors, model_file.pruning, path,
+                              activation_name)
+        _check_pruning_names(model_file, self.plan)
+        passes.run(self.plan, self.device, path, precision)
+        folding = self.plan.folding
+        self.alias = self.plan.alias
         self.folded = {conv: bn.name for conv, bn in folding.bn.items()}
         self.fused = folding.activation
         self.residual, self.post = folding.residual, folding.post
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
-        passes.compact_producers(self)   # linears compute only the outputs their readers keep
+        self.steps = self._lower(path)
         mark_attention_masks(self)       # traced attention: masks that pad keys only
-        if path == "auto" and self.device == "gpu":
-            passes.demote_gathering_linears(self)
         self._mark_checked_ids()
         self._release = self._plan_release()
         self._tags, self._adapters = plan_layouts(self.xp, self.steps, {
@@ -81,6 +75,14 @@ class Model:
             for name in self.graph.inputs}, self.alias)
         self.graph_runner = self._graph_runner(cuda_graph)
         self._fitting_shapes = set()     # input shapes whose activations were found to fit
+
+    def _lower(self, path):
+        """The plan -> Steps: each op built once from its plan entry."""
+        ctx = LoadContext(xp=self.xp, dtype=self.dtype, tensors=self.file.tensors,
+                          pruning=self.file.pruning, path=path,
+                          plans={s.name: s for s in self.plan.steps},
+                          matmul=Matmul(self.xp, tf32=self.precision == "tf32"))
+        return [Step(s.node, _build_op(s.node, ctx), s.inputs) for s in self.plan.steps]
 
     def _mark_checked_ids(self):
         """Lookups of graph inputs whose spec bounds the ids within the table are checked at
@@ -250,10 +252,10 @@ def _build_op(node, ctx):
     return op_class(node, ctx)
 
 
-def _check_pruning_names(model_file, steps):
+def _check_pruning_names(model_file, plan):
     """Every pruning declaration names the weight of a conv or linear layer: one that names
     anything else would be ignored, and the pattern the user declared never checked."""
-    prunable = {s.node.params["weight"] for s in steps if s.op.prunable}
+    prunable = {s.node.params["weight"] for s in plan.layers()}
     for key in model_file.pruning:
         if key not in prunable:
             raise ModelFileError(f"{model_file.path}: metadata 'pruning' declares {key!r}, "

@@ -1,66 +1,39 @@
-"""Load-time pass: a layer computes only the outputs that its reader keeps.
+"""Load-time passes: they rewrite a load plan (plan.py) before any op is built.
 
-When a group-wise linear (the consumer) reads, through elementwise ops only, the output of
-another linear (the producer) that nothing else reads, the features the consumer prunes are
-never used: the producer drops those output columns of its weight and bias at load, and the
-consumer then takes the compacted features as they come, with no gather (paper Algorithm 2
-without its gather step). A transformer FFN (dense -> GELU -> group-wise dense) and BERT's
-pooler (dense -> tanh -> group-wise classifier) are the cases this was written for. Convolutions
-get the same: a group-wise 1x1 conv's groups are input channels, so the conv before it (a
-ResNet bottleneck's 3x3, an inverted residual's projection input) computes only the channels
-the 1x1 conv keeps.
+compact_producers: a layer computes only the outputs that its reader keeps. When a group-wise
+linear (the consumer) reads, through elementwise ops only, the output of another linear (the
+producer) that nothing else reads, the features the consumer prunes are never used: the
+producer keeps only those output columns of its weight and bias, and the consumer then takes
+the compacted features as they come, with no gather (paper Algorithm 2 without its gather
+step). A transformer FFN (dense -> GELU -> group-wise dense) and BERT's pooler (dense -> tanh
+-> group-wise classifier) are the cases this was written for. Convolutions get the same: a
+group-wise 1x1 conv's groups are input channels, so the conv before it (a ResNet bottleneck's
+3x3, an inverted residual's projection input) computes only the channels the 1x1 conv keeps.
 
-Legend: M rows of activations, R producer inputs, K producer outputs, T kept outputs.
+demote_gathering_linears (`--path auto` on the GPU): a group-wise linear that still gathers
+runs dense where the gather costs more than its smaller GEMM saves.
+
+Each pass records its decisions on the layers' PrunableWeight (ops/prunable.py): the output
+columns kept, a pre-compacted input, the path, and a note for describe(). Lowering builds every
+op from them. Outputs are unchanged.
+
+Legend: R inputs of a layer, T kept inputs, K outputs.
 """
+from . import paths
 from .layout import SAME
-from .paths import gather_pays
-from .paths.base import GemmPath
-from .paths.dense import DensePath
-from .paths.group import GroupPath
-
-LAYERS = ("linear", "conv2d")
-NOTES = "notes"          # op attribute: the list of notes its describe() reports
 
 
-class Precompacted(GemmPath):
-    """A group-wise path whose input already holds only its kept features: no gather."""
-    name = "group"
-
-    def __init__(self, group):
-        self.group = group                           # the GroupPath; it multiplies, never gathers
-        self.rows_host = group.rows_host
-
-    @property
-    def w(self):
-        return self.group.w                          # (T, K)
-
-    @w.setter
-    def w(self, value):
-        self.group.w = value
-
-    def __call__(self, x):
-        return self.group(x)                         # (M, T) @ (T, K) -> (M, K)
-
-    @property
-    def nbytes(self):
-        return self.group.w.nbytes
-
-
-def _note(op, text):
-    """Append a note to op.describe()'s 'note' field (wraps the bound method once)."""
-    notes = getattr(op, NOTES, None)
-    if notes is None:
-        notes = []
-        setattr(op, NOTES, notes)
-        base = op.describe
-        op.describe = lambda: {**base(), "note": "; ".join(notes)}
-    notes.append(text)
+def run(plan, device, path, precision):
+    """Every pass that applies to a load of `path` on `device` at `precision`, in order."""
+    compact_producers(plan)           # layers compute only the outputs their readers keep
+    if path == "auto" and device == "gpu":
+        demote_gathering_linears(plan, precision)
 
 
 def _producer(step, alias, by_output, readers, outputs):
-    """Walk back from a consumer through single-reader elementwise steps to a linear step whose
-    only reader is that chain, or None. (An activation fused into the linear is no step: its
-    output is an alias of the linear's.)"""
+    """Walk back from a consumer through single-reader elementwise steps to a step of the
+    consumer's op whose only reader is that chain, or None. (An activation fused into the layer
+    is no step: its output is an alias of the layer's.)"""
     value = alias.get(step.node.inputs[0], step.node.inputs[0])
     while True:
         if value in outputs or len(readers.get(value, ())) != 1:
@@ -68,82 +41,66 @@ def _producer(step, alias, by_output, readers, outputs):
         src = by_output.get(value)
         if src is None:
             return None
-        if src.op.op_name == step.op.op_name:
+        if src.node.op == step.node.op:
             return src
-        if getattr(src.op, "layout", None) != SAME or len(src.node.inputs) != 1:
+        if getattr(src.op_class, "layout", None) != SAME or len(src.node.inputs) != 1:
             return None             # elementwise ops of one input (layout.SAME) keep the features
         value = alias.get(src.node.inputs[0], src.node.inputs[0])
 
 
-def _width(op, side):
-    """A layer's input ('in') or output ('out') features: a linear's, or a conv's channels."""
-    if op.op_name == "linear":
-        return op.in_features if side == "in" else op.out_features
-    return op.C if side == "in" else op.K
-
-
-def _set_width(op, side, value):
-    name = {("linear", "in"): "in_features", ("linear", "out"): "out_features",
-            ("conv2d", "in"): "C", ("conv2d", "out"): "K"}[op.op_name, side]
-    setattr(op, name, value)
-
-
 def _compactable(step):
-    """A group-wise layer whose kept rows are whole input features: any linear, a 1x1 conv."""
-    op = step.op
-    if op.op_name not in LAYERS or not isinstance(getattr(op, "path", None), GroupPath):
-        return False
-    return op.op_name == "linear" or getattr(op, "pointwise", False)
+    """A group-wise layer whose kept rows are whole input features (any linear, a 1x1 conv) and
+    that still gathers them."""
+    w = step.weight
+    return w is not None and w.path_name == "group" and not w.precompacted \
+        and w.shape.whole_features
 
 
-def _compact_producer(op, rows, xp):
-    """Keep only output columns `rows` of a dense or group-wise linear or conv."""
-    cols = xp.asarray(rows)
-    op.path.w = xp.ascontiguousarray(op.path.w[:, cols])             # (R or T, K) -> (., T)
-    epilogue = op.epilogue                                            # bias + fused activation
-    if epilogue.bias is not None:
-        epilogue.bias = xp.ascontiguousarray(epilogue.bias[cols])     # (K,) -> (T,)
-    total = _width(op, "out")
-    _set_width(op, "out", len(rows))
-    _note(op, f"outputs compacted: {len(rows)}/{total} computed")
+def _may_compact(src, consumer):
+    """A producer whose GEMM path holds one weight matrix (dense or group-wise), whose outputs
+    are the consumer's inputs, and that adds no residual (the residual has all K outputs)."""
+    w = src.weight
+    return w.shape.gemm and w.path_name in ("dense", "group") and src.residual is None \
+        and w.shape.outputs == consumer.weight.shape.inputs
 
 
-def compact_producers(model):
-    """Apply the pass to a built Model's steps in place. Outputs are unchanged."""
-    alias = model.alias
-    by_output = {alias.get(v, v): s for s in model.steps for v in s.node.outputs}
+def compact_producers(plan):
+    """Rewrite `plan` in place: producers keep only their consumers' kept output columns."""
+    alias = plan.alias
+    by_output = {alias.get(v, v): s for s in plan.steps for v in s.node.outputs}
     readers = {}
-    for s in model.steps:
+    for s in plan.steps:
         for v in s.inputs:
             readers.setdefault(alias.get(v, v), []).append(s)
-    outputs = {alias.get(v, v) for v in model.graph.outputs}
-    for step in model.steps:
-        op = step.op
+    outputs = {alias.get(v, v) for v in plan.graph.outputs}
+    for step in plan.steps:
         if not _compactable(step):
             continue
         src = _producer(step, alias, by_output, readers, outputs)
-        if src is None or not isinstance(getattr(src.op, "path", None),
-                                         (DensePath, GroupPath, Precompacted)) \
-                or _width(src.op, "out") != _width(op, "in") or src.op.epilogue.residual:
+        if src is None or not _may_compact(src, step):
             continue
-        rows = op.path.rows_host
-        _compact_producer(src.op, rows, model.xp)
-        op.path = Precompacted(op.path)
-        _set_width(op, "in", len(rows))
-        _note(op, "input pre-compacted (no gather)")
+        rows = step.weight.rows()
+        producer = src.weight
+        producer.keep_outputs = rows
+        producer.notes.append(f"outputs compacted: {len(rows)}/{producer.shape.outputs} "
+                              f"computed")
+        step.weight.precompacted = True
+        step.weight.notes.append("input pre-compacted (no gather)")
 
 
-def demote_gathering_linears(model, pays=gather_pays):
+def demote_gathering_linears(plan, precision, pays=None):
     """`--path auto` on the GPU: a group-wise linear that still gathers its input after
     compact_producers runs dense where the gather costs more than the smaller GEMM saves
-    (paths.GATHER_COST). Outputs are unchanged: the dense weight is the masked one."""
-    for step in model.steps:
-        op = step.op
-        if op.op_name != "linear" or type(op.path) is not GroupPath:
+    (paths.GATHER_COST, a cost model of shapes alone). Outputs are unchanged: the dense weight
+    is the masked one."""
+    pays = pays or paths.gather_pays
+    for step in plan.steps:
+        w = step.weight
+        if step.node.op != "linear" or w is None or w.path_name != "group" or w.precompacted:
             continue
-        R, (T, K) = op.in_features, op.path.w.shape
-        if pays(R, T, K, model.precision):
+        R, T = w.shape.inputs, len(w.rows())
+        K = w.computed_widths()[1]
+        if pays(R, T, K, precision):
             continue
-        op.path = DensePath.from_rows(op.path.w, op.path.rows_host, R, model.xp, op.path.matmul)
-        op.layer.path_name = "dense"
-        _note(op, f"auto: dense, gathering {T}/{R} inputs would cost more than it saves")
+        w.path_name = "dense"
+        w.notes.append(f"auto: dense, gathering {T}/{R} inputs would cost more than it saves")

@@ -206,8 +206,9 @@ def test_gather_rule_follows_the_measured_crossovers():
     assert not gather_pays(3072, 2152, 768, "tf32")          # FFN2 tf32 at 70%: 0.85x
 
 
-def test_demoted_linear_gives_the_same_outputs(rng, tmp_path):
-    """The demotion pass (GPU `auto`) rebuilds the masked dense weight from the kept rows."""
+def test_demoted_linear_gives_the_same_outputs(rng, tmp_path, monkeypatch):
+    """The demotion pass (GPU `auto`) marks the plan's layer dense before the op is built: the
+    op holds the masked dense weight and gives the group-wise load's outputs."""
     from cupyprune import passes
     from cupyprune.paths.dense import DensePath
     w = rng.standard_normal((6, 40)).astype(np.float32)
@@ -220,11 +221,17 @@ def test_demoted_linear_gives_the_same_outputs(rng, tmp_path):
     spec = [{"name": "x", "shape": [None, 40], "dtype": "float32", "kind": "features"}]
     path = str(tmp_path / "fc.safetensors")
     write_model_file(path, {"fc.weight": w, "fc.weight.mask": mask}, graph, spec)
-    model = cupyprune.load(path, device="cpu")
-    assert model.layers()[0].op.describe()["path"] == "group"
+    grouped = cupyprune.load(path, device="cpu")
+    assert grouped.layers()[0].op.describe()["path"] == "group"
     x = rng.standard_normal((3, 40)).astype(np.float32)
-    before = model(x)
-    passes.demote_gathering_linears(model, pays=lambda *a: False)
+    before = grouped(x)
+
+    def demote_all(plan, device, path, precision):
+        passes.demote_gathering_linears(plan, precision, pays=lambda *a: False)
+        assert plan.layers()[0].weight.path_name == "dense"          # decided on the plan
+
+    monkeypatch.setattr(passes, "run", demote_all)
+    model = cupyprune.load(path, device="cpu")
     op = model.layers()[0].op
     assert isinstance(op.path, DensePath) and op.describe()["path"] == "dense"
     assert "auto: dense" in op.describe()["note"]

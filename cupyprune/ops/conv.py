@@ -15,7 +15,7 @@ from . import conv_implicit
 from .epilogue import check_residual
 from .grouped_conv import GroupedConv
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
-from .prunable import LAYER_PARAMS, PrunableWeight
+from .prunable import LAYER_PARAMS, LayerShape, PrunableOp
 from .registry import Op, need_rank, register, same_shape, shape_error
 from .schema import Float, Int, Param, pair
 
@@ -43,20 +43,28 @@ def bn_scale_shift(node, ctx, channels=None):
 
 
 @register("conv2d")
-class Conv2d(Op):
-    prunable = True
+class Conv2d(PrunableOp):
     bf16_native = True                 # im2col, cuBLAS, our epilogue kernel
     attrs = {"stride": pair((1, 1), min=1), "padding": pair((0, 0)),
              "dilation": pair((1, 1), min=1),
              "groups": Int(default=1, min=1, max=1 << 16)}   # checked against the weight too
     params = LAYER_PARAMS
 
+    weight_to_f = staticmethod(conv_weight_to_f)
+
+    @staticmethod
+    def layer_shape(node, weight_shape):
+        if len(weight_shape) != 4 or 0 in weight_shape:
+            shape_error(node, f"weight must be 4-D (K, C, kh, kw) and not empty, got shape "
+                              f"{tuple(weight_shape)}")
+        K, C, kh, kw = weight_shape
+        return LayerShape(C, K, whole_features=_pointwise(node, kh, kw),
+                          gemm=node.attrs["groups"] == 1)
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
+        self.layer = ctx.weight_plan(node, Conv2d)            # checks the weight's shape
         w = ctx.host_param(node, "weight")                    # (K, C, kh, kw)
-        if w.ndim != 4 or 0 in w.shape:
-            shape_error(node, f"weight must be 4-D (K, C, kh, kw) and not empty, got shape "
-                              f"{w.shape}")
         bias = ctx.host_param(node, "bias", required=False)
         self.K, self.C, kh, kw = w.shape
         if bias is not None and bias.shape != (self.K,):
@@ -64,8 +72,7 @@ class Conv2d(Op):
         a = node.attrs
         self.geometry = (kh, kw, a["stride"], a["padding"], a["dilation"])
         f = conv_weight_to_f(w)                                # (R, K)
-        self.layer = PrunableWeight(node, ctx, f, conv_weight_to_f)
-        bn = ctx.fold.get(node.name)
+        bn = ctx.plan_of(node).bn
         if bn is not None:                                     # fold batch norm into F and bias
             scale, shift = bn_scale_shift(bn, ctx, channels=self.K)
             f = f * scale[None, :]
@@ -75,8 +82,11 @@ class Conv2d(Op):
             self._build_grouped(f * self.layer.fmask, bias, ctx)
             return
         self.path = self.layer.build(f, ctx)
-        self.epilogue = ctx.epilogue(node, bias)
-        self.pointwise = (kh, kw) == (1, 1) and self.geometry[3] == (0, 0)
+        self.epilogue = ctx.epilogue(node, self.layer.kept_bias(bias))
+        # the channels computed: fewer than the model's where a load-time pass compacted (a
+        # pre-compacted 1x1 conv reads its T kept channels as a dense 1x1 conv over T)
+        self.C, self.K = self.layer.computed_widths()
+        self.pointwise = _pointwise(node, kh, kw)
         taps = np.arange(kh * kw * self.C) if self.path.input_rows is None \
             else self.path.rows_host                           # kept taps, (T,)
         if ctx.xp is np:
@@ -101,7 +111,6 @@ class Conv2d(Op):
         its bias and batch norm are its own, nothing else folds into it (folding.py)."""
         kh, kw = self.geometry[:2]
         w = f.reshape(kh, kw, self.C, self.K).transpose(3, 2, 0, 1)    # F -> (K, Cg, kh, kw)
-        self.layer.path_name = "dense"
         self.bf16 = is_bf16(ctx.dtype)
         dtype = np.float32 if self.bf16 else ctx.dtype
         self.grouped = GroupedConv(ctx.xp, ctx.xp.asarray(w, dtype),
@@ -172,8 +181,13 @@ class Conv2d(Op):
     def describe(self):
         kh, kw, stride, padding, _ = self.geometry
         groups = f" g{self.groups}" if self.groups > 1 else ""
-        return {**self.layer.describe(),
-                "detail": f"{self.C}->{self.K} {kh}x{kw} s{stride[0]} p{padding[0]}{groups}"}
+        return self.layer.describe(f"{self.C}->{self.K} {kh}x{kw} s{stride[0]} p{padding[0]}"
+                                   f"{groups}")
+
+
+def _pointwise(node, kh, kw):
+    """A 1x1 conv without padding: its im2col matrix is a strided view of the input."""
+    return (kh, kw) == (1, 1) and tuple(node.attrs["padding"]) == (0, 0)
 
 
 def _groups(node, C_per_group, K):

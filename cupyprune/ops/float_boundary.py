@@ -26,7 +26,7 @@ class FloatBoundary:
     def __getattr__(self, name):                 # node, prunable, capturable, describe, ...
         return getattr(self.op, name)
 
-    def __setattr__(self, name, value):          # the engine's checked_upstream, passes' notes
+    def __setattr__(self, name, value):          # the engine's checked_upstream
         setattr(self.op, name, value)
 
     def __call__(self, *args):

@@ -3,9 +3,9 @@ features, one smaller GEMM (paper Algorithm 2)."""
 from ..errors import InputError
 from ..gpu.gather import gather_columns
 from .epilogue import check_residual
-from .prunable import LAYER_PARAMS, PrunableWeight
+from .prunable import LAYER_PARAMS, LayerShape, PrunableOp
 from ..layout import LOGICAL
-from .registry import Op, elements, need_rank, register, shape_error
+from .registry import elements, need_rank, register, shape_error
 
 
 def _linear_f(w):
@@ -13,26 +13,33 @@ def _linear_f(w):
 
 
 @register("linear")
-class Linear(Op):
+class Linear(PrunableOp):
     layout = LOGICAL
-    prunable = True
     bf16_native = True                 # gather, cuBLAS, our epilogue kernel
     attrs = {}
     params = LAYER_PARAMS
 
+    weight_to_f = staticmethod(_linear_f)
+
+    @staticmethod
+    def layer_shape(node, weight_shape):
+        if len(weight_shape) != 2 or 0 in weight_shape:
+            shape_error(node, f"weight must be 2-D (out, in) and not empty, got shape "
+                              f"{tuple(weight_shape)}")
+        out_features, in_features = weight_shape
+        return LayerShape(in_features, out_features, whole_features=True)
+
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
+        self.layer = ctx.weight_plan(node, Linear)             # checks the weight's shape
         w = ctx.host_param(node, "weight")                     # (out, in)
-        if w.ndim != 2 or 0 in w.shape:
-            shape_error(node, f"weight must be 2-D (out, in) and not empty, got shape {w.shape}")
         bias = ctx.host_param(node, "bias", required=False)
-        self.out_features, self.in_features = w.shape
-        if bias is not None and bias.shape != (self.out_features,):
-            shape_error(node, f"bias has shape {bias.shape}, expected ({self.out_features},)")
-        f = _linear_f(w)                                       # (in, out)
-        self.layer = PrunableWeight(node, ctx, f, _linear_f)
-        self.path = self.layer.build(f, ctx)
-        self.epilogue = ctx.epilogue(node, bias)
+        if bias is not None and bias.shape != (w.shape[0],):
+            shape_error(node, f"bias has shape {bias.shape}, expected ({w.shape[0]},)")
+        self.path = self.layer.build(_linear_f(w), ctx)        # F (in, out)
+        self.epilogue = ctx.epilogue(node, self.layer.kept_bias(bias))
+        # the widths computed: fewer than the model's where a load-time pass compacted
+        self.in_features, self.out_features = self.layer.computed_widths()
 
     def __call__(self, x, residual=None):
         if x.shape[-1] != self.in_features:
@@ -67,4 +74,4 @@ class Linear(Op):
     def describe(self):
         """The model's widths (F's shape), not the computed ones a load-time pass narrowed."""
         R, K = self.layer.fmask.shape                          # F (in, out)
-        return {**self.layer.describe(), "detail": f"{R}->{K}"}
+        return self.layer.describe(f"{R}->{K}")

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..bf16 import to_storage
 from ..errors import ModelFileError
+from ..plan import LayerPlan
 
 OPS = {}
 
@@ -26,22 +27,32 @@ def register(name):
 
 @dataclass
 class LoadContext:
-    """What ops need at load: the backend, the run dtype, the file's tensors and pruning info."""
+    """What ops need at load: the backend, the run dtype, the file's tensors and pruning info,
+    and the load plan's entry of each node (plan.py: what folds into it, its weight's plan)."""
     xp: object                  # numpy or cupy
     dtype: object               # run dtype of activations and weights
     tensors: dict               # key -> NumPy array (host)
     pruning: dict               # param key -> {"pattern": ..., ...}
     path: str = "auto"          # requested execution path for prunable layers
-    fold: dict = field(default_factory=dict)   # conv name -> batch_norm node folded into it
-    activation: dict = field(default_factory=dict)  # conv/linear name -> activation fused
-    residual: dict = field(default_factory=dict)    # conv/linear name -> value added after it
-    post: dict = field(default_factory=dict)        # conv/linear name -> activation after the add
+    plans: dict = field(default_factory=dict)   # node name -> plan.LayerPlan
     matmul: object = None       # gpu.gemm.Matmul: x @ w at the model's precision
 
     def __post_init__(self):
         if self.matmul is None:
             from ..gpu.gemm import Matmul
             self.matmul = Matmul(self.xp)
+
+    def plan_of(self, node):
+        """The node's LayerPlan; a node built outside a load plan (a test's) folds nothing."""
+        plan = self.plans.get(node.name)
+        return plan if plan is not None else LayerPlan(node, inputs=list(node.inputs))
+
+    def weight_plan(self, node, op_class):
+        """A prunable layer's PrunableWeight: the plan's, as passes left it, or planned here."""
+        weight = self.plan_of(node).weight
+        if weight is None:
+            weight = op_class.plan_weight(node, self.tensors, self.pruning, self.path)
+        return weight
 
     def host_param(self, node, role, required=True, dtype=None):
         """A parameter as a host NumPy array in float64 (for load-time folding) or `dtype`."""
@@ -56,9 +67,9 @@ class LoadContext:
     def epilogue(self, node, bias):
         """The fused epilogue of a conv/linear node: bias (host array or None) and what folds."""
         from .epilogue import Epilogue
+        plan = self.plan_of(node)
         return Epilogue(self.xp, None if bias is None else self.device(bias),
-                        self.activation.get(node.name, "none"), node.name in self.residual,
-                        self.post.get(node.name, "none"))
+                        plan.activation, plan.residual is not None, plan.post)
 
     def device(self, host_array):
         """A host array -> the backend's array in the run's storage dtype (bf16: its bits)."""
