@@ -8,6 +8,7 @@ import torch
 import cupyprune
 from conftest import he_scaled, rel_err
 from cupyprune import bf16
+from cupyprune.format.keys import PRUNING_PATTERNS
 from cupyprune.precision import BF16, lowest
 
 # max|out - ref| / max|ref| for bf16 storage with fp32 accumulation (docs/BENCHMARKS.md,
@@ -197,7 +198,7 @@ def _torch_run(family, model, inputs, dtype, device):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("pattern", ["element", "vector", "block", "group"])
+@pytest.mark.parametrize("pattern", PRUNING_PATTERNS)
 @pytest.mark.parametrize("family", ["vgg16_bn", "resnet18", "vit", "bert"])
 def test_every_family_pattern_and_path_in_bf16(tmp_path, rng, record_property, family, pattern):
     from checkpoint import reparametrize

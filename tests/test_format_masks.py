@@ -17,11 +17,11 @@ import cupyprune
 from conftest import ROOT, rel_err
 from cupyprune.cli.main import cli
 from cupyprune.format import read_model_file, write_model_file
+from cupyprune.format.keys import PRUNING_PATTERNS
 from cupyprune.format.masks import pack_masks
 from cupyprune.export.pruning import make_mask
 from tiny_models import MLP_HIDDEN, MLP_IN, mlp_graph, mlp_spec, mlp_tensors, torch_mlp
 
-PATTERNS = ("element", "vector", "block", "group")
 
 
 def pruned(dense, pattern, keep, n_m=(2, 4)):
@@ -58,7 +58,7 @@ def data_bytes(path):
     return path.stat().st_size - 8 - n
 
 
-@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("pattern", PRUNING_PATTERNS)
 def test_pruned_file_is_no_larger_than_the_dense_one(rng, tmp_path, pattern):
     dense = mlp_tensors(rng)
     t, pruning = pruned(dense, pattern, 0.5)
@@ -76,7 +76,7 @@ def test_pruned_file_is_no_larger_than_the_dense_one(rng, tmp_path, pattern):
     assert rel_err(model(x), torch_mlp(t, x)) <= 1e-5
 
 
-@pytest.mark.parametrize("pattern", PATTERNS)
+@pytest.mark.parametrize("pattern", PRUNING_PATTERNS)
 def test_lightly_pruned_file_holds_no_more_tensor_bytes_than_the_dense_one(rng, tmp_path,
                                                                            pattern):
     """At 63/64 kept (vector 63:64, one weight, 4x4 block or group in 64 pruned) packed bits

@@ -27,9 +27,9 @@ from exporters.graph_builder import parse_pattern
 from oneline import OneLineParser, non_negative_int, parse_or_exit, run_tool
 from oneline import seed as seed_type
 from cupyprune.export.pruning import default_prunable_keys, prune_state_dict
+from cupyprune.format.keys import PRUNING_PATTERNS as PATTERNS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PATTERNS = ("element", "vector", "block", "group")
 KEEPS = (0.75, 0.5, 0.25)
 VECTOR_M = 4             # N:4, the NVIDIA convention: keep 0.75/0.5/0.25 -> 3:4, 2:4, 1:4
 BLOCK = (4, 4)           # divides F of every pruned layer: channel counts are multiples of 4

@@ -33,7 +33,10 @@ MASKBITS_SUFFIX = ".maskbits"  # a mask bit-packed (version 3)
 SAMPLE_INPUT_PREFIX = "cupyprune.sample.inputs."
 SAMPLE_LABELS = "cupyprune.sample.labels"
 
+# The pruning patterns (paper section 3.2): the one list, which the runtime, the exporter and
+# the tools import. "dense" declares a weight unpruned; the others are what pruning makes.
 PATTERNS = ("dense", "element", "vector", "block", "group")
+PRUNING_PATTERNS = tuple(p for p in PATTERNS if p != "dense")
 
 # safetensors dtype names -> numpy dtypes this format accepts
 DTYPES = {

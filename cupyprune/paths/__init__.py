@@ -2,6 +2,7 @@
 
 Choosing a path (here) is separate from running it (the path classes)."""
 from ..errors import CupyPruneError
+from ..format.keys import PRUNING_PATTERNS
 from .block import BlockPath
 from .csr import CsrPath
 from .dense import DensePath
@@ -13,7 +14,7 @@ PATH_CHOICES = ("auto",) + tuple(PATH_CLASSES)
 # which patterns each non-dense path applies to
 APPLIES = {
     "group": {"group"},
-    "csr": {"element", "vector", "block", "group"},
+    "csr": set(PRUNING_PATTERNS),
     "block": {"block"},
 }
 

@@ -13,11 +13,11 @@ import numpy as np
 
 from cupyprune import load
 from cupyprune.bench import graph_bytes
+from cupyprune.format.keys import PRUNING_PATTERNS as PATTERNS
 
 from .precisions import torch_dtype
 from .timing import free_gpu_memory, rel_err, time_gpu
 
-PATTERNS = ("element", "vector", "block", "group")
 KEEPS = (0.75, 0.5, 0.25)
 VECTOR_M = 4
 BLOCK = (4, 4)

@@ -9,9 +9,9 @@ U units of a layer. F is what the runtime multiplies by, so every pattern is def
 """
 import torch
 
+from ...format.keys import PRUNING_PATTERNS as PATTERNS
 from .errors import KeepError, NMError, ShapeError, UnknownPatternError, WeightError
 
-PATTERNS = ("element", "vector", "block", "group")
 DEFAULT_VECTOR_SIZE = 4          # m of N:M when neither n_m nor a vector size is given
 DEFAULT_BLOCK = (4, 4)
 
