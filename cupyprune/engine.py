@@ -14,7 +14,7 @@ from .inputs import (FEATURES, IMAGE, IdRangeCheck, check_input, check_input_spe
                      check_sample_labels, default_input)
 from .gpu.gemm import Matmul
 from .ops import OPS, LoadContext
-from .ops.epilogue import activation_name
+from .ops.activation import activation_name
 from .ops.float_boundary import FloatBoundary, needs_boundary
 from .plan import plan_load
 from .precision import PRECISIONS, check_precision, is_bf16

@@ -5,6 +5,7 @@ inference (dropout, clone, contiguous, a device move) return their input's value
 """
 import operator
 
+from ..ops.activation import ACTIVATIONS
 from .lower import converts
 from .torchlib import ExportError, import_torch
 
@@ -151,11 +152,11 @@ def adaptive_avg_pool2d(lw, node, x, size):
 
 
 # -- activations -----------------------------------------------------------------------------
-_UNARY = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "tanh_": "tanh",
-          "sigmoid": "sigmoid", "sigmoid_": "sigmoid", "silu": "silu", "silu_": "silu",
-          "hardswish": "hardswish", "hardswish_": "hardswish", "hardsigmoid": "hardsigmoid",
-          "hardsigmoid_": "hardsigmoid", "exp": "exp", "sqrt": "sqrt", "rsqrt": "rsqrt",
-          "neg": "neg", "logical_not": "logical_not", "bitwise_not": "logical_not"}
+# aten name -> runtime op: every activation without attrs (ops/activation.py's one list) under
+# its own name and its in-place form; bitwise_not (of bools, in traced masks) is logical_not
+_UNARY = {**{aten: name for name, act in ACTIVATIONS.items() if not act.attrs
+             for aten in (name, name + "_")},
+          "bitwise_not": "logical_not"}
 
 
 @converts(*(f"aten.{name}.default" for name in _UNARY))

@@ -1,6 +1,6 @@
-"""Elementwise ops of traced graphs: activations of today's model zoos and broadcasting
-arithmetic. Layout SAME: they compute in whatever layout their inputs arrive in (layout.py
-aligns a lower-rank operand with a channels-last one).
+"""Elementwise ops of traced graphs: broadcasting arithmetic (activations are in
+ops/activation.py). Layout SAME: they compute in whatever layout their inputs arrive in
+(layout.py aligns a lower-rank operand with a channels-last one).
 
 A binary op reads two values, or one value and the number `scalar` (`scalar_first`: scalar op x,
 as in `1 - x`). Same-shape tensor sums stay the `add` op (ops/shape.py), which folds into the
@@ -10,23 +10,8 @@ import numpy as np
 
 from ..errors import InputError
 from ..layout import SAME
-from .registry import Op, register, same_shape
+from .registry import Op, register
 from .schema import Bool, Float
-
-ACTIVATIONS = {
-    # name -> fn(xp, x, attrs); what torch.nn.functional computes for the same name
-    "sigmoid": lambda xp, x, a: 1 / (1 + xp.exp(-x)),
-    "silu": lambda xp, x, a: x / (1 + xp.exp(-x)),
-    "hardsigmoid": lambda xp, x, a: xp.clip(x / 6 + 0.5, 0, 1),
-    "hardswish": lambda xp, x, a: x * xp.clip(x / 6 + 0.5, 0, 1),
-    "hardtanh": lambda xp, x, a: xp.clip(x, a["min_val"], a["max_val"]),
-    "exp": lambda xp, x, a: xp.exp(x),
-    "sqrt": lambda xp, x, a: xp.sqrt(x),
-    "rsqrt": lambda xp, x, a: 1 / xp.sqrt(x),
-    "neg": lambda xp, x, a: -x,
-    "logical_not": lambda xp, x, a: xp.logical_not(x),
-}
-ACTIVATION_ATTRS = {"hardtanh": {"min_val": Float(default=-1.0), "max_val": Float(default=1.0)}}
 
 BINARY = {
     "broadcast_add": lambda xp, a, b: a + b,
@@ -45,16 +30,6 @@ BINARY = {
     "maximum": lambda xp, a, b: xp.maximum(a, b),
     "minimum": lambda xp, a, b: xp.minimum(a, b),
 }
-
-
-class Unary(Op):
-    layout = SAME
-    fn = None
-    attrs, params = {}, {}
-    infer_shape = staticmethod(same_shape)
-
-    def __call__(self, x):
-        return self.fn(self.xp, x, self.node.attrs)
 
 
 class Binary(Op):
@@ -104,8 +79,5 @@ def _as_type(x, scalar):
     return int(scalar)
 
 
-for _name, _fn in ACTIVATIONS.items():
-    register(_name)(type(_name.title().replace("_", ""), (Unary,), {
-        "fn": staticmethod(_fn), "attrs": ACTIVATION_ATTRS.get(_name, {})}))
 for _name, _fn in BINARY.items():
     register(_name)(type(_name.title().replace("_", ""), (Binary,), {"fn": staticmethod(_fn)}))

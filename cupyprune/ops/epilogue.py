@@ -1,59 +1,24 @@
 """What follows a GEMM, fused: y = post(act(y + bias) + residual), in place, one pass (one
 kernel on the GPU).
 
-The graph's relu/gelu/tanh node that directly follows a conv2d or linear (as its only reader), a
-residual add of that output, and an activation after the add, are folded into the layer at load
-(folding.plan_folding), so the GEMM output is read and written once instead of up to three
-times, and as many launches disappear.
+An activation node with epilogue forms (ops/activation.py) that directly follows a conv2d or
+linear (as its only reader), a residual add of that output, and an activation after the add, are
+folded into the layer at load (folding.plan_folding), so the GEMM output is read and written once
+instead of up to three times, and as many launches disappear.
 """
-import math
-
 import numpy as np
 
 from ..errors import InputError
 from ..gpu.cuda_source import (STORAGE_TYPES, compile_kernel, storage_type, type_bytes,
                                type_tag)
-from .erf import gelu
+from .activation import EPILOGUE_FORMS
 
 _GPU_KERNELS = {}
-_ACTIVATIONS = {
-    # name -> CUDA expression of float v
-    "none": "v",
-    "relu": "fmaxf(v, 0.f)",
-    "tanh": "tanhf(v)",
-    "gelu": "0.5f * v * (1.f + erff(v * 0.70710678118654752f))",
-    "gelu_tanh": "0.5f * v * (1.f + tanhf(0.7978845608028654f * (v + 0.044715f * v * v * v)))",
-}
-
-
-GELU_FORMS = {"none": "gelu", "tanh": "gelu_tanh"}      # attrs.approximate -> epilogue name
-
-
-def gelu_form(node):
-    """A gelu node's `approximate` ('none' or 'tanh'), checked by the op's schema when the graph
-    was parsed: for the op, and for the epilogue it may be folded into."""
-    return node.attrs["approximate"]
-
-
-def activation_name(node):
-    """A node -> the name of the epilogue activation it folds into (`_ACTIVATIONS`, the one list
-    of fusable activations), or None for a node that is no such activation."""
-    if node.op == "gelu":
-        return GELU_FORMS[gelu_form(node)]
-    return node.op if node.op in _ACTIVATIONS and node.op != "none" else None
 
 
 def _numpy_activation(name, y):
-    if name == "relu":
-        np.maximum(y, 0, out=y)
-    elif name == "tanh":
-        np.tanh(y, out=y)
-    elif name in ("gelu", "gelu_tanh"):
-        if name == "gelu":
-            y[...] = gelu(y)
-        else:
-            y[...] = 0.5 * y * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (y + 0.044715 * y ** 3)))
-    return y
+    """y (a NumPy float array) <- the epilogue form `name` of y, in place."""
+    return EPILOGUE_FORMS[name].numpy(y)
 
 
 _EPILOGUE_SOURCE = r"""
@@ -104,7 +69,7 @@ def _epilogue_source(T, pack, activation, post, has_bias, has_res):
         activation, post, "_bias" if has_bias else "", "_res" if has_res else "",
         type_tag(T), pack)
     return name, _EPILOGUE_SOURCE % {
-        "act": _ACTIVATIONS[activation], "post": _ACTIVATIONS[post], "T": T, "pack": pack,
+        "act": EPILOGUE_FORMS[activation].cuda, "post": EPILOGUE_FORMS[post].cuda, "T": T, "pack": pack,
         "pack_bytes": pack * type_bytes(T), "name": name,
         "has_bias": int(has_bias), "has_res": int(has_res)}
 
@@ -114,7 +79,7 @@ def kernel_sources():
     activation in each slot, each storage type and pack width."""
     for T in STORAGE_TYPES:
         for pack in (1, 4):
-            for act in _ACTIVATIONS:
+            for act in EPILOGUE_FORMS:
                 yield _epilogue_source(T, pack, act, "none", True, False)
                 yield _epilogue_source(T, pack, "none", act, False, True)
 
@@ -148,7 +113,7 @@ class Epilogue:
 
     def __init__(self, xp, bias, activation="none", residual=False, post="none"):
         for a in (activation, post):
-            if a not in _ACTIVATIONS:
+            if a not in EPILOGUE_FORMS:
                 raise ValueError(f"no fused epilogue for activation {a!r}")
         self.xp, self.bias, self.activation = xp, bias, activation
         self.residual, self.post = residual, post

@@ -14,19 +14,23 @@ from dataclasses import dataclass
 
 from checkpoint import check_keys, fold_pruning
 from cupyprune.export.torchlib import import_torch
+from cupyprune.ops.activation import ACTIVATIONS as RUNTIME_ACTIVATIONS
 
 from .errors import ExportError
 from .graph_builder import GraphBuilder
 
 import_torch()                   # torchvision's op schemas first, where transformers needs them
 
-# hidden_act -> (op, attrs)
+# hidden_act (transformers' ACT2FN names) -> (op, attrs): HF's GELU names, and the runtime
+# activations (ops/activation.py) that HF spells the same
 ACTIVATIONS = {
     "gelu": ("gelu", {"approximate": "none"}),
     "gelu_python": ("gelu", {"approximate": "none"}),
     "gelu_new": ("gelu", {"approximate": "tanh"}),
     "gelu_pytorch_tanh": ("gelu", {"approximate": "tanh"}),
-    "relu": ("relu", {}),
+    "swish": ("silu", {}),
+    **{name: (name, {}) for name in ("relu", "silu", "sigmoid", "tanh")
+       if name in RUNTIME_ACTIVATIONS},
 }
 # HF's config defaults, for hand-written configs that leave a field out
 DEFAULTS = {"hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
