@@ -7,13 +7,13 @@ from ..format import write_model_file
 from ..format.compact import group_rows
 from ..format.keys import MASK_SUFFIX
 from . import aten_ops  # noqa: F401  (registers the converters)
+from ..ops import PRUNABLE_OPS
 from .lower import Lowering
 from .spec import input_spec
 from .torchlib import ExportError
 from .trace import normalise_inputs, strip_pruning, trace
 from .verify import TOLERANCE, reference_output, relative_error
 
-PRUNABLE_OPS = ("conv2d", "linear")
 
 
 def export_to_file(module, example_inputs, out, labels, pattern, verify, tolerance,

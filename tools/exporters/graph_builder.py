@@ -20,12 +20,11 @@ from cupyprune.errors import ModelFileError
 from cupyprune.format import write_model_file
 from cupyprune.format.keys import MASK_SUFFIX, PATTERNS
 from cupyprune.graph import check_tensors, parse_graph
-from cupyprune.ops import OPS
+from cupyprune.ops import OPS, PRUNABLE_OPS
 from cupyprune.patterns import check_declared, weight_to_f
 
 from .errors import ExportError
 
-PRUNABLE_OPS = ("conv2d", "linear")      # their `weight` is prunable (docs/FORMAT.md)
 PATTERN_HELP = "dense, element, group, vector:N:M or block:RxC"
 
 
