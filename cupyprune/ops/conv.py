@@ -15,7 +15,7 @@ from . import conv_implicit
 from .epilogue import check_residual
 from .grouped_conv import GroupedConv
 from .im2col import TapPlan, TapTable, im2col_cupy, im2col_numpy, out_size
-from .prunable import LAYER_PARAMS, LayerShape, PrunableOp
+from .prunable import LAYER_PARAMS, LayerShape, PrunableOp, checked_weight_shape
 from .registry import Op, need_rank, register, same_shape, shape_error
 from .schema import Float, Int, Param, pair
 
@@ -54,10 +54,7 @@ class Conv2d(PrunableOp):
 
     @staticmethod
     def layer_shape(node, weight_shape):
-        if len(weight_shape) != 4 or 0 in weight_shape:
-            shape_error(node, f"weight must be 4-D (K, C, kh, kw) and not empty, got shape "
-                              f"{tuple(weight_shape)}")
-        K, C, kh, kw = weight_shape
+        K, C, kh, kw = checked_weight_shape(node, weight_shape, ("K", "C", "kh", "kw"))
         return LayerShape(C, K, whole_features=_pointwise(node, kh, kw),
                           gemm=node.attrs["groups"] == 1)
 

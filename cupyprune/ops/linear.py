@@ -3,7 +3,7 @@ features, one smaller GEMM (paper Algorithm 2)."""
 from ..errors import InputError
 from ..gpu.gather import gather_columns
 from .epilogue import check_residual
-from .prunable import LAYER_PARAMS, LayerShape, PrunableOp
+from .prunable import LAYER_PARAMS, LayerShape, PrunableOp, checked_weight_shape
 from ..layout import LOGICAL
 from .registry import elements, need_rank, register, shape_error
 
@@ -23,10 +23,7 @@ class Linear(PrunableOp):
 
     @staticmethod
     def layer_shape(node, weight_shape):
-        if len(weight_shape) != 2 or 0 in weight_shape:
-            shape_error(node, f"weight must be 2-D (out, in) and not empty, got shape "
-                              f"{tuple(weight_shape)}")
-        out_features, in_features = weight_shape
+        out_features, in_features = checked_weight_shape(node, weight_shape, ("out", "in"))
         return LayerShape(in_features, out_features, whole_features=True)
 
     def __init__(self, node, ctx):

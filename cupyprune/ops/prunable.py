@@ -15,7 +15,7 @@ from ..format.keys import MASK_SUFFIX
 from ..paths import build_path, choose_path
 from ..paths.group import kept_rows
 from ..paths.precompacted import Precompacted
-from .registry import Op
+from .registry import Op, shape_error
 from .schema import Param
 
 # The params of a conv2d or linear node: its weight, the one tensor the runtime prunes (a
@@ -35,6 +35,15 @@ class LayerShape:
     outputs: int               # output features (F's columns)
     whole_features: bool       # each row of F is one whole input feature (linear, 1x1 conv)
     gemm: bool = True          # it runs a GEMM path (a grouped conv runs its own loop)
+
+
+def checked_weight_shape(node, shape, dims):
+    """A weight's shape, of one dimension per name in `dims` and none empty, or a
+    ModelFileError naming them."""
+    if len(shape) != len(dims) or 0 in shape:
+        shape_error(node, f"weight must be {len(dims)}-D ({', '.join(dims)}) and not empty, "
+                          f"got shape {tuple(shape)}")
+    return tuple(shape)
 
 
 def _mask_from_zeros(f, decl):
