@@ -66,9 +66,9 @@ class Model:
         self.residual, self.post = folding.residual, folding.post
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
+        self._mark_checked_ids()
         self.steps = self._lower(path)
         mark_attention_masks(self)       # traced attention: masks that pad keys only
-        self._mark_checked_ids()
         self._release = self._plan_release()
         self._tags, self._adapters = plan_layouts(self.xp, self.steps, {
             name: NHWC if self.input_spec[name].get("kind", IMAGE) == IMAGE else LOGICAL
@@ -86,15 +86,17 @@ class Model:
 
     def _mark_checked_ids(self):
         """Lookups of graph inputs whose spec bounds the ids within the table are checked at
-        binding (inputs.IdRangeCheck), so the op needs no host sync and can be captured."""
-        for step in self.steps:
-            if not hasattr(step.op, "checked_upstream"):
+        binding (inputs.IdRangeCheck), so the op needs no host sync and can be captured. Marked
+        on the plan (LayerPlan.ids_checked), which the op reads when it is built."""
+        for step in self.plan.steps:
+            if not hasattr(step.op_class, "checked_upstream"):
                 continue
             ids = step.node.inputs[-1]
             spec = self.input_spec.get(ids)
+            rows = (self.file.tensors[step.node.params["weight"]].shape or (0,))[0]
             if spec is not None and spec.get("vocab_size") is not None \
-                    and spec["vocab_size"] <= step.op.table.shape[0]:
-                step.op.checked_upstream = True
+                    and spec["vocab_size"] <= rows:
+                step.ids_checked = True
 
     def _plan_release(self):
         """For each step, the values no later step reads: dropped once it has run, so a forward

@@ -22,6 +22,7 @@ class LayerPlan:
     residual: str = None      # value added after `activation` (a folded add), or None
     post: str = "none"        # activation fused after the residual add
     weight: object = None     # prunable layers: ops.prunable.PrunableWeight, else None
+    ids_checked: bool = False  # an id lookup whose ids are range-checked at input binding
 
     @property
     def name(self):

@@ -136,3 +136,26 @@ def test_a_conv_producer_computes_the_channels_a_1x1_conv_keeps(rng, tmp_path):
     ref = F.conv2d(F.relu(F.conv2d(torch.from_numpy(x), T["a.weight"], T["a.bias"], padding=1)),
                    T["b.weight"]).numpy()
     assert rel_err(model(x), ref) <= 1e-5
+
+
+@pytest.mark.parametrize("vocab, checked", [(10, True), (11, False)])
+def test_an_id_lookup_bounded_by_the_spec_is_marked_on_the_plan(rng, tmp_path, vocab, checked):
+    """An embedding whose input spec bounds the ids within its table leaves the range check to
+    input binding (and can be captured); the plan says so before the op is built."""
+    from cupyprune.format import write_model_file
+    from cupyprune.errors import InputError
+    table = rng.standard_normal((10, 4)).astype(np.float32)
+    graph = {"inputs": ["ids"], "outputs": ["y"], "nodes": [
+        {"name": "emb", "op": "embedding", "inputs": ["ids"], "outputs": ["y"],
+         "params": {"weight": "emb.weight"}}]}
+    spec = [{"name": "ids", "shape": [None, None], "dtype": "int64", "kind": "token_ids",
+             "vocab_size": vocab}]
+    path = str(tmp_path / "emb.safetensors")
+    write_model_file(path, {"emb.weight": table}, graph, spec)
+    model = cupyprune.load(path, device="cpu")
+    assert model.plan.steps[0].ids_checked == checked
+    assert model.steps[0].op.checked_upstream == checked
+    ids = np.array([[0, 9, 3]])
+    assert np.array_equal(model(ids), table[ids])
+    with pytest.raises(InputError, match="token id 10 is outside"):
+        model(np.array([[10]]))

@@ -26,7 +26,7 @@ class FloatBoundary:
     def __getattr__(self, name):                 # node, prunable, capturable, describe, ...
         return getattr(self.op, name)
 
-    def __setattr__(self, name, value):          # the engine's checked_upstream
+    def __setattr__(self, name, value):          # attributes set on the wrapper are the op's
         setattr(self.op, name, value)
 
     def __call__(self, *args):

@@ -84,11 +84,15 @@ class _Table(Op):
 
 class _IdTable(_Table):
     """A table looked up by integer ids. The ids are range-checked once, at input binding,
-    against the input spec's vocab_size (inputs.IdRangeCheck; the engine sets `checked_upstream`
-    when that bound fits this table): then the op is capturable in a CUDA graph. Otherwise it
-    checks them itself, which needs a host sync, and runs eagerly."""
+    against the input spec's vocab_size (inputs.IdRangeCheck; the engine marks the load plan's
+    entry `ids_checked` when that bound fits this table): then the op is capturable in a CUDA
+    graph. Otherwise it checks them itself, which needs a host sync, and runs eagerly."""
     layout = LOGICAL
     checked_upstream = False
+
+    def __init__(self, node, ctx):
+        super().__init__(node, ctx)
+        self.checked_upstream = ctx.plan_of(node).ids_checked
 
     @property
     def capturable(self):
@@ -105,7 +109,7 @@ class Embedding(_IdTable):
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
-        self.checked_upstream = node.attrs["positions_in_spec"]
+        self.checked_upstream = self.checked_upstream or node.attrs["positions_in_spec"]
 
     @staticmethod
     def infer_shape(node, params, ids):
