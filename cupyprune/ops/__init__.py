@@ -18,8 +18,8 @@ import pkgutil
 
 from .registry import OPS, LoadContext, Op, register
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+for _name in sorted(m.name for m in pkgutil.iter_modules(__path__)):     # a fixed order
+    importlib.import_module(f"{__name__}.{_name}")
 
 # the ops whose `weight` is pruned (conv2d, linear: ops/prunable.PrunableOp)
 PRUNABLE_OPS = tuple(name for name, op in OPS.items() if op.prunable)
