@@ -177,18 +177,18 @@ def value_ranks(graph, ops, tensors, input_shapes):
     return {v: len(s) for v, s in shapes.items() if not isinstance(s, Size)}
 
 
-def mark_attention_masks(model):
-    """Set `mask_kind` on every sdpa op of a built engine.Model whose mask the graph proves
-    always true or key padding only."""
+def mark_attention_masks(plan, model_file):
+    """Set `mask_kind` on the load plan's entry (plan.py) of every sdpa node whose mask the
+    graph proves always true or key padding only; the op reads it when it is built."""
     from .inputs import sample_shapes
     from .ops import OPS
-    steps = [s for s in model.steps if s.node.op == SDPA and len(s.node.inputs) > 3]
+    steps = [s for s in plan.steps if s.node.op == SDPA and len(s.node.inputs) > 3]
     if not steps:
         return
-    ranks = value_ranks(model.graph, OPS, model.file.tensors,
-                        sample_shapes(model.file.input_spec, 1))
+    ranks = value_ranks(plan.graph, OPS, model_file.tensors,
+                        sample_shapes(model_file.input_spec, 1))
     if not ranks:
         return
-    kinds = attention_mask_kinds(model.graph, ranks)
+    kinds = attention_mask_kinds(plan.graph, ranks)
     for step in steps:
-        step.op.mask_kind = kinds.get(step.node.name)
+        step.mask_kind = kinds.get(step.node.name)

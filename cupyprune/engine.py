@@ -66,9 +66,9 @@ class Model:
         self.residual, self.post = folding.residual, folding.post
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
+        mark_attention_masks(self.plan, model_file)     # traced attention: key-padding masks
         self._mark_checked_ids()
         self.steps = self._lower(path)
-        mark_attention_masks(self)       # traced attention: masks that pad keys only
         self._release = self._plan_release()
         self._tags, self._adapters = plan_layouts(self.xp, self.steps, {
             name: NHWC if self.input_spec[name].get("kind", IMAGE) == IMAGE else LOGICAL

@@ -23,6 +23,7 @@ class LayerPlan:
     post: str = "none"        # activation fused after the residual add
     weight: object = None     # prunable layers: ops.prunable.PrunableWeight, else None
     ids_checked: bool = False  # an id lookup whose ids are range-checked at input binding
+    mask_kind: str = None     # sdpa: what the graph proves of its mask (attention_masks.py)
 
     @property
     def name(self):

@@ -32,10 +32,11 @@ class ScaledDotProductAttention(Logical):
     (bool: True attends; float: added to the scores) broadcast to (..., T, S)."""
     bf16_native = True       # the GPU path reads bf16 bits; the generic code widens them itself
     attrs = {"scale": Float(default=None, above=0), "is_causal": Bool(default=False)}
-    mask_kind = None         # what the graph proves of the mask (attention_masks.py), if anything
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
+        # what the graph proves of the mask (attention_masks.py, on the load plan), if anything
+        self.mask_kind = ctx.plan_of(node).mask_kind
         self.tf32 = ctx.matmul.tf32
         self.path = None                 # the last call's: 'fused', 'gemm' or 'generic'
         self.why = ""                    # why the last call ran generic, or its fast path copied
