@@ -69,8 +69,8 @@ def _epilogue_source(T, pack, activation, post, has_bias, has_res):
         activation, post, "_bias" if has_bias else "", "_res" if has_res else "",
         type_tag(T), pack)
     return name, _EPILOGUE_SOURCE % {
-        "act": EPILOGUE_FORMS[activation].cuda, "post": EPILOGUE_FORMS[post].cuda, "T": T, "pack": pack,
-        "pack_bytes": pack * type_bytes(T), "name": name,
+        "act": EPILOGUE_FORMS[activation].cuda, "post": EPILOGUE_FORMS[post].cuda, "T": T,
+        "pack": pack, "pack_bytes": pack * type_bytes(T), "name": name,
         "has_bias": int(has_bias), "has_res": int(has_res)}
 
 
