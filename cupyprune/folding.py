@@ -4,7 +4,9 @@ A layer's GEMM output is followed, in one fused epilogue (ops/epilogue.py), by
     y = post(act(y + bias) + residual)
 so these nodes disappear from the run when the layer's output is their only input:
   batch_norm  into a conv's weights and bias (not across an activation or add already fused)
-  relu/gelu/tanh  the layer's `activation`, or its `post` activation once an add is fused
+  an activation with epilogue forms (ops/activation.py: relu, gelu, tanh, sigmoid, silu,
+               hardsigmoid, hardswish, ReLU6) the layer's `activation`, or its `post`
+               activation once an add is fused
   add  the other operand becomes the layer's `residual`, when it is computed before the layer
        runs (ResNet's shortcut sum folds into whichever of the two branches runs last)
 """

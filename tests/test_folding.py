@@ -96,7 +96,11 @@ def test_add_of_a_value_read_twice_is_not_folded(rng, tmp_path, device):
 
 ACTS = {"none": lambda v: v, "relu": lambda v: np.maximum(v, 0), "tanh": np.tanh,
         "gelu": lambda v: 0.5 * v * (1 + _erf(v / np.sqrt(2))),
-        "gelu_tanh": lambda v: 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3)))}
+        "gelu_tanh": lambda v: 0.5 * v * (1 + np.tanh(np.sqrt(2 / np.pi) * (v + 0.044715 * v**3))),
+        "sigmoid": lambda v: 1 / (1 + np.exp(-v)), "silu": lambda v: v / (1 + np.exp(-v)),
+        "hardsigmoid": lambda v: np.clip(v / 6 + 0.5, 0, 1),
+        "hardswish": lambda v: v * np.clip(v / 6 + 0.5, 0, 1),
+        "relu6": lambda v: np.clip(v, 0, 6)}
 
 
 def _erf(v):
@@ -107,6 +111,8 @@ def _erf(v):
 # (activation, post-add activation, residual): a post activation only exists after a fused add
 EPILOGUE_CASES = [(act, "none", res) for act in ("none", "relu", "gelu", "gelu_tanh")
                   for res in (False, True)]
+EPILOGUE_CASES += [(act, "none", False) for act in ("sigmoid", "silu", "hardsigmoid",
+                                                     "hardswish", "relu6")]
 EPILOGUE_CASES += [("none", "relu", True), ("tanh", "relu", True)]
 
 
@@ -173,3 +179,46 @@ def test_gelu_after_a_linear_folds_in_both_forms(rng, tmp_path, device, approxim
     ref = F.gelu(h, approximate=approximate).numpy()
     assert np.abs(F.gelu(h).numpy() - F.gelu(h, approximate="tanh").numpy()).max() > 1e-5
     assert rel_err(model(x), ref) <= 1e-6
+
+
+# graph op, its attrs, the epilogue form it folds into (None: runs as its own op), torch's
+MOBILE_ACTIVATIONS = [
+    ("sigmoid", {}, "sigmoid", F.sigmoid), ("silu", {}, "silu", F.silu),
+    ("hardsigmoid", {}, "hardsigmoid", F.hardsigmoid), ("hardswish", {}, "hardswish", F.hardswish),
+    ("hardtanh", {"min_val": 0.0, "max_val": 6.0}, "relu6", F.relu6),
+    ("hardtanh", {"min_val": -1.0, "max_val": 2.0}, None,
+     lambda h: F.hardtanh(h, min_val=-1.0, max_val=2.0))]
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("op,attrs,form,torch_fn", MOBILE_ACTIVATIONS,
+                         ids=[f"{a[0]}-{a[2]}" for a in MOBILE_ACTIVATIONS])
+def test_mobile_activations_after_a_conv_fold(rng, tmp_path, device, op, attrs, form, torch_fn):
+    """SiLU (EfficientNet), hardswish and hardsigmoid (MobileNetV3), ReLU6 (MobileNetV2: a
+    hardtanh from 0 to 6) and sigmoid run in the conv's epilogue, after its batch norm, and
+    equal torch's; a hardtanh with other bounds stays its own op and is still right."""
+    w = (rng.standard_normal((6, 3, 3, 3)) / 3).astype(np.float32)
+    bn = {"bn.weight": rng.uniform(0.5, 1.5, 6), "bn.bias": rng.standard_normal(6),
+          "bn.running_mean": rng.standard_normal(6) * 0.1,
+          "bn.running_var": rng.uniform(0.5, 1.5, 6)}
+    tensors = {"conv.weight": w, "conv.weight.mask": np.ones_like(w),
+               **{k: v.astype(np.float32) for k, v in bn.items()}}
+    graph = {"inputs": ["image"], "outputs": ["y"], "nodes": [
+        {"name": "conv", "op": "conv2d", "inputs": ["image"], "outputs": ["c"],
+         "params": {"weight": "conv.weight"},
+         "attrs": {"stride": [1, 1], "padding": [1, 1], "dilation": [1, 1]}},
+        {"name": "bn", "op": "batch_norm", "inputs": ["c"], "outputs": ["h"],
+         "params": {"weight": "bn.weight", "bias": "bn.bias", "running_mean": "bn.running_mean",
+                    "running_var": "bn.running_var"}, "attrs": {"eps": 1e-5}},
+        {"name": "act", "op": op, "inputs": ["h"], "outputs": ["y"], "attrs": attrs}]}
+    spec = [{"name": "image", "shape": [None, 3, 8, 8], "dtype": "float32", "kind": "image"}]
+    path = tmp_path / "convact.safetensors"
+    write_model_file(str(path), tensors, graph, spec)
+    model = cupyprune.load(path, device=device)
+    assert model.fused == ({"conv": form} if form else {})
+    x = (rng.standard_normal((2, 3, 8, 8)) * 3).astype(np.float32)      # past the clip points
+    t = {k: torch.from_numpy(v).double() for k, v in tensors.items()}
+    h = F.batch_norm(F.conv2d(torch.from_numpy(x).double(), t["conv.weight"], padding=1),
+                     t["bn.running_mean"], t["bn.running_var"], t["bn.weight"], t["bn.bias"],
+                     eps=1e-5)
+    assert rel_err(model(x), torch_fn(h).numpy()) <= 1e-5

@@ -61,6 +61,12 @@ def _set(fn):
     return inplace
 
 
+def _numpy_sigmoid(y):
+    """1 / (1 + exp(-y)) without the overflow warning of exp(-y) for very negative y (-> 0)."""
+    with np.errstate(over="ignore"):
+        return 1 / (1 + np.exp(-y))
+
+
 GELU_FORMS = {"none": "gelu", "tanh": "gelu_tanh"}      # attrs.approximate -> epilogue name
 
 ACTIVATIONS = {
@@ -77,12 +83,23 @@ ACTIVATIONS = {
                    _set(lambda y: 0.5 * y * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) *
                                                            (y + 0.044715 * y ** 3)))))},
         form_of=lambda a: GELU_FORMS[a["approximate"]]),
-    "sigmoid": Activation(lambda xp, x, a: 1 / (1 + xp.exp(-x))),
-    "silu": Activation(lambda xp, x, a: x / (1 + xp.exp(-x))),
-    "hardsigmoid": Activation(lambda xp, x, a: xp.clip(x / 6 + 0.5, 0, 1)),
-    "hardswish": Activation(lambda xp, x, a: x * xp.clip(x / 6 + 0.5, 0, 1)),
+    "sigmoid": Activation(lambda xp, x, a: 1 / (1 + xp.exp(-x)), forms={
+        "sigmoid": Form("1.f / (1.f + expf(-v))", _set(_numpy_sigmoid))}),
+    "silu": Activation(lambda xp, x, a: x / (1 + xp.exp(-x)), forms={
+        "silu": Form("v / (1.f + expf(-v))", _set(lambda y: y * _numpy_sigmoid(y)))}),
+    "hardsigmoid": Activation(lambda xp, x, a: xp.clip(x / 6 + 0.5, 0, 1), forms={
+        "hardsigmoid": Form("fminf(fmaxf(v / 6.f + 0.5f, 0.f), 1.f)",
+                            _set(lambda y: np.clip(y / 6 + 0.5, 0, 1)))}),
+    "hardswish": Activation(lambda xp, x, a: x * xp.clip(x / 6 + 0.5, 0, 1), forms={
+        "hardswish": Form("v * fminf(fmaxf(v / 6.f + 0.5f, 0.f), 1.f)",
+                          _set(lambda y: y * np.clip(y / 6 + 0.5, 0, 1)))}),
+    # ReLU6 (MobileNet) folds; other bounds run as their own op
     "hardtanh": Activation(lambda xp, x, a: xp.clip(x, a["min_val"], a["max_val"]),
-                           attrs={"min_val": Float(default=-1.0), "max_val": Float(default=1.0)}),
+                           attrs={"min_val": Float(default=-1.0), "max_val": Float(default=1.0)},
+                           forms={"relu6": Form("fminf(fmaxf(v, 0.f), 6.f)",
+                                                lambda y: np.clip(y, 0, 6, out=y))},
+                           form_of=lambda a: "relu6" if (a["min_val"], a["max_val"]) == (0, 6)
+                           else None),
     "exp": Activation(lambda xp, x, a: xp.exp(x)),
     "sqrt": Activation(lambda xp, x, a: xp.sqrt(x)),
     "rsqrt": Activation(lambda xp, x, a: 1 / xp.sqrt(x)),
