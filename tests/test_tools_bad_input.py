@@ -1,6 +1,7 @@
 """The command-line tools (tools/prune.py, export.py, make_digits_model.py, accuracy_table.py, and
 the benchmark's paper_bench.py, bench_report.py, junit_figures.py, lt_algos.py,
-attention_layouts.py, csr_memory_probe.py) on bad input:
+attention_layouts.py, csr_memory_probe.py, implicit_conv_bench.py, conv_models_bench.py) on
+bad input:
 exactly one line `error: ...` on stderr, exit code 2, no traceback, and nothing left in the
 output directory. Cases tests/test_patterns.py and tests/test_parity_cnn.py already run are not
 repeated here. Each case is a fresh interpreter (about 1.5 s: torch's import); the checkpoints
@@ -319,6 +320,7 @@ def bench_inputs(tmp_path):
 
 PB, LT, AL, CM = ("paper_bench.py", "lt_algos.py", "attention_layouts.py",
                   "csr_memory_probe.py")
+IC, CB = "implicit_conv_bench.py", "conv_models_bench.py"
 
 
 @pytest.mark.parametrize("tool,args,text", [
@@ -358,6 +360,16 @@ PB, LT, AL, CM = ("paper_bench.py", "lt_algos.py", "attention_layouts.py",
     (AL, ["--out", "<out>"], "is a directory"),
     (CM, [], "--out is required"),
     (CM, ["--out", "<out>/no-dir/r.json"], "does not exist"),
+    (IC, [], "--out is required"),
+    (IC, ["--out", "<out>"], "is a directory"),
+    (CB, [], "--out is required"),
+    (CB, ["--out", "<out>/no-dir/r.json"], "does not exist"),
+    (CB, ["--out", "<out>/r.json", "--models", "alexnet@224x32"], "unknown arch 'alexnet'"),
+    (CB, ["--out", "<out>/r.json", "--models", "resnet18@224"], "is not ARCH@SIZExBATCH"),
+    (CB, ["--out", "<out>/r.json", "--models", "resnet18@16x8"], "needs a size of at least 32"),
+    (CB, ["--out", "<out>/r.json", "--keeps", "0.5,1"], "is not a list of fractions in (0, 1)"),
+    (CB, ["--out", "<out>/r.json", "--max-minutes", "-1"],
+     "argument --max-minutes: must be a positive number, got '-1'"),
 ])
 def test_bench_tools_bad_input(tool, args, text, bench_inputs, tmp_path):
     out = tmp_path / "out"
@@ -366,7 +378,8 @@ def test_bench_tools_bad_input(tool, args, text, bench_inputs, tmp_path):
 
 
 @pytest.mark.skipif(HAS_GPU, reason="on a GPU machine they would run")
-@pytest.mark.parametrize("tool,args", [(PB, ["--preset", "quick"]), (LT, []), (AL, []), (CM, [])])
+@pytest.mark.parametrize("tool,args", [(PB, ["--preset", "quick"]), (LT, []), (AL, []), (CM, []),
+                                       (IC, []), (CB, [])])
 def test_bench_tools_without_a_gpu_are_one_line(tool, args, tmp_path):
     proc = run_tool(tool, *args, "--out", tmp_path / "r.json")
     assert_one_line_error(proc, f"{tool[:-3]} needs CuPy and a CUDA GPU", tmp_path)
