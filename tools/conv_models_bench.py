@@ -5,8 +5,8 @@ against the same dense weights in PyTorch (the targets of the implicit conv's de
         [--models resnet18@224x32,vgg16_bn@64x64] [--keeps 0.5,0.25] [--batch1]
         [--compile-mode max-autotune | --no-compile] [--max-minutes 9]
 
-Per model (torchvision's builder, 1000 classes, random weights and batch-norm statistics, seed
-0) and kept fraction, files written by the generic exporter (cupyprune.export) from the module
+Per model (torchvision's builder, 1000 classes, random weights and batch-norm statistics as
+tools/export_zoo.py draws them, seed 0) and kept fraction, files written by the generic exporter (cupyprune.export) from the module
 pruned with prune_module(model, "group", keep), plus the unpruned file. Rows:
   torch-graph     the dense model, fp16, channels_last, eager forward replayed from a CUDA graph
   torch-compile   torch.compile(dense model, mode=--compile-mode), fp16, channels_last
@@ -83,21 +83,6 @@ def parse_args(argv):
     return args
 
 
-def _torch_model(torch, arch, seed=0):
-    """torchvision's arch with random weights and batch-norm statistics (so folding matters)."""
-    import torchvision
-    torch.manual_seed(seed)
-    model = getattr(torchvision.models, arch)(weights=None, num_classes=1000).eval()
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.normal_(1, 0.1)
-                m.bias.normal_(0, 0.1)
-    return model
-
-
 def _events_median(torch, fn):
     """Median ms of REPEAT CUDA-event timings of fn() after WARMUP calls."""
     for _ in range(WARMUP):
@@ -115,20 +100,6 @@ def _events_median(torch, fn):
             "p90_ms": round(float(np.percentile(times, 90)), 4)}
 
 
-def _graphed(torch, fn):
-    """fn's kernels captured in one torch CUDA graph -> its replay."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
 def _agreement(y, ref):
     y = np.asarray(y, dtype=np.float64).reshape(ref.shape)
     return {"rel_err": float(np.abs(y - ref).max() / np.abs(ref).max()),
@@ -144,10 +115,11 @@ def _reference(torch, module, x):
 
 def torch_rows(torch, dense, x, batch, args, base, rows):
     """The dense model's baselines: eager fp16 from a CUDA graph, and torch.compile."""
+    from benchlib.timing import torch_graphed
     model = copy.deepcopy(dense).cuda().half().to(memory_format=torch.channels_last)
     xh = x.cuda().half().contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        replay = _graphed(torch, lambda: model(xh))
+        replay = torch_graphed(torch, lambda: model(xh))
         rows.add({**base, "impl": "torch-graph", "keep": 1.0, **_events_median(torch, replay)})
         if args.no_compile:
             return
@@ -202,8 +174,9 @@ def _conv_choices(model):
 
 def bench_model(torch, spec, args, rows, tmp, progress):
     from cupyprune.export import export_module, prune_module
+    from export_zoo import torchvision_model
     arch, size, batch = spec
-    dense = _torch_model(torch, arch)
+    dense = torchvision_model(arch, seed=0)
     example = torch.randn(1, 3, size, size)
     files = {1.0: os.path.join(tmp, f"{arch}-{size}-dense.safetensors")}
     export_module(dense, example, files[1.0], verify=False)

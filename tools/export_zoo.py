@@ -12,7 +12,7 @@ TORCHVISION = {              # name -> image size
     "resnet18": 64, "resnet34": 64, "resnet50": 64, "resnet101": 64, "resnext50_32x4d": 64,
     "wide_resnet50_2": 64, "vgg11": 32, "vgg19_bn": 32, "mobilenet_v2": 64,
     "efficientnet_b0": 64, "convnext_tiny": 64, "vit_b_16": 224,
-    "mobilenet_v3_large": 64, "regnet_y_400mf": 64,
+    "mobilenet_v3_large": 64, "regnet_y_400mf": 64, "swin_t": 64,
 }
 HF = ("bert", "roberta", "distilbert", "vit", "deit")
 

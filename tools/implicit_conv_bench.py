@@ -70,16 +70,8 @@ def _ours_timed(cupy, fn):
 
 
 def _torch_timed(cupy, torch, fn):
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):
-            fn()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return _timed(cupy, fn, graph.replay)
+    from benchlib.timing import torch_graphed
+    return _timed(cupy, fn, torch_graphed(torch, fn))
 
 
 def _rel_err(cupy, y, ref):

@@ -7,6 +7,7 @@ returns the value name that stands for the call's result (or a tuple of names).
 """
 import numpy as np
 
+from .fold import fold_constants
 from .torchlib import ExportError, import_torch
 
 CONVERTERS = {}       # "aten.conv2d.default" (str of the fx target) -> converter
@@ -44,15 +45,26 @@ class Lowering:
         self.names = set()
         self.symbols = {}              # symbolic size expression -> value name
         self._current = None           # the fx node being lowered
+        self.folded, values = fold_constants(program, self.param_of, self.state)
+        self.folded_keys = {}          # fx name of a folded call a later call reads -> tensor key
+        for node in program.graph_module.graph.nodes:
+            if node.name in values:
+                path = module_path(node)
+                key = node.name if path == "<model>" else f"{path}.{node.name}"
+                self.folded_keys[node.name] = key
+                self.state[key] = values[node.name]
 
     # -- values -------------------------------------------------------------------------------
     def param(self, arg):
         """The state-dict key of a parameter/buffer argument, or None for a computed value."""
-        if hasattr(arg, "op") and arg.op == "placeholder" and arg.name in self.param_of:
-            key = self.param_of[arg.name]
+        if not hasattr(arg, "op"):
+            return None
+        key = self.folded_keys.get(arg.name)
+        if key is None and arg.op == "placeholder":
+            key = self.param_of.get(arg.name)
+        if key is not None:
             self.tensors.setdefault(key, self.state[key])
-            return key
-        return None
+        return key
 
     def value(self, arg):
         """A tensor or symbolic-size argument -> its value name (a parameter used as a value
@@ -143,7 +155,7 @@ class Lowering:
                 if node.name not in self.param_of:
                     inputs.append(node.name)
                     self.values[node.name] = node.name
-            elif node.op == "call_function":
+            elif node.op == "call_function" and node.name not in self.folded:
                 self._call(node)
             elif node.op == "output":
                 outputs = [self.value(a) for a in _flat(node.args[0]) if hasattr(a, "op")]

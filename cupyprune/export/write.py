@@ -8,12 +8,12 @@ from ..format.compact import group_rows
 from ..format.keys import MASK_SUFFIX
 from . import aten_ops  # noqa: F401  (registers the converters)
 from ..ops import PRUNABLE_OPS
-from .lower import Lowering
+from .fold import functional
+from .lower import CONVERTERS, Lowering
 from .spec import input_spec
 from .torchlib import ExportError
 from .trace import normalise_inputs, strip_pruning, trace
 from .verify import TOLERANCE, reference_output, relative_error
-
 
 
 def export_to_file(module, example_inputs, out, labels, pattern, verify, tolerance,
@@ -22,7 +22,7 @@ def export_to_file(module, example_inputs, out, labels, pattern, verify, toleran
     module, masks = strip_pruning(module)
     module.eval()
     report(f"tracing {type(module).__name__} with torch.export")
-    program = trace(module, named, sequence_limit=max_length)
+    program = functional(trace(module, named, sequence_limit=max_length), CONVERTERS)
     lowering = Lowering(program, list(named))
     graph = lowering.run()
     tensors = lowering.tensors

@@ -41,6 +41,21 @@ def captured(fn):
     return replay
 
 
+def torch_graphed(torch, fn):
+    """fn's torch kernels captured in one torch CUDA graph (after three warm-up calls on a side
+    stream, as torch.cuda.graph asks) -> the graph's replay."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
 def free_gpu_memory():
     """Return cached blocks of CuPy's and torch's allocators between cells."""
     import gc
