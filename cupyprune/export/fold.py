@@ -14,6 +14,8 @@ functionalisation (ExportedProgram.run_decompositions with no decompositions) wh
 mutates a tensor with a call no converter takes, so that every folded value is the one its
 readers see.
 """
+import warnings
+
 from .torchlib import import_torch
 
 # calls that read only the dtype (and device) of their first argument
@@ -27,7 +29,9 @@ def functional(program, converters):
         schema = getattr(node.target, "_schema", None)
         if node.op == "call_function" and schema is not None and schema.is_mutable \
                 and str(node.target) not in converters:
-            return program.run_decompositions({})
+            with warnings.catch_warnings():      # torch's own deprecations, nothing to act on
+                warnings.simplefilter("ignore", FutureWarning)
+                return program.run_decompositions({})
     return program
 
 
