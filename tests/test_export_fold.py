@@ -79,3 +79,41 @@ def test_functionalised_only_where_an_in_place_call_has_no_converter():
     targets = {str(n.target) for n in functional(program, CONVERTERS).graph.nodes}
     assert "aten.fill_.Tensor" in {str(n.target) for n in program.graph.nodes}
     assert not any(t.endswith("_.Tensor") for t in targets)
+
+
+class InPlace(torch.nn.Module):
+    """An in-place activation whose result is what later calls read (torch.export hands them
+    the in-place call's output), beside a value computed before it."""
+
+    def __init__(self, view_before=False):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.view_before = view_before
+
+    def forward(self, x):                                          # x (N, 4)
+        a = self.fc(x)
+        before = a[:, :2] if self.view_before else a * 2           # a view sees the write
+        a.sigmoid_()
+        return before * 3 if self.view_before else a + before
+
+
+def test_in_place_calls_export_as_their_functional_forms(tmp_path, rng):
+    torch.manual_seed(int(rng.integers(1 << 30)))
+    module = InPlace().eval()
+    path = str(tmp_path / "m.safetensors")
+    export_module(module, torch.randn(1, 4), path)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    with torch.no_grad():
+        want = module(torch.from_numpy(x)).double().numpy()
+    got = cupyprune.load(path, device="cpu")(x)
+    assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+def test_a_view_read_after_an_in_place_write_is_refused_not_kept(tmp_path):
+    """The runtime's values do not alias: where a view taken before an in-place call is read
+    after it, the written file would differ from the module, and verification refuses it."""
+    from cupyprune.export import ExportError
+    path = tmp_path / "m.safetensors"
+    with pytest.raises(ExportError, match="verification failed"):
+        export_module(InPlace(view_before=True).eval(), torch.randn(1, 4), str(path))
+    assert not path.exists()
