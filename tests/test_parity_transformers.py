@@ -119,6 +119,14 @@ def test_small_bert(dev, masked, rng, tmp_path):
     run_bert(dev, rng, tmp_path, masked, batch=4, seq=24)
 
 
+@pytest.mark.parametrize("act", ["gelu_new", "silu", "swish", "relu", "sigmoid", "tanh"])
+@pytest.mark.parametrize("dev", devices())
+def test_small_bert_hidden_act(dev, act, rng, tmp_path):
+    """Each hidden_act the hand-written exporter maps (exporters/hf.ACTIVATIONS) gives HF's
+    logits, in the FFN's fused epilogue."""
+    run_bert(dev, rng, tmp_path, True, batch=3, seq=16, hidden_act=act)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("masked", [False, True], ids=["dense", "group-pruned"])
 @pytest.mark.parametrize("dev", devices())
