@@ -16,6 +16,7 @@ readers see.
 """
 import warnings
 
+from .fxargs import flat, is_symbolic
 from .torchlib import import_torch
 
 # calls that read only the dtype (and device) of their first argument
@@ -44,19 +45,8 @@ def _static_tensor(node):
 def _node_args(node):
     """The fx Nodes among a call's arguments (nested lists included), and whether any plain
     argument is a symbolic size."""
-    found, symbolic = [], False
-
-    def walk(a):
-        nonlocal symbolic
-        if isinstance(a, (list, tuple)):
-            for b in a:
-                walk(b)
-        elif hasattr(a, "op"):
-            found.append(a)
-        elif hasattr(a, "node") and hasattr(a.node, "expr"):
-            symbolic = symbolic or not a.node.expr.is_number
-    walk(list(node.args) + list(node.kwargs.values()))
-    return found, symbolic
+    items = list(flat(list(node.args) + list(node.kwargs.values())))
+    return [a for a in items if hasattr(a, "op")], any(is_symbolic(a) for a in items)
 
 
 def _evaluate(node, values):

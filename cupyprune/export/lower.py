@@ -8,6 +8,7 @@ returns the value name that stands for the call's result (or a tuple of names).
 import numpy as np
 
 from .fold import fold_constants
+from .fxargs import flat, is_symbolic
 from .torchlib import ExportError, import_torch
 
 CONVERTERS = {}       # "aten.conv2d.default" (str of the fx target) -> converter
@@ -89,7 +90,7 @@ class Lowering:
             if hasattr(s, "op"):                       # an fx Node computing a size
                 template.append(None)
                 extra.append(self.value(s))
-            elif _is_symbolic(s):                     # a SymInt of a traced shape
+            elif is_symbolic(s):                     # a SymInt of a traced shape
                 template.append(None)
                 extra.append(self.size_value(s))
             else:
@@ -104,7 +105,7 @@ class Lowering:
                 if node.op != "placeholder" or node.name in self.param_of:
                     continue
                 for dim, d in enumerate(self.meta_shape(node) or ()):
-                    if _is_symbolic(d) and str(d.node.expr) == expr:
+                    if is_symbolic(d) and str(d.node.expr) == expr:
                         self.symbols[expr] = self.emit("sym_size", [node.name],
                                                        attrs={"dim": dim},
                                                        name=f"{node.name}.size{dim}")
@@ -158,7 +159,7 @@ class Lowering:
             elif node.op == "call_function" and node.name not in self.folded:
                 self._call(node)
             elif node.op == "output":
-                outputs = [self.value(a) for a in _flat(node.args[0]) if hasattr(a, "op")]
+                outputs = [self.value(a) for a in flat(node.args[0]) if hasattr(a, "op")]
         if not outputs:
             raise ExportError("the module returns no tensor")
         self.tensors = {k: _numpy(v) for k, v in self.tensors.items()}
@@ -190,18 +191,6 @@ class Lowering:
         used = {k for n in nodes for k in n["params"].values()}
         self.tensors = {k: v for k, v in self.tensors.items() if k in used}
         return nodes
-
-
-def _is_symbolic(s):
-    return hasattr(s, "node") and hasattr(s.node, "expr") and not s.node.expr.is_number
-
-
-def _flat(x):
-    if isinstance(x, (list, tuple)):
-        for y in x:
-            yield from _flat(y)
-    else:
-        yield x
 
 
 def _numpy(t):
