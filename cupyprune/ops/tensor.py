@@ -140,22 +140,35 @@ class IntArith(Logical):
         return int(_INT_OPS[self.node.attrs["op"]](int(a), int(b)))
 
 
-@register("reshape")
-class Reshape(Logical):
-    bf16_native = True                 # only moves values: a traced attention's heads stay views
+class _ShapedByAttr(Logical):
+    """An op whose `shape` attribute may hold nulls, each filled by the next size input."""
     attrs = {"shape": IntsOrNull()}
 
     @staticmethod
-    def infer_shape(node, params, x, *sizes):
-        shape = ShapeArg(node, "shape").fill(node, [_size(v) for v in sizes])
-        return _resolve(node, shape, elements(x))
+    def traced_shape(node, sizes):
+        """The shape at shape inference (sizes: Size values)."""
+        return ShapeArg(node, "shape").fill(node, [_size(v) for v in sizes])
 
     def __init__(self, node, ctx):
         super().__init__(node, ctx)
         self.shape = ShapeArg(node, "shape")
 
+    def run_shape(self, sizes):
+        """The shape at run time (sizes: host integers)."""
+        return self.shape.fill(self.node, sizes)
+
+
+@register("reshape")
+class Reshape(_ShapedByAttr):
+    bf16_native = True                 # only moves values: a traced attention's heads stay views
+
+    @staticmethod
+    def infer_shape(node, params, x, *sizes):
+        shape = _ShapedByAttr.traced_shape(node, sizes)
+        return _resolve(node, shape, elements(x))
+
     def __call__(self, x, *sizes):
-        shape = self.shape.fill(self.node, sizes)
+        shape = self.run_shape(sizes)
         try:
             return x.reshape(shape)
         except ValueError:
@@ -164,26 +177,21 @@ class Reshape(Logical):
 
 
 @register("expand")
-class Expand(Logical):
+class Expand(_ShapedByAttr):
     """torch's expand: -1 keeps a dim; new leading dims may be added."""
     bf16_native = True                 # only moves values
-    attrs = {"shape": IntsOrNull()}
 
     @staticmethod
     def infer_shape(node, params, x, *sizes):
-        shape = ShapeArg(node, "shape").fill(node, [_size(v) for v in sizes])
+        shape = _ShapedByAttr.traced_shape(node, sizes)
         lead = len(shape) - len(x)
         if lead < 0:
             raise InputError(f"node {node.name!r}: cannot expand {tuple(x)} to {shape}")
         shape = [x[i - lead] if s == -1 else s for i, s in enumerate(shape)]
         return broadcast_shape(node, x, shape)
 
-    def __init__(self, node, ctx):
-        super().__init__(node, ctx)
-        self.shape = ShapeArg(node, "shape")
-
     def __call__(self, x, *sizes):
-        shape = self.shape.fill(self.node, sizes)
+        shape = self.run_shape(sizes)
         lead = len(shape) - x.ndim
         if lead < 0:
             raise InputError(f"node {self.node.name!r}: cannot expand a {x.ndim}-D value to "
@@ -487,23 +495,19 @@ class Arange(Logical):
 
 
 @register("full")
-class Full(Logical):
+class Full(_ShapedByAttr):
     """torch.full(shape, value, dtype); null sizes come from inputs."""
-    attrs = {"shape": IntsOrNull(), "value": Float(), "dtype": Choice(*DTYPES)}
+    attrs = {**_ShapedByAttr.attrs, "value": Float(), "dtype": Choice(*DTYPES)}
 
     @staticmethod
     def infer_shape(node, params, *sizes):
-        shape = ShapeArg(node, "shape").fill(node, [_size(v) for v in sizes])
+        shape = _ShapedByAttr.traced_shape(node, sizes)
         if any(s < 0 for s in shape):
             raise InputError(f"node {node.name!r}: negative size in {shape}")
         return tuple(shape)
 
-    def __init__(self, node, ctx):
-        super().__init__(node, ctx)
-        self.shape = ShapeArg(node, "shape")
-
     def __call__(self, *sizes):
-        shape = self.shape.fill(self.node, sizes)
+        shape = self.run_shape(sizes)
         if any(s < 0 for s in shape):
             raise InputError(f"node {self.node.name!r}: negative size in {shape}")
         return self.xp.full(shape, self.node.attrs["value"],
