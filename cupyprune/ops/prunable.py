@@ -89,10 +89,15 @@ class PrunableWeight:
         self.keep_outputs = None
         self.precompacted = False
         self.notes = []
+        self._rows = None
 
     def rows(self):
-        """The kept rows of F a group-wise path multiplies by (paths/group.py), (T,)."""
-        return kept_rows(self.fmask)
+        """The kept rows of F a group-wise path multiplies by (paths/group.py), (T,); computed
+        once (the mask never changes after load) and read-only, since the passes share it."""
+        if self._rows is None:
+            self._rows = kept_rows(self.fmask)
+            self._rows.flags.writeable = False
+        return self._rows
 
     def computed_widths(self):
         """(inputs, outputs) the layer computes: fewer than the file's where a pass compacted."""
