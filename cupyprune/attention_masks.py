@@ -166,27 +166,29 @@ def value_ranks(graph, ops, tensors, input_shapes):
     """value name -> rank of every tensor value (shape inference on sample inputs), or {} where
     the graph's shapes cannot be inferred for them."""
     from .errors import InputError, ModelFileError
-    from .footprint import activation_bytes
-    from .ops.tensor import Size
+    from .footprint import activation_bytes, tensor_ranks
     shapes = {}
     try:
         if activation_bytes(graph, ops, tensors, input_shapes, 1, value_shapes=shapes) is None:
             return {}
     except (InputError, ModelFileError, KeyError):      # KeyError: an input without a shape
         return {}
-    return {v: len(s) for v, s in shapes.items() if not isinstance(s, Size)}
+    return tensor_ranks(shapes)
 
 
-def mark_attention_masks(plan, model_file):
+def mark_attention_masks(plan, model_file, ranks=None):
     """Set `mask_kind` on the load plan's entry (plan.py) of every sdpa node whose mask the
-    graph proves always true or key padding only; the op reads it when it is built."""
+    graph proves always true or key padding only; the op reads it when it is built. `ranks`:
+    value_ranks of the sample inputs where the caller has them already (the load's memory
+    check infers every shape), else they are inferred here."""
     from .inputs import sample_shapes
     from .ops import OPS
     steps = [s for s in plan.steps if s.node.op == SDPA and len(s.node.inputs) > 3]
     if not steps:
         return
-    ranks = value_ranks(plan.graph, OPS, model_file.tensors,
-                        sample_shapes(model_file.input_spec, 1))
+    if ranks is None:
+        ranks = value_ranks(plan.graph, OPS, model_file.tensors,
+                            sample_shapes(model_file.input_spec, 1))
     if not ranks:
         return
     kinds = attention_mask_kinds(plan.graph, ranks)

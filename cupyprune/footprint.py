@@ -20,6 +20,13 @@ class Footprint:
     activations: int        # bytes at the forward pass's peak, inputs included (0: unknown)
     staging: int            # host bytes a load holds while it converts one layer
     outputs: dict           # graph output -> its shape (empty where the inputs did not suit)
+    ranks: dict             # tensor value -> its rank (empty where shapes are unknown)
+
+
+def tensor_ranks(value_shapes):
+    """value -> shape, from shape inference -> value -> rank of the tensor values (a traced
+    graph's host integers left out)."""
+    return {v: len(s) for v, s in value_shapes.items() if not isinstance(s, Size)}
 
 
 def _params(node, tensors):
@@ -75,5 +82,6 @@ def footprint(graph, ops, tensors, input_shapes, itemsize, activations=True):
     peak = activation_bytes(graph, ops, tensors, input_shapes, itemsize, shapes) \
         if activations else None
     outputs = {name: shapes[name] for name in graph.outputs if name in shapes}
+    ranks = {} if peak is None else tensor_ranks(shapes)
     return Footprint(weights, 0 if peak is None else peak, largest * STAGING_BYTES_PER_ELEMENT,
-                     outputs)
+                     outputs, ranks)
