@@ -9,12 +9,10 @@ a lifted constant or another constant call, no argument is a symbolic size, and 
 static shape; `new_zeros` and its kin read only the dtype of their first argument, so that
 argument never makes them depend on an input.
 
-In-place calls are only folded on a functional graph: `functional` runs torch's
-functionalisation (ExportedProgram.run_decompositions with no decompositions) where the program
-mutates a tensor with a call no converter takes, so that every folded value is the one its
-readers see.
+In-place calls are only folded on a functional graph: mutation.functional runs torch's
+functionalisation where the program mutates a tensor with a call no converter takes, so that
+every folded value is the one its readers see.
 """
-import warnings
 
 from .fxargs import flat, is_symbolic
 from .torchlib import import_torch
@@ -22,18 +20,6 @@ from .torchlib import import_torch
 # calls that read only the dtype (and device) of their first argument
 DTYPE_ONLY_FIRST = {"aten.new_zeros.default", "aten.new_ones.default", "aten.new_full.default",
                     "aten.new_empty.default"}
-
-
-def functional(program, converters):
-    """program, or its functionalised form where an unconverted in-place call mutates a tensor."""
-    for node in program.graph_module.graph.nodes:
-        schema = getattr(node.target, "_schema", None)
-        if node.op == "call_function" and schema is not None and schema.is_mutable \
-                and str(node.target) not in converters:
-            with warnings.catch_warnings():      # torch's own deprecations, nothing to act on
-                warnings.simplefilter("ignore", FutureWarning)
-                return program.run_decompositions({})
-    return program
 
 
 def _static_tensor(node):

@@ -8,8 +8,8 @@ from ..format.compact import group_rows
 from ..format.keys import MASK_SUFFIX
 from . import aten_ops  # noqa: F401  (registers the converters)
 from ..ops import PRUNABLE_OPS
-from .fold import functional
 from .lower import CONVERTERS, Lowering
+from .mutation import functional
 from .spec import input_spec
 from .torchlib import ExportError
 from .trace import normalise_inputs, strip_pruning, trace
