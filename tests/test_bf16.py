@@ -85,6 +85,25 @@ def test_reduced_precision_is_refused_on_the_cpu(tmp_path, rng, precision):
         cupyprune.load(path, device="cpu", precision=precision)
 
 
+def test_size_ops_take_no_float_boundary():
+    """A traced graph's sizes are host integers: the ops that make them do no float arithmetic
+    and are never wrapped, and the boundary hands integers through untouched (were they
+    arrays, their bits would be widened or rounded)."""
+    from cupyprune.ops import OPS
+    from cupyprune.ops.float_boundary import FloatBoundary, needs_boundary
+    assert not needs_boundary(OPS["sym_size"], BF16)
+    assert not needs_boundary(OPS["int_arith"], BF16)
+    assert needs_boundary(OPS["softmax"], BF16)
+
+    class Scale:                           # a float op called with a host integer argument
+        def __call__(self, n, k):
+            return n * k, np.arange(n, dtype=np.int64)
+
+    n, ids = FloatBoundary(Scale())(3, 4)
+    assert (n, type(n)) == (12, int)
+    assert ids.dtype == np.int64 and ids.tolist() == [0, 1, 2]
+
+
 # -- GPU ---------------------------------------------------------------------------------------
 
 @pytest.mark.gpu

@@ -30,11 +30,13 @@ class FloatBoundary:
         setattr(self.op, name, value)
 
     def __call__(self, *args):
-        outs = self.op(*(from_bits(a) if a.dtype == BF16 else a for a in args))
+        outs = self.op(*(from_bits(a) if getattr(a, "dtype", None) == BF16 else a
+                         for a in args))
         if isinstance(outs, tuple):
             return tuple(_round(y) for y in outs)
         return _round(outs)
 
 
-def _round(y):
-    return to_bits(y) if y.dtype.kind == "f" else y
+def _round(y):                      # y: an array, or a traced graph's host integer (a size)
+    dtype = getattr(y, "dtype", None)
+    return to_bits(y) if dtype is not None and dtype.kind == "f" else y

@@ -105,6 +105,7 @@ def _dim(node, dim, ndim):
 @register("sym_size")
 class SymSize(Logical):
     """One dim of a value, as a host integer."""
+    bf16_native = True                 # reads a shape only
     attrs = {"dim": Int()}
 
     @staticmethod
@@ -122,6 +123,7 @@ _INT_OPS = {"add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda 
 @register("int_arith")
 class IntArith(Logical):
     """Host integer arithmetic on sizes: a op b, b an input or the attribute `value`."""
+    bf16_native = True                 # host integers only
     attrs = {"op": Choice(*_INT_OPS), "value": Int(default=None)}
 
     @staticmethod
