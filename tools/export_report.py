@@ -81,7 +81,14 @@ def main():
         text += (f"\nIn the test list but not run on the GPU yet (CPU only, within 1e-4): "
                  f"{', '.join(missing)}.\n")
     ab = sorted(glob.glob(os.path.join(args.folder, "ab-*.json")))
-    if ab:
+    if not ab:
+        text += ("\n## The paper's models before and after the generic exporter's runtime changes"
+                 "\n\nNot measured yet. To measure: the model files of "
+                 "`python tools/paper_model_files.py --dir MODELS`, the runtime before the change "
+                 "from `git archive 5217a28 cupyprune | tar -x -C OLD_TREE`, then "
+                 "`bash tools/ab_bench.sh OLD_TREE MODELS OUT 16` on the GPU, its ab-*.json "
+                 "files copied beside export-zoo.json and this page regenerated.\n")
+    else:
         text += ("\n## The paper's models before and after the generic exporter's runtime changes"
                  "\n\nThe same model files (tools/paper_model_files.py, group-wise 50%), fp16, "
                  "batch 16, timed by `cupyprune bench` with the runtime before the change "
