@@ -176,20 +176,13 @@ def value_ranks(graph, ops, tensors, input_shapes):
     return tensor_ranks(shapes)
 
 
-def mark_attention_masks(plan, model_file, ranks=None):
+def mark_attention_masks(plan, ranks):
     """Set `mask_kind` on the load plan's entry (plan.py) of every sdpa node whose mask the
     graph proves always true or key padding only; the op reads it when it is built. `ranks`:
-    value_ranks of the sample inputs where the caller has them already (the load's memory
-    check infers every shape), else they are inferred here."""
-    from .inputs import sample_shapes
-    from .ops import OPS
+    value_ranks of the sample inputs, as the load's memory check inferred them
+    (footprint.Footprint.ranks)."""
     steps = [s for s in plan.steps if s.node.op == SDPA and len(s.node.inputs) > 3]
-    if not steps:
-        return
-    if ranks is None:
-        ranks = value_ranks(plan.graph, OPS, model_file.tensors,
-                            sample_shapes(model_file.input_spec, 1))
-    if not ranks:
+    if not steps or not ranks:
         return
     kinds = attention_mask_kinds(plan.graph, ranks)
     for step in steps:

@@ -66,7 +66,7 @@ class Model:
         self.residual, self.post = folding.residual, folding.post
         self.input_spec = {s["name"]: s for s in model_file.input_spec}
         self.labels = model_file.labels
-        mark_attention_masks(self.plan, model_file, need.ranks)   # traced attention's masks
+        mark_attention_masks(self.plan, need.ranks)   # traced attention's masks
         self._mark_checked_ids()
         self.steps = self._lower(path)
         self._release = self._plan_release()

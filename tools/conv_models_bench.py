@@ -6,8 +6,9 @@ against the same dense weights in PyTorch (the targets of the implicit conv's de
         [--compile-mode max-autotune | --no-compile] [--max-minutes 9]
 
 Per model (torchvision's builder, 1000 classes, random weights and batch-norm statistics as
-tools/export_zoo.py draws them, seed 0) and kept fraction, files written by the generic exporter (cupyprune.export) from the module
-pruned with prune_module(model, "group", keep), plus the unpruned file. Rows:
+tools/export_zoo.py draws them, seed 0) and kept fraction, files written by the generic exporter
+(cupyprune.export) from the module pruned with prune_module(model, "group", keep), plus the
+unpruned file. Rows:
   torch-graph     the dense model, fp16, channels_last, eager forward replayed from a CUDA graph
   torch-compile   torch.compile(dense model, mode=--compile-mode), fp16, channels_last
                   (max-autotune replays Inductor's kernels from CUDA graphs too); compile_s

@@ -10,6 +10,8 @@ import os
 
 from export_zoo import HF, TORCHVISION
 
+AB_BEFORE = "5217a28"       # the runtime before the generic exporter's changes (the A/B's old)
+
 HEADER = """# Exported models on the GPU
 
 Every model of the generic exporter's test list (tools/export_zoo.py: torchvision and Hugging
@@ -37,7 +39,6 @@ matrices on the host, which a CUDA graph cannot capture (now made on the device)
 hardswish, hardsigmoid and ReLU6 after a conv now run in its epilogue. None of these changes has
 been timed on the GPU yet: the rows above are from before them.
 """
-
 
 
 def zoo_table(rows):
@@ -81,20 +82,19 @@ def main():
         text += (f"\nIn the test list but not run on the GPU yet (CPU only, within 1e-4): "
                  f"{', '.join(missing)}.\n")
     ab = sorted(glob.glob(os.path.join(args.folder, "ab-*.json")))
-    if not ab:
-        text += ("\n## The paper's models before and after the generic exporter's runtime changes"
-                 "\n\nNot measured yet. To measure: the model files of "
+    text += "\n## The paper's models before and after the generic exporter's runtime changes\n\n"
+    if ab:
+        text += ("The same model files (tools/paper_model_files.py, group-wise 50%), fp16, "
+                 "batch 16, timed by `cupyprune bench` with the runtime before the change "
+                 f"(`git archive {AB_BEFORE} cupyprune`) and after it, alternated in one run on "
+                 "the same GPU: `bash tools/ab_bench.sh OLD_TREE MODELS OUT 16`. Each cell lists "
+                 "the medians of the runs of that version.\n\n" + ab_table(ab) + "\n")
+    else:
+        text += ("Not measured yet. To measure: the model files of "
                  "`python tools/paper_model_files.py --dir MODELS`, the runtime before the change "
-                 "from `git archive 5217a28 cupyprune | tar -x -C OLD_TREE`, then "
+                 f"from `git archive {AB_BEFORE} cupyprune | tar -x -C OLD_TREE`, then "
                  "`bash tools/ab_bench.sh OLD_TREE MODELS OUT 16` on the GPU, its ab-*.json "
                  "files copied beside export-zoo.json and this page regenerated.\n")
-    else:
-        text += ("\n## The paper's models before and after the generic exporter's runtime changes"
-                 "\n\nThe same model files (tools/paper_model_files.py, group-wise 50%), fp16, "
-                 "batch 16, timed by `cupyprune bench` with the runtime before the change "
-                 "(`git archive 5217a28 cupyprune`) and after it, alternated in one run on the "
-                 "same GPU: `bash tools/ab_bench.sh OLD_TREE MODELS OUT 16`. Each cell lists the "
-                 "medians of the runs of that version.\n\n" + ab_table(ab) + "\n")
     with open(args.out, "w") as f:
         f.write(text)
 
