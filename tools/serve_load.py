@@ -15,8 +15,12 @@ spec: images of its size, 16 tokens for a token model), sent with the binary-dat
 loopback; each connection first sends --warmup requests (connecting, filling the server's
 graphs), then the timed --requests are shared by all connections.
 
+--workers N runs N server processes on the port (each with its own batchers and copy of the
+model). The clients use aiohttp where installed, else httpx.
+
 Rows (printed as JSON lines, written to --out at the end):
-  {"kind": "load", "model", "concurrency", "requests", "codes", "seconds", "requests_per_s",
+  {"kind": "load", "model", "concurrency", "requests", "rows", "workers", "client",
+   "client_procs", "codes", "seconds", "requests_per_s",
    "rows_per_s", "p50_ms", "p99_ms", "mean_batch_rows", "refused_p50_ms", "refused_p99_ms"}
    (latencies of answered requests; mean_batch_rows: rows per model call, from the server's
    /metrics; refused_*: latencies of 503 answers, null when none: overload a server with a
@@ -37,8 +41,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from oneline import (OneLineParser, ResultRows, UsageError, check_out,  # noqa: E402
                      parse_or_exit, positive_float, positive_int, run_tool)
-from serve_client import (SERVE, ServerProcess, model_inputs, request_body,  # noqa: E402
-                          run_load)
+from serve_client import (SERVE, ServerProcess, client_library, model_inputs,  # noqa: E402
+                          request_body, run_load)
 
 BENCH = SERVE[:-1] + ["bench"]
 
@@ -67,6 +71,8 @@ def parse_args(argv):
     ap.add_argument("--max-batch", type=positive_int, default=64)
     ap.add_argument("--max-delay-ms", type=positive_float, default=2.0)
     ap.add_argument("--max-queue", type=positive_int, default=1024)
+    ap.add_argument("--workers", type=positive_int, default=1,
+                    help="cupyprune serve --workers: server processes sharing the port")
     ap.add_argument("--bench", action="store_true",
                     help="also run cupyprune bench at --max-batch and compare")
     ap.add_argument("--bench-repeat", type=positive_int, default=30)
@@ -92,7 +98,7 @@ def parse_args(argv):
 def _serve_options(args):
     options = ["--precision", args.precision, "--path", args.path,
                "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
-               "--max-queue", str(args.max_queue)]
+               "--max-queue", str(args.max_queue), "--workers", str(args.workers)]
     return options + (["--device", args.device] if args.device else [])
 
 
@@ -118,7 +124,8 @@ def _load_row(url, model, body, headers, level, args):
     lat_ms = 1e3 * np.asarray(result["latencies"]) if result["latencies"] else np.zeros(1)
     answered = len(result["latencies"])
     return {"kind": "load", "model": model, "concurrency": level, "requests": args.requests,
-            "rows": args.rows, "codes": result["codes"], "seconds": result["seconds"],
+            "rows": args.rows, "workers": args.workers, "client": client_library(),
+            "client_procs": min(args.client_procs, level), "codes": result["codes"], "seconds": result["seconds"],
             "requests_per_s": answered / result["seconds"],
             "rows_per_s": answered * args.rows / result["seconds"],
             "p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),

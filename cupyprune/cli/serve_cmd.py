@@ -60,6 +60,10 @@ def _autoscaling(text):
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=64.0,
               show_default=True, help="Largest request body (MiB); a larger one is refused "
                                       "with 400.")
+@click.option("--workers", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Server processes sharing the port, each with its own copy of the models "
+                   "and its own batchers (one process answers a few thousand requests a "
+                   "second).")
 @click.option("--ray", "use_ray", is_flag=True,
               help="Run as a Ray Serve deployment (on $RAY_ADDRESS's cluster, else a local "
                    "Ray).")
@@ -71,7 +75,7 @@ def _autoscaling(text):
               help="GPUs per Ray replica (default 1 on a GPU cluster; 0.25: four share one).")
 @one_line_errors
 def serve_cmd(models, host, port, device, path_choice, precision, cuda_graph, max_batch,
-              max_delay_ms, max_queue, max_body_mb, use_ray, replicas, autoscaling_json,
+              max_delay_ms, max_queue, max_body_mb, workers, use_ray, replicas, autoscaling_json,
               replica_gpus):
     """Serve MODEL files (PATH or NAME=PATH; the name defaults to the file's stem) over the
     Open Inference Protocol v2 (KServe, Triton clients): GET /v2/health/ready,
@@ -82,6 +86,8 @@ def serve_cmd(models, host, port, device, path_choice, precision, cuda_graph, ma
                                           ("--replica-gpus", replica_gpus is not None)) if value]
         if given:
             raise InputError(f"{given[0]} applies to Ray Serve: add --ray")
+    elif workers != 1:
+        raise InputError("--workers applies to the uvicorn server: with --ray, give --replicas")
     _import_serving(use_ray)
     from ..serve.config import ServeConfig, parse_models
     config = ServeConfig(models=parse_models(models), device=device, precision=precision,
@@ -92,6 +98,8 @@ def serve_cmd(models, host, port, device, path_choice, precision, cuda_graph, ma
     if use_ray:
         actor = {} if replica_gpus is None else {"num_gpus": replica_gpus}
         _serve_on_ray(config, host, port, replicas, _autoscaling(autoscaling_json), actor)
+    elif workers > 1:
+        _serve_workers(config, host, port, workers)
     else:
         _serve_here(config, host, port)
 
@@ -117,6 +125,22 @@ def _serve_here(config, host, port):
         _stopped("SIGTERM")
     except KeyboardInterrupt:
         _stopped("interrupted")
+
+
+def _serve_workers(config, host, port, workers):
+    from ..format import read_model_file
+    from ..serve.server import bind
+    from ..serve.workers import serve_workers
+    for path in config.models.values():     # a defective file: one error before any worker
+        read_model_file(path)
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    click.echo(f"serving {', '.join(config.models)} ({config.device or 'auto'}, "
+               f"{config.precision}) on http://{bound_host}:{bound_port} ({workers} workers, "
+               f"max batch {config.max_batch}, delay {config.max_delay_ms:g} ms, queue "
+               f"{config.max_queue} each)")
+    serve_workers(config, sock, workers)
+    _stopped("SIGTERM or interrupt")
 
 
 def _serve_on_ray(config, host, port, replicas, autoscaling, actor_options):

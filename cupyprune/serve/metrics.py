@@ -1,7 +1,12 @@
 """Prometheus metrics of the server (prometheus-client), in a registry of its own so that
-several apps in one process (tests, Ray replicas) do not collide."""
+several apps in one process (tests, Ray replicas) do not collide. Under `--workers N`
+(PROMETHEUS_MULTIPROC_DIR set before prometheus-client is imported) every worker writes its
+values to files there and /metrics reports their sums; gauges sum over the live workers."""
+import os
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 from .buckets import bucket_sizes
 
@@ -25,10 +30,10 @@ class ServeMetrics:
             "bucket)", ["model"], buckets=bucket_sizes(max_batch), registry=self.registry)
         self.in_flight = Gauge(
             "cupyprune_requests_in_flight", "Inference requests received and not yet answered",
-            ["model"], registry=self.registry)
+            ["model"], registry=self.registry, multiprocess_mode="livesum")
         self.queue_depth = Gauge(
             "cupyprune_queue_depth", "Requests waiting for a model call", ["model"],
-            registry=self.registry)
+            registry=self.registry, multiprocess_mode="livesum")
 
     def answered(self, model, code, seconds):
         self.requests.labels(model, str(code)).inc()
@@ -36,4 +41,8 @@ class ServeMetrics:
 
     def exposition(self):
         """-> (body bytes, content type) of GET /metrics."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):       # the sums over every worker
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
