@@ -148,11 +148,11 @@ def ours_rows(torch, path, keep, x, ref, base, rows, tune_dir):
         for attempt in ("first_call_s", "cached_first_call_s")[:1 + (mode == "auto")]:
             model = load(path, device="gpu", precision="fp16")
             start = time.perf_counter()
-            y = model(image=xc)                  # warm-up: candidates timed, graph captured
+            y = model(xc)                        # warm-up: candidates timed, graph captured
             cupy.cuda.Device().synchronize()
             row[attempt] = round(time.perf_counter() - start, 2)
         row.update(_agreement(cupy.asnumpy(y), ref))
-        row.update(_events_median(torch, lambda: model(image=xc)))
+        row.update(_events_median(torch, lambda: model(xc)))
         row["cuda_graph"] = model.graph_runner is not None and model.graph_runner.failed is None
         row["conv_kernels"] = _conv_choices(model)
         rows.add(row)
@@ -173,6 +173,17 @@ def _conv_choices(model):
     return counts
 
 
+def _masks_applied(torch, module):
+    """`module` with its pruning masks multiplied into the weights (plain parameters again, as
+    deepcopy, .half() and the reference need) -> module."""
+    from torch.nn.utils import prune
+    for sub in module.modules():
+        for hook in list(sub._forward_pre_hooks.values()):
+            if isinstance(hook, prune.BasePruningMethod):
+                prune.remove(sub, hook._tensor_name)
+    return module
+
+
 def bench_model(torch, spec, args, rows, tmp, progress):
     from cupyprune.export import export_module, prune_module
     from export_zoo import torchvision_model
@@ -187,7 +198,7 @@ def bench_model(torch, spec, args, rows, tmp, progress):
         prune_module(pruned, "group", keep)
         files[keep] = os.path.join(tmp, f"{arch}-{size}-group{keep}.safetensors")
         export_module(pruned, example, files[keep], verify=False)
-        modules[keep] = pruned
+        modules[keep] = _masks_applied(torch, pruned)
     for b in (batch, 1) if args.batch1 and batch != 1 else (batch,):
         base = {"model": arch, "image": size, "batch": b, "precision": "fp16"}
         x = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b))
