@@ -37,6 +37,7 @@ def test_serve_load_runs_bounded(tmp_path):
     for row in loads:
         assert row["codes"] == {"200": 40} and row["refused_p99_ms"] is None
         assert row["requests_per_s"] > 0 and row["rows_per_s"] == 2 * row["requests_per_s"]
+        assert row["workers"] == 1 and row["client"] in ("aiohttp", "httpx")
         assert 0 < row["p50_ms"] <= row["p99_ms"]
         assert 2 <= row["mean_batch_rows"] <= 8          # 2-row requests, batches up to 8
     bench = [r for r in rows if r["kind"] == "bench"]

@@ -29,13 +29,19 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "file": cupyprune.__fi
 """
 
 
+def fail(message):
+    """One line on stderr, exit code 2 (the tools' and the CLI's convention)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def one_run(tree, path, device, precision):
     env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
     done = subprocess.run([sys.executable, "-P", "-c", PROBE, path, device, precision], env=env,
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise SystemExit(f"error: {tree}: load failed: {tail}")
+        fail(f"{tree}: load failed: {tail}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -53,7 +59,7 @@ def main():
     for item in args.tree:
         name, sep, tree = item.partition("=")
         if not sep or not os.path.isdir(os.path.join(tree, "cupyprune")):
-            raise SystemExit(f"error: --tree {item!r}: expected NAME=DIR with DIR/cupyprune")
+            fail(f"--tree {item!r}: expected NAME=DIR with DIR/cupyprune")
         trees.append((name, tree))
     runs = {name: [] for name, _ in trees}
     for i in range(args.repeat):
