@@ -111,3 +111,35 @@ def test_workers_with_ray_is_refused():
     assert proc.returncode == 2
     assert err.strip() == "error: --workers applies to the uvicorn server: with --ray, give " \
                           "--replicas"
+
+
+@pytest.mark.parametrize("error, expected", [
+    (RuntimeError("cuBLAS handle"), "a server worker could not start: RuntimeError: cuBLAS handle"),
+    (MemoryError("12 GB"), "a server worker ran out of memory while loading the models (12 GB): "
+                           "fewer --workers, or a smaller --max-batch"),
+    (type("OutOfMemoryError", (Exception,), {})("allocating 2 GB"),
+     "a server worker ran out of memory while loading the models (allocating 2 GB): fewer "
+     "--workers, or a smaller --max-batch"),
+])
+def test_a_worker_that_fails_to_load_writes_its_reason_and_is_not_restarted(
+        monkeypatch, tmp_path, error, expected):
+    """Whatever a worker's load raises, it writes one line for the parent and exits with
+    uvicorn's start-up failure code (any other exit would make the supervisor restart it)."""
+    import dataclasses
+    import json
+
+    from uvicorn.config import STARTUP_FAILURE
+
+    from cupyprune.serve import served_model, workers
+    from serve_helpers import digits_config
+
+    def failing_load(config):
+        raise error
+    monkeypatch.setattr(served_model, "load_models", failing_load)
+    failure = tmp_path / "failure"
+    monkeypatch.setenv(workers.CONFIG_ENV, json.dumps(dataclasses.asdict(digits_config())))
+    monkeypatch.setenv(workers.FAILURE_ENV, str(failure))
+    with pytest.raises(SystemExit) as stopped:
+        workers.app_from_environment()
+    assert stopped.value.code == STARTUP_FAILURE
+    assert failure.read_text() == expected + "\n"

@@ -221,7 +221,8 @@ def _summary(rows, base):
         parts.append(f"compile {compiled:.3f}")
     for (impl, keep), ms in sorted(by.items()):
         if impl.startswith("ours"):
-            vs = f"{graph / ms:.2f}x graph" + (f", {compiled / ms:.2f}x compile" if compiled else "")
+            vs = f"{graph / ms:.2f}x graph" + (f", {compiled / ms:.2f}x compile" if compiled
+                                               else "")
             parts.append(f"{impl} {keep:.2f} {ms:.3f} ({vs})")
     return "; ".join(parts)
 

@@ -17,9 +17,9 @@ HEADER = """# Exported models on the GPU
 Every model of the generic exporter's test list (tools/export_zoo.py: torchvision and Hugging
 Face modules with random weights), dense and group-wise pruned to 50% on every conv and linear but
 the stem and the classifier, exported with `cupyprune.export`, and run on the GPU in fp32 and fp16
-against PyTorch fp32 on the same weights and inputs (batch 8). PyTorch's fp32 reference on the GPU uses
-TF32 in cuDNN's convolutions (PyTorch's default), which accounts for most of the fp32 column's
-error on the CNNs; on the CPU every model matches within 1e-4 (tests/test_export_generic.py).
+against PyTorch fp32 on the same weights and inputs (batch 8). PyTorch's fp32 reference on the GPU
+uses TF32 in cuDNN's convolutions (PyTorch's default), which accounts for most of the fp32
+column's error on the CNNs; on the CPU every model matches within 1e-4 (tests/test_export_generic.py).
 Latencies: medians of CUDA-event timings; ours replays a CUDA graph where every op allows it.
 
 Made by `python tools/gpu_export_check.py --out export-zoo.json` on {device};

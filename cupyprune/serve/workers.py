@@ -41,8 +41,8 @@ def app_from_environment():
     config = ServeConfig(**json.loads(os.environ[CONFIG_ENV]))
     try:
         served = load_models(config)
-    except (CupyPruneError, MemoryError) as e:
-        reason = str(e) if isinstance(e, CupyPruneError) else f"out of memory: {e}"
+    except Exception as e:      # any: a worker that dies while starting is restarted, forever
+        reason = _reason(e)
         with open(os.environ[FAILURE_ENV], "a") as f:
             f.write(" ".join(reason.split()) + "\n")
         sys.exit(STARTUP_FAILURE)
@@ -55,6 +55,18 @@ class _StartFailureReported(logging.Filter):
 
     def filter(self, record):
         return "failed to start" not in record.getMessage()
+
+
+def _reason(error):
+    """A worker's start-up failure as the one line the user sees. Each worker checks the memory
+    it needs before loading, but the workers load at once, so N copies that do not fit on one
+    GPU can still fail in an allocation."""
+    if isinstance(error, CupyPruneError):
+        return str(error)
+    if isinstance(error, MemoryError) or "OutOfMemory" in type(error).__name__:
+        return (f"a server worker ran out of memory while loading the models ({error}): "
+                f"fewer --workers, or a smaller --max-batch")
+    return f"a server worker could not start: {type(error).__name__}: {error}"
 
 
 def serve_workers(config, sock, workers, log_level="warning", graceful_s=30):
