@@ -10,11 +10,11 @@ import pytest
 
 from cupyprune import bf16
 from cupyprune.gpu import (attention, checks, cuda_source, fused_attention, gather,
-                           implicit_conv, rowwise)
+                           implicit_conv, rowwise, spin)
 from cupyprune.ops import epilogue, im2col, pool
 
 MODULES = (epilogue, im2col, pool, rowwise, attention, fused_attention, checks, gather, bf16,
-           implicit_conv)
+           implicit_conv, spin)
 ARCH = b"--gpu-architecture=compute_90"           # the H100 the benchmarks ran on
 
 
@@ -57,7 +57,7 @@ SOURCES = [(m.__name__.rsplit(".", 1)[1], name, src)
 def test_every_module_offers_kernels():
     assert {m for m, _, _ in SOURCES} == {"epilogue", "im2col", "pool", "rowwise", "attention",
                                           "fused_attention", "checks", "gather", "bf16",
-                                          "implicit_conv"}
+                                          "implicit_conv", "spin"}
     assert len({name for _, name, _ in SOURCES}) == len(SOURCES)        # names are unique
 
 

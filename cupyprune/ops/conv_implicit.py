@@ -27,7 +27,7 @@ import os
 import numpy as np
 
 from ..gpu import implicit_conv
-from ..timing import summary, time_calls
+from ..timing import summary, time_queued
 from . import tune_cache
 from .implicit_plan import VEC_MIN, build_plan
 
@@ -177,5 +177,6 @@ def _disagreement(y, reference):
 
 
 def _median(fn):
+    """fn's GPU time per call as a CUDA-graph replay would run it (no launch gaps)."""
     import cupy
-    return summary(time_calls(fn, cupy, warmup=2, repeat=7))["median_ms"]
+    return summary(time_queued(fn, cupy, warmup=2, repeat=7, rounds=3))["median_ms"]
