@@ -60,11 +60,27 @@ def test_serve_startup_times_ours_and_a_command(tmp_path):
     assert json.loads(out.read_text())[-1]["median_s"] > 0
 
 
+@pytest.mark.slow
+def test_serve_load_measures_each_worker_count_and_request_size(tmp_path):
+    out = tmp_path / "load.json"
+    done = _tool("serve_load.py", DIGITS, "--concurrency", "3", "--requests", "12",
+                 "--rows", "1,3", "--workers", "1,2", "--client-procs", "1", "--max-batch", "8",
+                 "--out", out)
+    assert done.returncode == 0, done.stderr
+    loads = [r for r in json.loads(out.read_text()) if r["kind"] == "load"]
+    assert [(r["workers"], r["rows"]) for r in loads] == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    for row in loads:
+        assert row["codes"] == {"200": 12} and row["concurrency"] == 3
+        assert row["rows_per_s"] == pytest.approx(row["rows"] * row["requests_per_s"])
+
+
 @pytest.mark.parametrize("tool, args, message", [
     ("serve_load.py", [DIGITS, "--concurrency", "0,8"], "--concurrency"),
     ("serve_load.py", [DIGITS, "--concurrency", "a"], "--concurrency"),
     ("serve_load.py", ["missing.safetensors"], "no such file"),
     ("serve_load.py", [DIGITS, "--requests", "0"], "positive integer"),
+    ("serve_load.py", [DIGITS, "--rows", "1,0"], "--rows"),
+    ("serve_load.py", [DIGITS, "--workers", "two"], "--workers"),
     ("serve_startup.py", [DIGITS, "--command", "server --port 1"], "{port}"),
     ("serve_startup.py", [DIGITS, "--repeat", "x"], "positive integer"),
 ])

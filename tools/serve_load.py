@@ -16,7 +16,8 @@ loopback; each connection first sends --warmup requests (connecting, filling the
 graphs), then the timed --requests are shared by all connections.
 
 --workers N runs N server processes on the port (each with its own batchers and copy of the
-model). The clients use aiohttp where installed, else httpx.
+model). --workers and --rows take lists: every worker count gets a server, every row count and
+concurrency level a load. The clients use aiohttp where installed, else httpx.
 
 Rows (printed as JSON lines, written to --out at the end):
   {"kind": "load", "model", "concurrency", "requests", "rows", "workers", "client",
@@ -25,8 +26,8 @@ Rows (printed as JSON lines, written to --out at the end):
    (latencies of answered requests; mean_batch_rows: rows per model call, from the server's
    /metrics; refused_*: latencies of 503 answers, null when none: overload a server with a
    concurrency above --max-queue + --max-batch)
-  {"kind": "bench", "model", "batch", "median_ms", "rows_per_s", "served_rows_per_s" (at the
-   highest concurrency), "served_vs_bench"}
+  {"kind": "bench", "model", "batch", "median_ms", "rows_per_s", "served_rows_per_s" (the best
+   of the highest concurrency's rows), "served_vs_bench"}
 """
 import json
 import os
@@ -58,7 +59,8 @@ def parse_args(argv):
                     help="comma-separated concurrency levels (connections)")
     ap.add_argument("--requests", type=positive_int, default=2000,
                     help="timed requests per level")
-    ap.add_argument("--rows", type=positive_int, default=1, help="rows per request")
+    ap.add_argument("--rows", default="1",
+                    help="rows per request (comma-separated: each is measured)")
     ap.add_argument("--warmup", type=positive_int, default=4,
                     help="untimed requests per connection before a level")
     ap.add_argument("--client-procs", type=positive_int, default=4,
@@ -71,19 +73,16 @@ def parse_args(argv):
     ap.add_argument("--max-batch", type=positive_int, default=64)
     ap.add_argument("--max-delay-ms", type=positive_float, default=2.0)
     ap.add_argument("--max-queue", type=positive_int, default=1024)
-    ap.add_argument("--workers", type=positive_int, default=1,
-                    help="cupyprune serve --workers: server processes sharing the port")
+    ap.add_argument("--workers", default="1",
+                    help="cupyprune serve --workers: server processes sharing the port "
+                         "(comma-separated: a server for each)")
     ap.add_argument("--bench", action="store_true",
                     help="also run cupyprune bench at --max-batch and compare")
     ap.add_argument("--bench-repeat", type=positive_int, default=30)
     args = ap.parse_args(argv)
-    try:
-        args.levels = [int(c) for c in args.concurrency.split(",")]
-    except ValueError:
-        args.levels = []
-    if not args.levels or min(args.levels) < 1:
-        raise UsageError(f"--concurrency {args.concurrency!r}: expected positive integers "
-                         f"such as 1,8,64")
+    args.levels = _positive_list("--concurrency", args.concurrency, "1,8,64")
+    args.row_counts = _positive_list("--rows", args.rows, "1,8,32")
+    args.worker_counts = _positive_list("--workers", args.workers, "1,4")
     for path in args.models:
         if not os.path.isfile(path):
             raise UsageError(f"{path}: no such file")
@@ -95,10 +94,20 @@ def parse_args(argv):
     return args
 
 
-def _serve_options(args):
+def _positive_list(option, text, example):
+    try:
+        values = [int(c) for c in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UsageError(f"{option} {text!r}: expected positive integers such as {example}")
+    return values
+
+
+def _serve_options(args, workers):
     options = ["--precision", args.precision, "--path", args.path,
                "--max-batch", str(args.max_batch), "--max-delay-ms", str(args.max_delay_ms),
-               "--max-queue", str(args.max_queue), "--workers", str(args.workers)]
+               "--max-queue", str(args.max_queue), "--workers", str(workers)]
     return options + (["--device", args.device] if args.device else [])
 
 
@@ -114,7 +123,7 @@ def _batch_totals(url, model):
     return values["sum"], values["count"]
 
 
-def _load_row(url, model, body, headers, level, args):
+def _load_row(url, model, body, headers, level, request_rows, workers, args):
     before = _batch_totals(url, model)
     result = run_load(url, model, body, headers, level, args.requests, args.client_procs,
                       args.warmup)
@@ -124,10 +133,10 @@ def _load_row(url, model, body, headers, level, args):
     lat_ms = 1e3 * np.asarray(result["latencies"]) if result["latencies"] else np.zeros(1)
     answered = len(result["latencies"])
     return {"kind": "load", "model": model, "concurrency": level, "requests": args.requests,
-            "rows": args.rows, "workers": args.workers, "client": client_library(),
+            "rows": request_rows, "workers": workers, "client": client_library(),
             "client_procs": min(args.client_procs, level), "codes": result["codes"], "seconds": result["seconds"],
             "requests_per_s": answered / result["seconds"],
-            "rows_per_s": answered * args.rows / result["seconds"],
+            "rows_per_s": answered * request_rows / result["seconds"],
             "p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),
             "mean_batch_rows": (after[0] - before[0]) / calls if calls else None,
             **_refused_percentiles(result["refused"])}
@@ -165,12 +174,18 @@ def main(argv=None):
         files += make_models(args.make)
     for path in files:
         model = os.path.splitext(os.path.basename(path))[0]
-        body, headers = request_body(model_inputs(path, args.rows), binary=not args.json_body)
-        with ServerProcess([f"{model}={path}"], _serve_options(args)) as server:
-            for level in args.levels:
-                rows.add(_load_row(server.url, model, body, headers, level, args))
+        bodies = {n: request_body(model_inputs(path, n), binary=not args.json_body)
+                  for n in args.row_counts}
+        for workers in args.worker_counts:
+            with ServerProcess([f"{model}={path}"], _serve_options(args, workers)) as server:
+                for request_rows, (body, headers) in bodies.items():
+                    for level in args.levels:
+                        rows.add(_load_row(server.url, model, body, headers, level,
+                                           request_rows, workers, args))
         if args.bench:
-            served = rows.rows[-1]["rows_per_s"]
+            top = max(args.levels)
+            served = max(r["rows_per_s"] for r in rows.rows
+                         if r.get("model") == model and r.get("concurrency") == top)
             rows.add(_bench_row(path, model, served, args))
     rows.write(args.out)
     return 0
