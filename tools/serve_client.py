@@ -104,7 +104,7 @@ async def _client_process_main(url, path, body, headers, connections, requests, 
     where installed (its client costs a third of httpx's CPU time per request, and the client
     processes share the machine with the server), else httpx."""
     latencies, codes = [], []
-    async with _session(url, connections) as post:
+    async with _http_client(url, connections) as post:
         async def worker(todo, record):
             for _ in todo:
                 sent = time.monotonic()
@@ -134,16 +134,16 @@ def client_library():
 
 
 @contextlib.asynccontextmanager
-async def _session(url, connections):
+async def _http_client(url, connections):
     """-> post(path, body, headers) -> status code, over at most `connections` kept-alive
     connections; the response body is read whole."""
     if client_library() == "aiohttp":
         import aiohttp
         connector = aiohttp.TCPConnector(limit=connections)
         timeout = aiohttp.ClientTimeout(total=120.0)
-        async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as session:
+        async with aiohttp.ClientSession(url, connector=connector, timeout=timeout) as client:
             async def post(path, body, headers):
-                async with session.post(path, data=body, headers=headers) as r:
+                async with client.post(path, data=body, headers=headers) as r:
                     await r.read()
                     return r.status
             yield post
