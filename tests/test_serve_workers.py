@@ -143,3 +143,17 @@ def test_a_worker_that_fails_to_load_writes_its_reason_and_is_not_restarted(
         workers.app_from_environment()
     assert stopped.value.code == STARTUP_FAILURE
     assert failure.read_text() == expected + "\n"
+
+
+def test_a_defective_file_is_refused_before_any_worker_starts(tmp_path):
+    truncated = tmp_path / "digits.safetensors"
+    with open(DIGITS, "rb") as f:
+        truncated.write_bytes(f.read()[:-100])
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run(SERVE + [str(truncated), "--workers", "2", "--device", "cpu",
+                                   "--port", "0"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert done.returncode == 2 and done.stdout == ""          # no address: nothing served
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "truncated" in lines[0], \
+        done.stderr
