@@ -173,19 +173,9 @@ def _conv_choices(model):
     return counts
 
 
-def _masks_applied(torch, module):
-    """`module` with its pruning masks multiplied into the weights (plain parameters again, as
-    deepcopy, .half() and the reference need) -> module."""
-    from torch.nn.utils import prune
-    for sub in module.modules():
-        for hook in list(sub._forward_pre_hooks.values()):
-            if isinstance(hook, prune.BasePruningMethod):
-                prune.remove(sub, hook._tensor_name)
-    return module
-
-
 def bench_model(torch, spec, args, rows, tmp, progress):
     from cupyprune.export import export_module, prune_module
+    from cupyprune.export.trace import strip_pruning
     from export_zoo import torchvision_model
     arch, size, batch = spec
     dense = torchvision_model(arch, seed=0)
@@ -198,7 +188,7 @@ def bench_model(torch, spec, args, rows, tmp, progress):
         prune_module(pruned, "group", keep)
         files[keep] = os.path.join(tmp, f"{arch}-{size}-group{keep}.safetensors")
         export_module(pruned, example, files[keep], verify=False)
-        modules[keep] = _masks_applied(torch, pruned)
+        modules[keep] = strip_pruning(pruned)[0]      # masks multiplied in: plain parameters
     for b in (batch, 1) if args.batch1 and batch != 1 else (batch,):
         base = {"model": arch, "image": size, "batch": b, "precision": "fp16"}
         x = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b))
