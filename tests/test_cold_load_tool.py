@@ -49,3 +49,11 @@ def test_a_tree_that_cannot_load_is_one_line(tmp_path):
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1
     assert lines[0].startswith(f"error: {ROOT}: load failed: ") and "ModelFileError" in lines[0]
+
+
+def test_a_repeat_below_one_is_one_line(tmp_path):
+    done = _run(DIGITS, "--tree", f"a={ROOT}", "--device", "cpu", "--repeat", "0")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--repeat" in lines[0], \
+        done.stderr

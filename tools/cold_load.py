@@ -8,12 +8,18 @@ file reads, planning, uploads and kernel compilation from a warm disk cache all 
 Trees alternate (old, new, old, new, ...) so that drift on the machine falls on both. Each tree
 is imported with `python3 -P` and PYTHONPATH=TREE, so the working directory cannot shadow it.
 """
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from oneline import (OneLineParser, UsageError, check_out, parse_or_exit,  # noqa: E402
+                     positive_int, run_tool)
+
+from cupyprune.atomic import atomic_path  # noqa: E402
 
 PROBE = r"""
 import json, sys, time
@@ -29,10 +35,8 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "file": cupyprune.__fi
 """
 
 
-def fail(message):
-    """One line on stderr, exit code 2 (the tools' and the CLI's convention)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+class LoadFailed(Exception):
+    """A tree could not load the file: one line, exit code 2."""
 
 
 def one_run(tree, path, device, precision):
@@ -41,26 +45,43 @@ def one_run(tree, path, device, precision):
                           capture_output=True, text=True, timeout=600)
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        fail(f"{tree}: load failed: {tail}")
+        raise LoadFailed(f"{tree}: load failed: {tail}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(argv):
+    p = OneLineParser(prog="tools/cold_load.py", description=__doc__.splitlines()[0])
     p.add_argument("model")
     p.add_argument("--tree", action="append", required=True, metavar="NAME=DIR",
                    help="a runtime tree to time (repeatable)")
     p.add_argument("--device", default="gpu", choices=("gpu", "cpu"))
     p.add_argument("--precision", default="fp32")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=positive_int, default=5)
     p.add_argument("--out", help="write the timings here as JSON")
-    args = p.parse_args()
-    trees = []
+    args = p.parse_args(argv)
+    args.trees = []
     for item in args.tree:
         name, sep, tree = item.partition("=")
         if not sep or not os.path.isdir(os.path.join(tree, "cupyprune")):
-            fail(f"--tree {item!r}: expected NAME=DIR with DIR/cupyprune")
-        trees.append((name, tree))
+            raise UsageError(f"--tree {item!r}: expected NAME=DIR with DIR/cupyprune")
+        args.trees.append((name, tree))
+    if args.out is not None:
+        check_out(args.out)
+    return args
+
+
+def main(argv=None):
+    args = parse_or_exit(parse_args, argv)
+    try:
+        measure(args)
+    except LoadFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def measure(args):
+    trees = args.trees
     runs = {name: [] for name, _ in trees}
     for i in range(args.repeat):
         for name, tree in trees:
@@ -79,10 +100,10 @@ def main():
         record = {"model": os.path.basename(args.model), "device": args.device,
                   "precision": args.precision, "repeat": args.repeat,
                   "trees": dict(trees), "runs": runs, "summary": summary}
-        with open(args.out + ".tmp", "w") as f:
-            json.dump(record, f, indent=1)
-        os.replace(args.out + ".tmp", args.out)
+        with atomic_path(args.out) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool(main))
