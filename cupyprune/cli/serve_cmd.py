@@ -108,17 +108,23 @@ def _stopped(what):
     click.echo(f"stopped ({what}): every request in flight was answered")
 
 
+def _announce(sock, config, device, workers=None):
+    """The server's first stdout line: what it serves, where (the bound port) and its limits."""
+    host, port = sock.getsockname()[:2]
+    processes = f"{workers} workers, " if workers else ""
+    each = " each" if workers else ""
+    click.echo(f"serving {', '.join(config.models)} ({device}, {config.precision}) on "
+               f"http://{host}:{port} ({processes}max batch {config.max_batch}, delay "
+               f"{config.max_delay_ms:g} ms, queue {config.max_queue}{each})")
+
+
 def _serve_here(config, host, port):
     from ..serve.app import build_app
     from ..serve.served_model import load_models
     from ..serve.server import bind, serve_forever
     served = load_models(config)            # errors in the files: before the port is taken
     sock = bind(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    first = next(iter(served.values())).model
-    click.echo(f"serving {', '.join(served)} ({first.device}, {config.precision}) on "
-               f"http://{bound_host}:{bound_port} (max batch {config.max_batch}, delay "
-               f"{config.max_delay_ms:g} ms, queue {config.max_queue})")
+    _announce(sock, config, next(iter(served.values())).model.device)
     try:
         serve_forever(build_app(served, config), sock)
     except Terminated:
@@ -134,11 +140,7 @@ def _serve_workers(config, host, port, workers):
     for path in config.models.values():     # a defective file: one error before any worker
         read_model_file(path)
     sock = bind(host, port)
-    bound_host, bound_port = sock.getsockname()[:2]
-    click.echo(f"serving {', '.join(config.models)} ({config.device or 'auto'}, "
-               f"{config.precision}) on http://{bound_host}:{bound_port} ({workers} workers, "
-               f"max batch {config.max_batch}, delay {config.max_delay_ms:g} ms, queue "
-               f"{config.max_queue} each)")
+    _announce(sock, config, config.device or "auto", workers)
     serve_workers(config, sock, workers)
     _stopped("SIGTERM or interrupt")
 

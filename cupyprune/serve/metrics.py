@@ -10,6 +10,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 
 from .buckets import bucket_sizes
 
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"   # prometheus-client's multiprocess directory
 LATENCY_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                      2.5, 5.0, 10.0)
 
@@ -41,7 +42,7 @@ class ServeMetrics:
 
     def exposition(self):
         """-> (body bytes, content type) of GET /metrics."""
-        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):       # the sums over every worker
+        if os.environ.get(METRICS_DIR_ENV):       # the sums over every worker
             registry = CollectorRegistry()
             MultiProcessCollector(registry)
             return generate_latest(registry), CONTENT_TYPE_LATEST

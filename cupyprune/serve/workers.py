@@ -26,10 +26,10 @@ from uvicorn.supervisors import Multiprocess
 
 from ..errors import CupyPruneError, InputError
 from .config import ServeConfig
+from .metrics import METRICS_DIR_ENV
 
 CONFIG_ENV = "CUPYPRUNE_SERVE_CONFIG"       # the ServeConfig as JSON, for the workers
 FAILURE_ENV = "CUPYPRUNE_SERVE_FAILURE"     # where a worker that cannot start says why
-METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def app_from_environment():
