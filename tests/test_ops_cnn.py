@@ -3,6 +3,8 @@
 Inputs and weights are fresh random draws (the `rng` fixture); shapes are small and
 non-square, so that a swapped H/W or a wrong tap order shows.
 """
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -196,8 +198,28 @@ def test_adaptive_avg_pool2d(tmp_path, rng, device, size, output_size):
     x = randn(rng, 2, 3, *size)
     nodes = [node("pool", "adaptive_avg_pool2d", ["image"],
                   attrs={"output_size": list(output_size)})]
-    out, _ = run(tmp_path, device, nodes, {"image": x})
+    out, model = run(tmp_path, device, nodes, {"image": x})
     assert rel_err(out, F.adaptive_avg_pool2d(t(x), output_size).numpy()) <= TOL
+    if device == "gpu":                      # every bin shape replays in a CUDA graph
+        assert model.graph_runner is not None and model.graph_runner.failed is None
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("size,output_size", [((2, 2), (7, 7)), ((13, 11), (7, 7))])
+def test_adaptive_avg_pool2d_fp16_in_a_graph(tmp_path, rng, size, output_size):
+    """Unequal bins in fp16 (VGG's 7x7 pool after a 2x2 map): float sums, one captured graph."""
+    x = randn(rng, 4, 16, *size)
+    path = tmp_path / "pool.safetensors"
+    graph = {"inputs": ["image"], "outputs": ["pool"], "nodes": [node(
+        "pool", "adaptive_avg_pool2d", ["image"], attrs={"output_size": list(output_size)})]}
+    write_model_file(path, {}, graph, [image_spec("image", x.shape)])
+    model = cupyprune.load(path, device="gpu", precision="fp16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")           # a failed capture warns
+        out = model(x)
+    assert model.graph_runner.failed is None
+    ref = F.adaptive_avg_pool2d(t(x).double(), output_size).numpy()
+    assert rel_err(out.get().astype(np.float64), ref) <= 2e-3
 
 
 @pytest.mark.parametrize("device", devices())

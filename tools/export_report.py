@@ -42,14 +42,14 @@ from 20.5 to 1.8 ms.
 
 
 AB_READING = """
-Reading it by the faster run of each version (rounds differ by up to 9% on the same runtime):
-every file is within 1.2% of before but two, BERT-base group 50% (0.713 against 0.664 ms, 7%
-slower) and ResNet-18 CIFAR dense (0.362 against 0.342 ms, 6% slower). Their cause is not
-identified; a kernel breakdown of both files under both runtimes (CUPTI, as docs/DESIGN_NOTES.md's
-"Measure first") is what would find it. BERT-base group 50% loads the same steps and GEMM
-widths under either runtime (checked on the CPU), and both files need less memory after (peak
-columns, `cupyprune bench`'s peak_bytes): peak memory fell by 15-80% on 10 of the 16 rows, held
-on five and rose on one, VGG-16 224x224 group 50% (983 to 1008 MiB).
+Every file is within 1% of before (the largest changes: BERT-base group 50% 1.0% faster, VGG-16-BN
+CIFAR dense 0.7% faster). A first A/B run (bench/results/h100/export/ab-run1/) had BERT-base
+group 50% 7% slower and ResNet-18 CIFAR dense 6% slower, with rounds of one runtime 9% apart; a
+kernel breakdown of those two files under both runtimes (`tools/kernel_profile.py`,
+bench/results/h100/export/kernels/README.md) found the same kernels, launch counts and GPU time,
+and the same replay time: the difference was the machine's, not the runtime's. Peak GPU memory
+(`cupyprune bench`'s peak_bytes) fell by 15-80% on 10 of the 16 rows, held on five and rose on
+one, VGG-16 224x224 group 50% (983 to 1008 MiB).
 """
 
 
