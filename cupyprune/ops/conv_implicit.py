@@ -18,10 +18,11 @@ candidate that disagrees by more than the precision allows is never chosen.
 CUPYPRUNE_IMPLICIT_CONV: 'auto' times the candidates; 'off' keeps im2col + cuBLAS; a tile name
 (implicit_conv.CONFIG_BY_NAME, e.g. 128x128x32s3) forces that kernel with the kept-rows plan
 (tests and benchmarks). Unset: DEFAULT_MODE, 'off'. The kernel's GPU suite
-(tests/test_implicit_conv_gpu.py) passes on an H100, but whole ResNet-18 models timed with
-'auto' (tools/conv_models_bench.py) ran slower than with it off at 50% and 25% kept
-(docs/DESIGN_NOTES.md, "Implicit-GEMM conv"), and 'auto' adds the candidates' timing to each
-layer's first call.
+(tests/test_implicit_conv_gpu.py) passes on an H100; whole models timed with 'auto'
+(tools/conv_models_bench.py: ResNet-18 and VGG-16-BN) ran 5-23% faster than 'off' at batch 32
+and 64 but up to 8% slower in three of 18 cases (docs/DESIGN_NOTES.md, "Implicit-GEMM conv"),
+the paper benchmark's models have not been timed with it, and 'auto' adds the candidates'
+timing to each layer's first load on a GPU (then cached).
 """
 import os
 
