@@ -19,8 +19,8 @@ CUPYPRUNE_IMPLICIT_CONV: 'auto' times the candidates; 'off' keeps im2col + cuBLA
 (implicit_conv.CONFIG_BY_NAME, e.g. 128x128x32s3) forces that kernel with the kept-rows plan
 (tests and benchmarks). Unset: DEFAULT_MODE, 'off'. The kernel's GPU suite
 (tests/test_implicit_conv_gpu.py) passes on an H100; whole models timed with 'auto'
-(tools/conv_models_bench.py: ResNet-18 and VGG-16-BN) ran 5-23% faster than 'off' at batch 32
-and 64 but up to 8% slower in three of 18 cases (docs/DESIGN_NOTES.md, "Implicit-GEMM conv"),
+(tools/conv_models_bench.py: ResNet-18 and VGG-16-BN) ran 5-23% faster than 'off' at 224x224,
+batch 32, but up to 8% slower in three of 18 cases (docs/DESIGN_NOTES.md, "Implicit-GEMM conv"),
 the paper benchmark's models have not been timed with it, and 'auto' adds the candidates'
 timing to each layer's first load on a GPU (then cached).
 """
