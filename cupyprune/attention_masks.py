@@ -162,25 +162,11 @@ def attention_mask_kinds(graph, ranks):
             if n.op == SDPA and len(n.inputs) > 3}
 
 
-def value_ranks(graph, ops, tensors, input_shapes):
-    """value name -> rank of every tensor value (shape inference on sample inputs), or {} where
-    the graph's shapes cannot be inferred for them."""
-    from .errors import InputError, ModelFileError
-    from .footprint import activation_bytes, tensor_ranks
-    shapes = {}
-    try:
-        if activation_bytes(graph, ops, tensors, input_shapes, 1, value_shapes=shapes) is None:
-            return {}
-    except (InputError, ModelFileError, KeyError):      # KeyError: an input without a shape
-        return {}
-    return tensor_ranks(shapes)
-
-
 def mark_attention_masks(plan, ranks):
     """Set `mask_kind` on the load plan's entry (plan.py) of every sdpa node whose mask the
     graph proves always true or key padding only; the op reads it when it is built. `ranks`:
-    value_ranks of the sample inputs, as the load's memory check inferred them
-    (footprint.Footprint.ranks)."""
+    value name -> rank on the sample inputs, as the load's memory check inferred them
+    (footprint.Footprint.ranks; empty where shapes are unknown)."""
     steps = [s for s in plan.steps if s.node.op == SDPA and len(s.node.inputs) > 3]
     if not steps or not ranks:
         return
