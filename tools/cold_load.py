@@ -11,13 +11,13 @@ is imported with `python3 -P` and PYTHONPATH=TREE, so the working directory cann
 import json
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import (OneLineParser, UsageError, check_out, parse_or_exit,  # noqa: E402
-                     positive_int, run_tool)
+from oneline import parse_or_exit, positive_int, run_tool  # noqa: E402
+from trees import (TreeRunFailed, parse_tree_args, run_in_tree,  # noqa: E402
+                   tree_parser)
 
 from cupyprune.atomic import atomic_path  # noqa: E402
 
@@ -35,46 +35,23 @@ print(json.dumps({"import_s": t1 - t0, "load_s": t2 - t1, "file": cupyprune.__fi
 """
 
 
-class LoadFailed(Exception):
-    """A tree could not load the file: one line, exit code 2."""
-
-
 def one_run(tree, path, device, precision):
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    done = subprocess.run([sys.executable, "-P", "-c", PROBE, path, device, precision], env=env,
-                          capture_output=True, text=True, timeout=600)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise LoadFailed(f"{tree}: load failed: {tail}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_in_tree(tree, PROBE, (path, device, precision), 600, "load failed")
 
 
 def parse_args(argv):
-    p = OneLineParser(prog="tools/cold_load.py", description=__doc__.splitlines()[0])
-    p.add_argument("model")
-    p.add_argument("--tree", action="append", required=True, metavar="NAME=DIR",
-                   help="a runtime tree to time (repeatable)")
+    p = tree_parser("tools/cold_load.py", __doc__.splitlines()[0], "time")
     p.add_argument("--device", default="gpu", choices=("gpu", "cpu"))
     p.add_argument("--precision", default="fp32")
     p.add_argument("--repeat", type=positive_int, default=5)
-    p.add_argument("--out", help="write the timings here as JSON")
-    args = p.parse_args(argv)
-    args.trees = []
-    for item in args.tree:
-        name, sep, tree = item.partition("=")
-        if not sep or not os.path.isdir(os.path.join(tree, "cupyprune")):
-            raise UsageError(f"--tree {item!r}: expected NAME=DIR with DIR/cupyprune")
-        args.trees.append((name, tree))
-    if args.out is not None:
-        check_out(args.out)
-    return args
+    return parse_tree_args(p, argv, "write the timings here as JSON")
 
 
 def main(argv=None):
     args = parse_or_exit(parse_args, argv)
     try:
         measure(args)
-    except LoadFailed as e:
+    except TreeRunFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

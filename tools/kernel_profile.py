@@ -13,13 +13,13 @@ microseconds per pass, and the sum of kernel time per pass beside the CUDA-event
 """
 import json
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import (OneLineParser, UsageError, check_out, parse_or_exit,  # noqa: E402
-                     positive_int, run_tool)
+from oneline import parse_or_exit, positive_int, run_tool  # noqa: E402
+from trees import (TreeRunFailed, parse_tree_args, run_in_tree,  # noqa: E402
+                   tree_parser)
 
 from cupyprune.atomic import atomic_path  # noqa: E402
 
@@ -57,43 +57,20 @@ print(json.dumps({"median_ms": times["median_ms"], "graph": model.graph_runner i
 """
 
 
-class ProbeFailed(Exception):
-    """A tree could not load or profile the file: one line, exit code 2."""
-
-
 def profile_tree(tree, args):
-    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-    done = subprocess.run([sys.executable, "-P", "-c", PROBE, args.model, args.precision,
-                           str(args.batch), str(args.passes), args.graph, args.path],
-                          env=env, capture_output=True, text=True, timeout=900)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise ProbeFailed(f"{tree}: {tail}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_in_tree(tree, PROBE, (args.model, args.precision, args.batch, args.passes,
+                                     args.graph, args.path), 900, "profile failed")
 
 
 def parse_args(argv):
-    p = OneLineParser(prog="tools/kernel_profile.py", description=__doc__.splitlines()[0])
-    p.add_argument("model")
-    p.add_argument("--tree", action="append", required=True, metavar="NAME=DIR",
-                   help="a runtime tree to profile (repeatable)")
+    p = tree_parser("tools/kernel_profile.py", __doc__.splitlines()[0], "profile")
     p.add_argument("--precision", default="fp16")
     p.add_argument("--path", default="auto", help="the runtime's path choice (auto, dense, ...)")
     p.add_argument("--batch", type=positive_int, default=64)
     p.add_argument("--passes", type=positive_int, default=10)
     p.add_argument("--graph", choices=("auto", "off"), default="auto",
                    help="CUDA-graph replay as the runtime decides, or eager launches")
-    p.add_argument("--out", help="write the tables here as JSON")
-    args = p.parse_args(argv)
-    args.trees = []
-    for item in args.tree:
-        name, sep, tree = item.partition("=")
-        if not sep or not os.path.isdir(os.path.join(tree, "cupyprune")):
-            raise UsageError(f"--tree {item!r}: expected NAME=DIR with DIR/cupyprune")
-        args.trees.append((name, tree))
-    if args.out is not None:
-        check_out(args.out)
-    return args
+    return parse_tree_args(p, argv, "write the tables here as JSON")
 
 
 def table(results):
@@ -124,7 +101,7 @@ def main(argv=None):
     args = parse_or_exit(parse_args, argv)
     try:
         results = {name: profile_tree(tree, args) for name, tree in args.trees}
-    except ProbeFailed as e:
+    except TreeRunFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print("\n".join(table(results)))
