@@ -1,7 +1,8 @@
 """Pooling on channels-last activations (N, H, W, C): windows reduced along W then H, each in
 log2(kernel) strided passes, and on the GPU max pooling as one kernel (the slices took 4 launches
 per 2x2 pool, 10 for ResNet's padded 3x3 one, each a pass over the activations).
-Adaptive average pooling with unequal bins is two products with bin-mean matrices."""
+Adaptive average pooling with unequal bins: on the GPU one kernel (gpu/adaptive_pool.py), on the
+CPU two products with bin-mean matrices."""
 import numpy as np
 
 from ..errors import InputError
@@ -192,13 +193,12 @@ class AvgPool2d(_Pool):
         return total / self._window_sum(ones)     # windows clipped to the unpadded input
 
 
-def _bin_means(xp, size, out, dtype):
-    """PyTorch's adaptive pooling bins [floor(i*size/out), ceil((i+1)*size/out)) as a matrix
-    (out, size) whose row i averages bin i; built on the device (no host copy, so a CUDA graph
-    can capture it)."""
-    i = xp.arange(out)
+def _bin_means(size, out, dtype):
+    """PyTorch's adaptive pooling bins [floor(i*size/out), ceil((i+1)*size/out)) as a NumPy
+    matrix (out, size) whose row i averages bin i."""
+    i = np.arange(out)
     begin, end = (i * size) // out, -((-(i + 1) * size) // out)
-    at = xp.arange(size)
+    at = np.arange(size)
     inside = (at >= begin[:, None]) & (at < end[:, None])                 # (out, size)
     return (inside / (end - begin)[:, None]).astype(dtype)
 
@@ -230,12 +230,11 @@ class AdaptiveAvgPool2d(Op):
             return x
         if H % OH == 0 and W % OW == 0:            # equal bins: one reshape and mean
             return x.reshape(N, OH, H // OH, OW, W // OW, C).mean(axis=(2, 4))
-        xp = self.xp
-        if xp is not np:                            # one kernel, capturable (no cuBLAS)
+        if self.xp is not np:                       # one kernel, capturable (no cuBLAS)
             return adaptive_avg_pool_nhwc(x, OH, OW)
         # bins overlap or differ in size: two products with bin-mean matrices, one per axis
-        down = _bin_means(xp, H, OH, x.dtype)                                # (OH, H)
-        across = _bin_means(xp, W, OW, x.dtype)                              # (OW, W)
-        rows = xp.tensordot(down, x, axes=(1, 1))                            # (OH, N, W, C)
-        out = xp.tensordot(across, rows, axes=(1, 2))                        # (OW, OH, N, C)
-        return xp.ascontiguousarray(out.transpose(2, 1, 0, 3))                # (N, OH, OW, C)
+        down = _bin_means(H, OH, x.dtype)                                    # (OH, H)
+        across = _bin_means(W, OW, x.dtype)                                  # (OW, W)
+        rows = np.tensordot(down, x, axes=(1, 1))                            # (OH, N, W, C)
+        out = np.tensordot(across, rows, axes=(1, 2))                        # (OW, OH, N, C)
+        return np.ascontiguousarray(out.transpose(2, 1, 0, 3))                # (N, OH, OW, C)
