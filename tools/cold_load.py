@@ -8,7 +8,6 @@ file reads, planning, uploads and kernel compilation from a warm disk cache all 
 Trees alternate (old, new, old, new, ...) so that drift on the machine falls on both. Each tree
 is imported with `python3 -P` and PYTHONPATH=TREE, so the working directory cannot shadow it.
 """
-import json
 import os
 import statistics
 import sys
@@ -16,10 +15,10 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from oneline import parse_or_exit, positive_int, run_tool  # noqa: E402
+from benchlib.results import write_json  # noqa: E402
 from trees import (TreeRunFailed, parse_tree_args, run_in_tree,  # noqa: E402
                    tree_parser)
 
-from cupyprune.atomic import atomic_path  # noqa: E402
 
 PROBE = r"""
 import json, sys, time
@@ -77,9 +76,7 @@ def measure(args):
         record = {"model": os.path.basename(args.model), "device": args.device,
                   "precision": args.precision, "repeat": args.repeat,
                   "trees": dict(trees), "runs": runs, "summary": summary}
-        with atomic_path(args.out) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(record, f, indent=1)
+        write_json(record, args.out)
 
 
 if __name__ == "__main__":

@@ -11,17 +11,16 @@ profiler (CUPTI: it sees every kernel in the process, CuPy's and cuBLAS's includ
 a replayed CUDA graph), over --passes passes. The table gives each kernel's launches and GPU
 microseconds per pass, and the sum of kernel time per pass beside the CUDA-event median.
 """
-import json
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from oneline import parse_or_exit, positive_int, run_tool  # noqa: E402
+from benchlib.results import write_json  # noqa: E402
 from trees import (TreeRunFailed, parse_tree_args, run_in_tree,  # noqa: E402
                    tree_parser)
 
-from cupyprune.atomic import atomic_path  # noqa: E402
 
 PROBE = r"""
 import json, sys
@@ -110,9 +109,7 @@ def main(argv=None):
                   "precision": args.precision,
                   "batch": args.batch, "passes": args.passes, "graph": args.graph,
                   "trees": dict(args.trees), "results": results}
-        with atomic_path(args.out) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(record, f, indent=1)
+        write_json(record, args.out)
     return 0
 
 
