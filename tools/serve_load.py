@@ -134,7 +134,8 @@ def _load_row(url, model, body, headers, level, request_rows, workers, args):
     answered = len(result["latencies"])
     return {"kind": "load", "model": model, "concurrency": level, "requests": args.requests,
             "rows": request_rows, "workers": workers, "client": client_library(),
-            "client_procs": min(args.client_procs, level), "codes": result["codes"], "seconds": result["seconds"],
+            "client_procs": min(args.client_procs, level), "codes": result["codes"],
+            "seconds": result["seconds"],
             "requests_per_s": answered / result["seconds"],
             "rows_per_s": answered * request_rows / result["seconds"],
             "p50_ms": float(np.percentile(lat_ms, 50)), "p99_ms": float(np.percentile(lat_ms, 99)),
