@@ -35,6 +35,10 @@ class ServeMetrics:
         self.queue_depth = Gauge(
             "cupyprune_queue_depth", "Requests waiting for a model call", ["model"],
             registry=self.registry, multiprocess_mode="livesum")
+        self._exposed = self.registry
+        if os.environ.get(METRICS_DIR_ENV):       # /metrics: the sums over every worker's files
+            self._exposed = CollectorRegistry()
+            MultiProcessCollector(self._exposed)
 
     def answered(self, model, code, seconds):
         self.requests.labels(model, str(code)).inc()
@@ -42,8 +46,4 @@ class ServeMetrics:
 
     def exposition(self):
         """-> (body bytes, content type) of GET /metrics."""
-        if os.environ.get(METRICS_DIR_ENV):       # the sums over every worker
-            registry = CollectorRegistry()
-            MultiProcessCollector(registry)
-            return generate_latest(registry), CONTENT_TYPE_LATEST
-        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+        return generate_latest(self._exposed), CONTENT_TYPE_LATEST
