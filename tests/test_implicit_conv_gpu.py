@@ -73,7 +73,7 @@ def _poisoned(M, K, dtype):
 def test_kernel_matches_torch(rng, shape, keep, precision):
     import cupy
     from cupyprune.gpu import implicit_conv
-    for vec_min in (6, 1):
+    for vec_min in (6, 4, 1):
         x, plan, w, ref, out_hw = _case(rng, shape, keep, precision, vec_min)
         rows = cupy.asarray(plan.descriptors(shape[8]))
         for config in implicit_conv.CONFIGS:
@@ -136,7 +136,7 @@ def _conv_relu_file(tmp_path, rng, shape, keep):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("mode", ["128x128x32s3", "64x64x32s3", "auto"])
+@pytest.mark.parametrize("mode", ["128x128x32s3w8", "128x128x32s3w4", "auto"])
 @pytest.mark.parametrize("keep", [0.5, 1.0])
 @pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[2]], ids=_ids([SHAPES[1], SHAPES[2]]))
 def test_loaded_model_matches_torch(tmp_path, rng, monkeypatch, shape, keep, mode, precision):

@@ -34,7 +34,7 @@ def _torch_reference(x_nhwc, f, taps, shape):
 
 @pytest.mark.parametrize("shape", SHAPES, ids=[f"c{s[0]}k{s[2]}s{s[3]}d{s[5]}" for s in SHAPES])
 @pytest.mark.parametrize("keep", [0.25, 0.5, 0.75, 1.0])
-@pytest.mark.parametrize("vec_min", [1, 6, 8])
+@pytest.mark.parametrize("vec_min", [1, 4, 6, 8])
 def test_plan_computes_the_convolution(rng, shape, keep, vec_min):
     C, K, k, s, p, d, H, W = shape
     x = rng.standard_normal((2, H, W, C))
@@ -50,7 +50,7 @@ def test_plan_computes_the_convolution(rng, shape, keep, vec_min):
 
 
 @pytest.mark.parametrize("keep", [0.3, 0.6, 0.9, 1.0])
-@pytest.mark.parametrize("vec_min", [1, 6])
+@pytest.mark.parametrize("vec_min", [1, 4, 6])
 def test_plan_layout(rng, keep, vec_min):
     """Rows a multiple of BK; every kept row exactly once; vector k-steps first, each pack the
     8 aligned channels of one tap with at least vec_min kept; scalar rows in tap order."""
@@ -96,12 +96,12 @@ def test_descriptors_are_the_offsets(rng):
 def test_tune_cache_round_trip_and_corrupt_file(tmp_path, monkeypatch):
     monkeypatch.setenv(tune_cache.CACHE_ENV, str(tmp_path))
     monkeypatch.setattr(tune_cache, "_memory", {})
-    k = tune_cache.key("GPU X", "fp16", (1, 2, 3), 17, (True, False, True))
-    assert k == "GPU X|fp16|1x2x3|kept17|101"
+    k = tune_cache.key("GPU X", "fp16", (1, 2, 3), 17, (True, False, True), "implicit-v2")
+    assert k == "GPU X|fp16|1x2x3|kept17|101|implicit-v2"
     assert tune_cache.lookup(k) is None
-    tune_cache.store(k, "kept/128x64x32s3", {"im2col": 0.5, "kept/128x64x32s3": 0.25})
+    tune_cache.store(k, "kept/128x64x32s3w4", {"im2col": 0.5, "kept/128x64x32s3w4": 0.25})
     monkeypatch.setattr(tune_cache, "_memory", {})                        # a new process
-    assert tune_cache.lookup(k) == "kept/128x64x32s3"
+    assert tune_cache.lookup(k) == "kept/128x64x32s3w4"
     saved = json.loads((tmp_path / tune_cache.FILE_NAME).read_text())
     assert saved[k]["ms"]["im2col"] == 0.5
     (tmp_path / tune_cache.FILE_NAME).write_text("{not json")
@@ -113,7 +113,7 @@ def test_mode_reads_the_environment(monkeypatch):
     from cupyprune.ops import conv_implicit
     monkeypatch.delenv(conv_implicit.MODE_ENV, raising=False)
     assert conv_implicit.mode() == conv_implicit.DEFAULT_MODE
-    for value in ("auto", "off", "128x64x32s3"):
+    for value in ("auto", "off", "128x64x32s3w4"):
         monkeypatch.setenv(conv_implicit.MODE_ENV, value)
         assert conv_implicit.mode() == value
     monkeypatch.setenv(conv_implicit.MODE_ENV, "fastest please")

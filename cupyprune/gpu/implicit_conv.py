@@ -35,6 +35,7 @@ import numpy as np
 from .cuda_source import MMA_SOURCE, compile_kernel
 
 BK = 32                          # plan rows per k-step (four packs of 8)
+GENERATION = "implicit-v2"       # names this kernel's code in the tuning cache's keys
 PACK = 8                         # channels in one 16-byte vector load
 
 
@@ -49,7 +50,7 @@ class TileConfig:
 
     @property
     def name(self):
-        return f"{self.bm}x{self.bn}x{BK}s{self.stages}"
+        return f"{self.bm}x{self.bn}x{BK}s{self.stages}w{self.wm * self.wn}"
 
     @property
     def threads(self):
@@ -61,9 +62,13 @@ class TileConfig:
         return 2 * self.stages * (self.bm * (BK + 8) + BK * (self.bn + 8)) + 16 * self.bm
 
 
-# Warp tiles 64x32 or 32x32 (MI = 4 or 2 row tiles of 16, NI = 4 column tiles of 8).
+# Warp tiles 64x32 or 32x32 (MI = 4 or 2 row tiles of 16, NI = 4 column tiles of 8), and
+# 64x64 (NI = 8): twice the MMAs per k-step for the same copies and barrier, which the large
+# layers need (a k-step's fixed work is what holds the smaller warp tiles back).
 CONFIGS = (TileConfig(128, 128, 2, 4), TileConfig(128, 64, 2, 2), TileConfig(64, 64, 2, 2),
-           TileConfig(64, 128, 2, 4), TileConfig(128, 128, 2, 4, stages=2))
+           TileConfig(64, 128, 2, 4), TileConfig(128, 128, 2, 4, stages=2),
+           TileConfig(128, 128, 2, 2), TileConfig(128, 256, 2, 4), TileConfig(256, 128, 4, 2),
+           TileConfig(128, 128, 2, 2, stages=4))
 CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 
 # flags: what the epilogue applies, in this order
@@ -89,6 +94,7 @@ _SOURCE = r"""
 #define A_VEC_JOBS (BM * 4 / THREADS)    // 16-byte copies of A per thread, vector k-step
 #define A_SCALAR (BM / WARPS)            // 2-byte loads of A per thread, scalar k-step
 #define B_JOBS (BK * BN / 8 / THREADS)   // 16-byte copies of B per thread
+#define B_ROW_STEP (THREADS / (BN / 8))  // B rows between one thread's copies
 __device__ __forceinline__ float2 unpack2(unsigned v) {      // two 16-bit values -> floats
 #if @IS_BF16@
     return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
@@ -127,31 +133,44 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
     }
     __syncthreads();
 
+    // Everything a k-step's copies need that does not change with the k-step is worked out
+    // once here, so the loop issues little besides its copies, ldmatrix and mma.
+    // B: this thread copies 8 columns (one pack) of rows b_row, b_row + B_ROW_STEP, ...
+    const int b_pack = tid % (BN / 8), b_row = tid / (BN / 8);
+    const bool b_ok = n_block + b_pack * 8 < K;
+    const unsigned short* b_src = w + (size_t)b_row * K + (b_ok ? n_block + b_pack * 8 : 0);
+    const unsigned b_dst = smem_addr(Bs + b_row * BS + b_pack * 8);
+    // A, vector k-steps: this thread copies pack `pk` of pixels a_pix, a_pix + THREADS / 4, ...
+    const int pk = tid & 3;
+    const unsigned a_dst = smem_addr(As + (tid >> 2) * AS + pk * 8);
+    int a_off[A_VEC_JOBS], a_ih[A_VEC_JOBS], a_iw[A_VEC_JOBS];
+    #pragma unroll
+    for (int it = 0; it < A_VEC_JOBS; ++it) {
+        const int4 q = pix[(tid >> 2) + it * (THREADS / 4)];
+        a_off[it] = q.x; a_ih[it] = q.y; a_iw[it] = q.z;
+    }
+    // the plan row a k-step's descriptor comes from: the first of this thread's pack (vector)
+    // or this lane's own row (scalar)
+    auto descriptor = [&](int ks) { return rows[ks * BK + (ks < vsteps ? pk * 8 : lane)]; };
+
     auto load_b = [&](int stage, int ks) {
+        const unsigned short* src = b_src + (size_t)ks * BK * K;
         #pragma unroll
-        for (int it = 0; it < B_JOBS; ++it) {
-            const int j = tid + it * THREADS, r = j / (BN / 8), col = n_block + (j % (BN / 8)) * 8;
-            const bool ok = col < K;
-            const unsigned short* src = ok ? w + (size_t)(ks * BK + r) * K + col : w;
-            cp_async16(smem_addr(Bs + stage * B_STAGE + r * BS + (j % (BN / 8)) * 8), src,
-                       ok ? 16 : 0);
-        }
+        for (int it = 0; it < B_JOBS; ++it)
+            cp_async16(b_dst + 2 * (stage * B_STAGE + it * B_ROW_STEP * BS),
+                       src + (size_t)it * B_ROW_STEP * K, b_ok ? 16 : 0);
     };
-    auto load_a_vector = [&](int stage, int ks) {
+    auto load_a_vector = [&](int stage, int4 d) {
         #pragma unroll
         for (int it = 0; it < A_VEC_JOBS; ++it) {
-            const int j = tid + it * THREADS, pk = j & 3, i = j >> 2;
-            const int4 d = rows[ks * BK + pk * 8];
-            const int4 q = pix[i];
-            const bool ok = (unsigned)(q.y + d.x) < (unsigned)H
-                            && (unsigned)(q.z + d.y) < (unsigned)W;
-            const unsigned short* src = ok ? x + (q.x + d.z) : x;
-            cp_async16(smem_addr(As + stage * A_STAGE + i * AS + pk * 8), src, ok ? 16 : 0);
+            const bool ok = (unsigned)(a_ih[it] + d.x) < (unsigned)H
+                            && (unsigned)(a_iw[it] + d.y) < (unsigned)W;
+            cp_async16(a_dst + 2 * (stage * A_STAGE + it * (THREADS / 4) * AS),
+                       ok ? x + (a_off[it] + d.z) : x, ok ? 16 : 0);
         }
     };
     unsigned short held[A_SCALAR];              // a scalar k-step's values, this thread's row
-    auto load_a_scalar = [&](int ks) {
-        const int4 d = rows[ks * BK + lane];
+    auto load_a_scalar = [&](int4 d) {
         #pragma unroll
         for (int it = 0; it < A_SCALAR; ++it) {
             const int4 q = pix[warp + it * WARPS];
@@ -165,19 +184,23 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
         for (int it = 0; it < A_SCALAR; ++it)
             As[stage * A_STAGE + (warp + it * WARPS) * AS + lane] = held[it];
     };
-    auto load_tile = [&](int stage, int ks) {        // -> whether A waits in `held`
+    auto load_tile = [&](int stage, int ks, int4 d) {  // -> whether A waits in `held`
         load_b(stage, ks);
-        if (ks < vsteps) { load_a_vector(stage, ks); return false; }
-        load_a_scalar(ks);
+        if (ks < vsteps) { load_a_vector(stage, d); return false; }
+        load_a_scalar(d);
         return true;
     };
 
     #pragma unroll
     for (int s = 0; s < STAGES - 1; ++s) {
-        if (s < ksteps && load_tile(s, s)) store_a_scalar(s);
+        if (s < ksteps && load_tile(s, s, descriptor(s))) store_a_scalar(s);
         asm volatile("cp.async.commit_group;");
     }
+    // the next k-step's descriptor is read one k-step ahead, so its latency hides behind MMAs
+    int4 d_next = STAGES - 1 < ksteps ? descriptor(STAGES - 1) : make_int4(0, 0, 0, 0);
     const int wm = warp % WARPS_M, wn = warp / WARPS_M, g = lane >> 2, t4 = lane & 3;
+    const unsigned a_frag = smem_addr(As + (wm * WTM + (lane & 15)) * AS + (lane >> 4) * 8);
+    const unsigned b_frag = smem_addr(Bs + (lane & 15) * BS + wn * WTN + (lane >> 4) * 8);
     float acc[MI][NI][4];
     #pragma unroll
     for (int mi = 0; mi < MI; ++mi)
@@ -185,27 +208,28 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
         for (int ni = 0; ni < NI; ++ni)
             acc[mi][ni][0] = acc[mi][ni][1] = acc[mi][ni][2] = acc[mi][ni][3] = 0.f;
 
+    int stage = 0, next = STAGES - 1;
     #pragma unroll 1
     for (int ks = 0; ks < ksteps; ++ks) {
         asm volatile("cp.async.wait_group %0;" :: "n"(STAGES - 2));
         __syncthreads();                  // tile ks is in; every warp is done with tile ks - 1
-        const int nk = ks + STAGES - 1, next = nk % STAGES, stage = ks % STAGES;
-        const bool pending = nk < ksteps && load_tile(next, nk);
+        const int nk = ks + STAGES - 1;
+        bool pending = false;
+        if (nk < ksteps) {
+            pending = load_tile(next, nk, d_next);
+            if (nk + 1 < ksteps) d_next = descriptor(nk + 1);
+        }
         asm volatile("cp.async.commit_group;");
-        const unsigned short* a_tile = As + stage * A_STAGE;
-        const unsigned short* b_tile = Bs + stage * B_STAGE;
+        const unsigned a_tile = a_frag + 2 * stage * A_STAGE, b_tile = b_frag + 2 * stage * B_STAGE;
         #pragma unroll
         for (int kk = 0; kk < BK; kk += 16) {
             unsigned a[MI][4], b[NI][2];
             #pragma unroll
-            for (int mi = 0; mi < MI; ++mi)
-                ldsm_x4(a[mi], smem_addr(a_tile + (wm * WTM + mi * 16 + (lane & 15)) * AS
-                                         + kk + (lane >> 4) * 8));
+            for (int mi = 0; mi < MI; ++mi) ldsm_x4(a[mi], a_tile + 2 * (mi * 16 * AS + kk));
             #pragma unroll
             for (int nj = 0; nj < NI / 2; ++nj) {
                 unsigned t[4];
-                ldsm_x4_trans(t, smem_addr(b_tile + (kk + (lane & 15)) * BS + wn * WTN + nj * 16
-                                           + (lane >> 4) * 8));
+                ldsm_x4_trans(t, b_tile + 2 * (kk * BS + nj * 16));
                 b[2 * nj][0] = t[0]; b[2 * nj][1] = t[1];
                 b[2 * nj + 1][0] = t[2]; b[2 * nj + 1][1] = t[3];
             }
@@ -215,6 +239,8 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
                 for (int ni = 0; ni < NI; ++ni) mma16816(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
         }
         if (pending) store_a_scalar(next);
+        stage = stage + 1 == STAGES ? 0 : stage + 1;
+        next = next + 1 == STAGES ? 0 : next + 1;
     }
     asm volatile("cp.async.wait_group 0;");
 

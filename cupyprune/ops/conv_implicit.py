@@ -7,22 +7,24 @@ Legend: N batch, H W C input, OH OW output size, M = N*OH*OW, K outputs, T kept 
 The first call with a new input shape (the graph runner's warm-up call, before any capture)
 times every candidate (CUDA events, median of a few runs) and keeps the fastest; the choice is
 cached on disk (tune_cache.py), keyed by GPU name, layer shape, precision and kept rows, so
-the next load of the same model skips the timing. Two row plans are candidates: the kept rows
-(vector loads where a run of 8 channels is mostly kept, ops/implicit_plan.py) and, for a pruned
-layer, the dense plan (every 8-channel run holding a kept row, loaded whole), so the choice is
-never slower than the best of those and of today's path.
+the next load of the same model skips the timing. Three row plans are candidates (PLANS): the
+kept rows (vector loads where a run of 8 channels is mostly kept, ops/implicit_plan.py) and, for
+a pruned layer, runs at least half kept loaded whole, and the dense plan (every 8-channel run
+holding a kept row, loaded whole), so the choice is never slower than the best of those and of
+the im2col path.
 
 While timing, each candidate's output is compared with im2col + cuBLAS's on the same input; a
 candidate that disagrees by more than the precision allows is never chosen.
 
 CUPYPRUNE_IMPLICIT_CONV: 'auto' times the candidates; 'off' keeps im2col + cuBLAS; a tile name
-(implicit_conv.CONFIG_BY_NAME, e.g. 128x128x32s3) forces that kernel with the kept-rows plan
+(implicit_conv.CONFIG_BY_NAME, e.g. 128x128x32s3w8) forces that kernel with the kept-rows plan
 (tests and benchmarks). Unset: DEFAULT_MODE, 'off'. The kernel's GPU suite
 (tests/test_implicit_conv_gpu.py) passes on an H100; whole models timed with 'auto'
-(tools/conv_models_bench.py: ResNet-18 and VGG-16-BN) ran 5-23% faster than 'off' at 224x224,
-batch 32, but up to 8% slower in three of 18 cases (docs/DESIGN_NOTES.md, "Implicit-GEMM conv"),
-the paper benchmark's models have not been timed with it, and 'auto' adds the candidates'
-timing to each layer's first load on a GPU (then cached).
+(tools/conv_models_bench.py: ResNet-18 and VGG-16-BN at 224x224 and 64x64) ran up to 25% faster
+than 'off' in 17 of 24 cases and at most 2.6% slower in three, all at batch 1
+(docs/DESIGN_NOTES.md, "The implicit conv's k-step"), the paper benchmark's models have not
+been timed with it, and 'auto' adds the candidates' timing to each layer's first load on a GPU
+(2-4 s a model, then cached).
 """
 import os
 
@@ -37,7 +39,10 @@ MODE_ENV = "CUPYPRUNE_IMPLICIT_CONV"
 DEFAULT_MODE = "off"
 IM2COL = "im2col"
 AGREE = {"fp16": 1e-2, "bf16": 4e-2}            # max |candidate - im2col| / max |im2col|
-PLANS = {"kept": VEC_MIN, "dense": 1}          # row plan name -> vec_min
+# row plan name -> vec_min: the kept rows (mostly 2-byte loads at random masks), runs of 8
+# channels at least half kept loaded whole (at 50% random, about 3/4 of the dense MMA work
+# with 15% of its rows scalar), every run with a kept row loaded whole (the dense work)
+PLANS = {"kept": VEC_MIN, "half": 4, "dense": 1}
 _RELU_FORMS = ("none", "relu")
 
 
@@ -137,7 +142,8 @@ class ImplicitConv:
             cupy.cuda.Device().id)["name"].decode(), precision=self.tag,
             shape=(N, H, W, C, K, kh, kw, *stride, *padding, *dilation),
             kept=len(self.taps), epilogue=(self.epilogue.bias is not None,
-                                           residual is not None, self.fused))
+                                           residual is not None, self.fused),
+            kernels=implicit_conv.GENERATION)
         cached = tune_cache.lookup(key)
         by_name = {f"{p}/{c.name}": (p, c) for p, c in candidates}
         if cached == IM2COL or cached in by_name:

@@ -22,10 +22,11 @@ def cache_path():
     return os.path.join(root, FILE_NAME)
 
 
-def key(device, precision, shape, kept, epilogue):
-    """One string per (GPU name, precision, layer and input shape, kept rows, fused epilogue)."""
+def key(device, precision, shape, kept, epilogue, kernels):
+    """One string per (GPU name, precision, layer and input shape, kept rows, fused epilogue,
+    kernel generation): a choice timed against older kernels is timed again."""
     return "|".join([device, precision, "x".join(str(int(s)) for s in shape), f"kept{kept}",
-                     "".join("1" if e else "0" for e in epilogue)])
+                     "".join("1" if e else "0" for e in epilogue), kernels])
 
 
 def _entries(path):
