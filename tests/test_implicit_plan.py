@@ -127,3 +127,25 @@ def test_cpu_convolutions_never_take_the_kernel(rng, monkeypatch):
     ctx = LoadContext(xp=np, dtype=np.dtype(np.float16), tensors={}, pruning={})
     path = type("Path", (), {"w": np.zeros((9, 8), np.float16)})()
     assert not conv_implicit.applies(ctx, path, 8)
+
+
+@pytest.mark.parametrize("C,kernel,keep,expect", [
+    (64, 3, 1.0, ("kept",)),                   # dense: every plan is all vector packs
+    (3, 7, 0.5, ("kept",)),                    # the stem: no runs of 8, every plan all scalar
+    (64, 3, 0.5, ("kept", "half", "dense"))])  # random half: three different plans
+def test_each_distinct_row_plan_is_a_candidate_once(rng, C, kernel, keep, expect):
+    from types import SimpleNamespace
+
+    from cupyprune.gpu import implicit_conv
+    from cupyprune.ops import conv_implicit
+    taps = _kept_taps(rng, kernel * kernel * C, keep)
+    geometry = (kernel, kernel, (1, 1), (kernel // 2,) * 2, (1, 1))
+    op = conv_implicit.ImplicitConv(taps, np.zeros((taps.size, 8), np.float32), geometry, C,
+                                    SimpleNamespace(activation="relu", post="none"), "fp16")
+    assert op.plan_names == expect
+    sources = [op.row_plans[name].source.tolist() for name in op.plan_names]
+    assert all(a != b for i, a in enumerate(sources) for b in sources[i + 1:])
+    for name in op.plan_names:             # each plan still holds every kept row exactly once
+        used = op.row_plans[name].source
+        assert sorted(used[used >= 0].tolist()) == list(range(taps.size))
+    assert len(op._candidates()) == len(expect) * len(implicit_conv.CONFIGS)

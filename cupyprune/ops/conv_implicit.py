@@ -75,14 +75,14 @@ class ImplicitConv:
         self.plans = {}                   # plan name -> (ImplicitPlan, weight (TP, K), {W: rows})
         self.choice = {}                  # (N, H, W) -> (plan name, TileConfig) or None
         self.fused = epilogue.activation in _RELU_FORMS and epilogue.post in _RELU_FORMS
-        R = geometry[0] * geometry[1] * C
-        self.plan_names = ("kept",) if len(taps) == R else tuple(PLANS)
+        self.row_plans = _distinct_row_plans(taps, geometry, C)     # name -> ImplicitPlan
+        self.plan_names = tuple(self.row_plans)
 
     def _plan(self, name, W):
         """-> (plan, weight (TP, K), device descriptors (TP, 4) for width W), built once."""
         import cupy
         if name not in self.plans:
-            plan = build_plan(self.taps, self.geometry, self.C, vec_min=PLANS[name])
+            plan = self.row_plans[name]
             self.plans[name] = (plan, plan.weight(self.w_kept), {})
         plan, weight, tables = self.plans[name]
         if W not in tables:
@@ -168,6 +168,21 @@ class ImplicitConv:
         for name in list(self.plans):
             if name not in used:
                 del self.plans[name]
+
+
+def _distinct_row_plans(taps, geometry, C):
+    """PLANS' row plans of a layer (host arrays, cheap), each kept only where it differs from the
+    ones before it: a dense layer has one, and so has a layer whose channels come in no runs of
+    8 (the 3-channel stem: every plan all scalar), so no candidate is timed twice."""
+    plans, seen = {}, set()
+    for name, vec_min in PLANS.items():
+        plan = build_plan(taps, geometry, C, vec_min=vec_min)
+        rows = (plan.vsteps, plan.source.tobytes(), plan.c.tobytes(), plan.dy.tobytes(),
+                plan.dx.tobytes())
+        if rows not in seen:
+            seen.add(rows)
+            plans[name] = plan
+    return plans
 
 
 def _as_float(y):
