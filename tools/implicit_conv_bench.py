@@ -6,7 +6,8 @@ Layers: the paper's conv (512->512, 3x3, 28x28, batch 64) at 100/75/50/25% of it
 (random group-wise masks, as tools/benchlib/layers.py draws them), and ResNet-18's conv
 shapes at 224x224, batch 32, at 100/50/25% (the stem at 100% only: it is never pruned). fp16.
 Per layer and kept fraction, one row per implementation:
-  implicit  our kernel: each row plan ('kept', and 'dense' for a pruned layer) x tile config
+  implicit  our kernel: each distinct row plan ('kept'; 'half' and 'dense' for a pruned layer)
+            x tile config
   im2col    our im2col of the kept taps + cuBLAS (the runtime's path without the kernel)
   auto      what the runtime's own timing picks (ops/conv_implicit.py)
   cudnn     torch.nn.functional.conv2d of the dense layer, fp16, channels_last,
