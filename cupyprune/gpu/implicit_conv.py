@@ -140,7 +140,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
     const bool b_ok = n_block + b_pack * 8 < K;
     const unsigned short* b_src = w + (size_t)b_row * K + (b_ok ? n_block + b_pack * 8 : 0);
     const unsigned b_dst = smem_addr(Bs + b_row * BS + b_pack * 8);
-    // A, vector k-steps: this thread copies pack `pk` of pixels a_pix, a_pix + THREADS / 4, ...
+    // A, vector k-steps: this thread copies pack `pk` of the pixels tid / 4 + it * THREADS / 4
     const int pk = tid & 3;
     const unsigned a_dst = smem_addr(As + (tid >> 2) * AS + pk * 8);
     int a_off[A_VEC_JOBS], a_ih[A_VEC_JOBS], a_iw[A_VEC_JOBS];
