@@ -61,7 +61,7 @@ def torch_reference(t, x):
     """The tiny net in torch.nn.functional, masked dense."""
     import torch
     import torch.nn.functional as F
-    T = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in t.items()}
+    T = {k: torch.from_numpy(np.array(v)) for k, v in t.items()}       # own, writable copies
     w = T["c.weight"] * T["c.weight.mask"] if "c.weight.mask" in T else T["c.weight"]
     y = F.conv2d(torch.from_numpy(x), w, T["c.bias"], padding=1)
     y = F.batch_norm(y, T["bn.running_mean"], T["bn.running_var"], T["bn.weight"], T["bn.bias"],
