@@ -1,6 +1,7 @@
 """The implicit-GEMM conv's row plan and its host twin, against torch.nn.functional.conv2d in
 float64 (CPU), and the tuning cache. The kernel itself: tests/test_implicit_conv_gpu.py."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -149,3 +150,78 @@ def test_each_distinct_row_plan_is_a_candidate_once(rng, C, kernel, keep, expect
         used = op.row_plans[name].source
         assert sorted(used[used >= 0].tolist()) == list(range(taps.size))
     assert len(op._candidates()) == len(expect) * len(implicit_conv.CONFIGS)
+
+
+def _measured_grids():
+    """{(layer, keep): {(plan, tile name): median ms}} of the implicit kernel on an H100, every
+    row plan x tile configuration (tools/implicit_conv_bench.py's results file)."""
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "h100",
+                        "implicit-conv-v2.json")
+    with open(path) as f:
+        rows = json.load(f)
+    grids = {}
+    for r in rows:
+        if r.get("impl", "").startswith("implicit/"):
+            _, plan, tile = r["impl"].split("/")
+            grids.setdefault((r["layer"], r["keep"]), {})[(plan, tile)] = r["median_ms"]
+    return grids
+
+
+@pytest.mark.parametrize("tiles,worst", [(1, 0.056), (2, 0.011), (3, 0.0)])
+def test_search_on_measured_grids(monkeypatch, tiles, worst):
+    """With `tiles` tiles for the later plans, the fastest candidate found is within `worst` of
+    the fastest of the whole grid in every measured cell; with the shipped SEARCH_TILES, the
+    fastest itself."""
+    from cupyprune.gpu import implicit_conv
+    from cupyprune.ops import conv_implicit
+    setting = conv_implicit.SEARCH_TILES
+    monkeypatch.setattr(conv_implicit, "SEARCH_TILES", tiles)
+    grids = _measured_grids()
+    assert len(grids) == 35
+    misses = []
+    for cell, grid in grids.items():
+        plans = tuple(p for p in conv_implicit.PLANS if any(p == q for q, _ in grid))
+        asked = []
+
+        def timed(plan, config):
+            asked.append((plan, config.name))
+            return grid[(plan, config.name)]
+
+        found = conv_implicit.search(plans, implicit_conv.CONFIGS, timed)
+        timings = len(implicit_conv.CONFIGS) + (len(plans) - 1) * tiles
+        assert len(asked) == len(set(asked)) == timings
+        assert set(found) == {(p, implicit_conv.CONFIG_BY_NAME[t]) for p, t in asked}
+        misses.append(min(found.values()) / min(grid.values()) - 1)
+    assert max(misses) <= worst
+    if tiles == setting:
+        assert max(misses) == 0.0
+
+
+def test_search_skips_what_cannot_run_and_falls_back_to_every_tile():
+    from cupyprune.gpu import implicit_conv
+    from cupyprune.ops import conv_implicit
+    configs = implicit_conv.CONFIGS
+    slow = {c: 1.0 + i for i, c in enumerate(configs)}
+
+    def first_plan_never_runs(plan, config):
+        return None if plan == "kept" else slow[config]
+
+    found = conv_implicit.search(("kept", "half"), configs, first_plan_never_runs)
+    assert set(found) == {("half", c) for c in configs}           # no tile known: all tried
+
+    def one_tile_runs(plan, config):
+        return slow[config] if config is configs[3] else None
+
+    found = conv_implicit.search(("kept", "half", "dense"), configs, one_tile_runs)
+    assert found == {(p, configs[3]): slow[configs[3]] for p in ("kept", "half", "dense")}
+
+    asked = []
+
+    def every_tile_runs(plan, config):
+        asked.append((plan, config))
+        return slow[config] * (0.5 if plan == "dense" else 1.0)
+
+    found = conv_implicit.search(("kept", "dense"), configs, every_tile_runs)
+    fastest = configs[:conv_implicit.SEARCH_TILES]                  # slow[] grows with the index
+    assert [c for p, c in asked if p == "dense"] == list(fastest)
+    assert min(found, key=found.get) == ("dense", configs[0])
