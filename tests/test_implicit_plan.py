@@ -154,16 +154,18 @@ def test_each_distinct_row_plan_is_a_candidate_once(rng, C, kernel, keep, expect
 
 def _measured_grids():
     """{(layer, keep): {(plan, tile name): median ms}} of the implicit kernel on an H100, every
-    row plan x tile configuration (tools/implicit_conv_bench.py's results file)."""
+    row plan x tile configuration among CONFIGS (tools/implicit_conv_bench.py's results file)."""
     path = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "h100",
                         "implicit-conv-v2.json")
     with open(path) as f:
         rows = json.load(f)
+    from cupyprune.gpu import implicit_conv
     grids = {}
     for r in rows:
         if r.get("impl", "").startswith("implicit/"):
             _, plan, tile = r["impl"].split("/")
-            grids.setdefault((r["layer"], r["keep"]), {})[(plan, tile)] = r["median_ms"]
+            if tile in implicit_conv.CONFIG_BY_NAME:               # the tiles still candidates
+                grids.setdefault((r["layer"], r["keep"]), {})[(plan, tile)] = r["median_ms"]
     return grids
 
 
@@ -225,3 +227,20 @@ def test_search_skips_what_cannot_run_and_falls_back_to_every_tile():
     fastest = configs[:conv_implicit.SEARCH_TILES]                  # slow[] grows with the index
     assert [c for p, c in asked if p == "dense"] == list(fastest)
     assert min(found, key=found.get) == ("dense", configs[0])
+
+
+def test_no_tile_left_out_of_configs_won_a_measured_layer():
+    """The tiles timed on the H100 but not among CONFIGS were never the fastest of a cell."""
+    from cupyprune.gpu import implicit_conv
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "h100",
+                        "implicit-conv-v2.json")
+    with open(path) as f:
+        rows = [r for r in json.load(f) if r.get("impl", "").startswith("implicit/")]
+    cells = {}
+    for r in rows:
+        cells.setdefault((r["layer"], r["keep"]), []).append(r)
+    left_out = {r["impl"].split("/")[2] for r in rows} - set(implicit_conv.CONFIG_BY_NAME)
+    assert left_out == {"128x256x32s3w8", "256x128x32s3w8", "128x128x32s4w4"}
+    for cell, timed in cells.items():
+        fastest = min(timed, key=lambda r: r["median_ms"])
+        assert fastest["impl"].split("/")[2] in implicit_conv.CONFIG_BY_NAME, cell

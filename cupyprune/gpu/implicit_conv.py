@@ -63,12 +63,13 @@ class TileConfig:
 
 
 # Warp tiles 64x32 or 32x32 (MI = 4 or 2 row tiles of 16, NI = 4 column tiles of 8), and
-# 64x64 (NI = 8): twice the MMAs per k-step for the same copies and barrier, which the large
-# layers need (a k-step's fixed work is what holds the smaller warp tiles back).
+# 64x64 (NI = 8) in the 4-warp 128x128 tile: twice the MMAs per k-step for the same copies and
+# barrier, the fastest on the largest layers. 128x256 and 256x128 (8 warps of 64x64) and the
+# 4-warp 128x128 with 4 stages were timed too and never won a layer (docs/DESIGN_NOTES.md,
+# "The implicit conv's k-step"), so they are not candidates.
 CONFIGS = (TileConfig(128, 128, 2, 4), TileConfig(128, 64, 2, 2), TileConfig(64, 64, 2, 2),
            TileConfig(64, 128, 2, 4), TileConfig(128, 128, 2, 4, stages=2),
-           TileConfig(128, 128, 2, 2), TileConfig(128, 256, 2, 4), TileConfig(256, 128, 4, 2),
-           TileConfig(128, 128, 2, 2, stages=4))
+           TileConfig(128, 128, 2, 2))
 CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 
 # flags: what the epilogue applies, in this order

@@ -179,13 +179,13 @@ class ImplicitConv:
 
 def search(plans, configs, timed):
     """The candidates a layer times: every tile configuration with the first row plan, then the
-    other plans with that plan's SEARCH_TILES fastest tiles only (9 + 2 x 3 = 15 timings for a
-    pruned layer, not 27). timed(plan, config) -> median ms, or None where the candidate cannot
+    other plans with that plan's SEARCH_TILES fastest tiles only (6 + 2 x 3 = 12 timings for a
+    pruned layer, not 18). timed(plan, config) -> median ms, or None where the candidate cannot
     run this shape or disagrees with im2col. -> {(plan, config): ms} of those that ran.
 
     On the H100's full grids (bench/results/h100/implicit-conv-v2.json: the paper's conv and
-    ResNet-18's, 35 layer and kept-fraction cells, 27 candidates each) this finds the fastest of
-    all in every cell; with the one fastest tile it would miss by up to 5.5%, with two by 1.1%
+    ResNet-18's, 35 layer and kept-fraction cells) this finds the fastest candidate in every
+    cell; with the one fastest tile it would miss by up to 5.5%, with two by 1.1%
     (tests/test_implicit_plan.py)."""
     first, rest = plans[0], plans[1:]
     times = {}
