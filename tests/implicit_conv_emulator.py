@@ -54,6 +54,8 @@ def emulate(x, w, rows, vsteps, out_hw, stride, config, bias=None, res=None, rel
     WTM, WTN = BM // WARPS_M, BN // WARPS_N
     MI, NI = WTM // 16, WTN // 8
     AS, BS = BK + 8, BN + 8
+    B_JOBS, B_ROW_STEP = BK * BN // 8 // THREADS, THREADS // (BN // 8)
+    A_VEC_JOBS = BM * 4 // THREADS
     xf, wf = x.reshape(-1).astype(np.float64), w.reshape(-1).astype(np.float64)
     y = np.full((M, K), np.nan)
     written = np.zeros((M, K), dtype=int)
@@ -76,25 +78,29 @@ def emulate(x, w, rows, vsteps, out_hw, stride, config, bias=None, res=None, rel
                 b_count = np.zeros(BK * BS, dtype=int)
                 for tid in range(THREADS):
                     warp, lane = tid // 32, tid % 32
-                    for it in range(BK * BN // 8 // THREADS):                 # load_b
-                        j = tid + it * THREADS
-                        r, cc = j // (BN // 8), j % (BN // 8)
-                        col = n_block + cc * 8
-                        dst = r * BS + cc * 8
-                        b_tile[dst:dst + 8] = wf[(ks * BK + r) * K + col:][:8] if col < K else 0
+                    # the per-thread values the kernel works out before its k-loop
+                    b_pack, b_row = tid % (BN // 8), tid // (BN // 8)
+                    b_ok = n_block + b_pack * 8 < K
+                    b_src = b_row * K + (n_block + b_pack * 8 if b_ok else 0)
+                    b_dst = b_row * BS + b_pack * 8
+                    pk = tid & 3
+                    a_dst = (tid >> 2) * AS + pk * 8
+                    d = rows[ks * BK + (pk * 8 if ks < vsteps else lane)]     # descriptor(ks)
+                    src = b_src + ks * BK * K                                 # load_b
+                    for it in range(B_JOBS):
+                        dst = b_dst + it * B_ROW_STEP * BS
+                        at = src + it * B_ROW_STEP * K
+                        b_tile[dst:dst + 8] = wf[at:at + 8] if b_ok else 0
                         b_count[dst:dst + 8] += 1
                     if ks < vsteps:                                           # load_a_vector
-                        for it in range(BM * 4 // THREADS):
-                            j = tid + it * THREADS
-                            pk, i = j & 3, j >> 2
-                            dy, dx, off = rows[ks * BK + pk * 8][:3]
-                            ok = 0 <= pix[i, 1] + dy < H and 0 <= pix[i, 2] + dx < W
-                            dst = i * AS + pk * 8
-                            src = pix[i, 0] + off
-                            a_tile[dst:dst + 8] = xf[src:src + 8] if ok else 0
+                        for it in range(A_VEC_JOBS):
+                            off, ih, iw = pix[(tid >> 2) + it * (THREADS // 4)]
+                            ok = 0 <= ih + d[0] < H and 0 <= iw + d[1] < W
+                            dst = a_dst + it * (THREADS // 4) * AS
+                            a_tile[dst:dst + 8] = xf[off + d[2]:][:8] if ok else 0
                             a_count[dst:dst + 8] += 1
                     else:                                                     # load_a_scalar
-                        dy, dx, off = rows[ks * BK + lane][:3]
+                        dy, dx, off = d[:3]
                         for it in range(BM // WARPS):
                             i = warp + it * WARPS
                             ok = 0 <= pix[i, 1] + dy < H and 0 <= pix[i, 2] + dx < W
