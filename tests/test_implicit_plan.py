@@ -152,20 +152,24 @@ def test_each_distinct_row_plan_is_a_candidate_once(rng, C, kernel, keep, expect
     assert len(op._candidates()) == len(expect) * len(implicit_conv.CONFIGS)
 
 
-def _measured_grids():
-    """{(layer, keep): {(plan, tile name): median ms}} of the implicit kernel on an H100, every
-    row plan x tile configuration among CONFIGS (tools/implicit_conv_bench.py's results file)."""
+def _measured_rows():
+    """The implicit kernel's rows of tools/implicit_conv_bench.py's results file on an H100:
+    every row plan x tile configuration timed, per layer and kept fraction."""
     path = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "h100",
                         "implicit-conv-v2.json")
     with open(path) as f:
-        rows = json.load(f)
+        return [r for r in json.load(f) if r.get("impl", "").startswith("implicit/")]
+
+
+def _measured_grids():
+    """{(layer, keep): {(plan, tile name): median ms}} of the measured rows whose tile is among
+    CONFIGS."""
     from cupyprune.gpu import implicit_conv
     grids = {}
-    for r in rows:
-        if r.get("impl", "").startswith("implicit/"):
-            _, plan, tile = r["impl"].split("/")
-            if tile in implicit_conv.CONFIG_BY_NAME:               # the tiles still candidates
-                grids.setdefault((r["layer"], r["keep"]), {})[(plan, tile)] = r["median_ms"]
+    for r in _measured_rows():
+        _, plan, tile = r["impl"].split("/")
+        if tile in implicit_conv.CONFIG_BY_NAME:                   # the tiles still candidates
+            grids.setdefault((r["layer"], r["keep"]), {})[(plan, tile)] = r["median_ms"]
     return grids
 
 
@@ -232,10 +236,7 @@ def test_search_skips_what_cannot_run_and_falls_back_to_every_tile():
 def test_no_tile_left_out_of_configs_won_a_measured_layer():
     """The tiles timed on the H100 but not among CONFIGS were never the fastest of a cell."""
     from cupyprune.gpu import implicit_conv
-    path = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "h100",
-                        "implicit-conv-v2.json")
-    with open(path) as f:
-        rows = [r for r in json.load(f) if r.get("impl", "").startswith("implicit/")]
+    rows = _measured_rows()
     cells = {}
     for r in rows:
         cells.setdefault((r["layer"], r["keep"]), []).append(r)
