@@ -40,6 +40,53 @@ def _mma(acc, a, b0, b1):
     acc[:, 3] += C[g + 8, 2 * t + 1]
 
 
+def pixel_table(m_block, BM, M, HWC, out_hw, stride):
+    """The kernels' fill_pixel_table: (BM, 3) (offset of the pixel's first value at tap (0, 0),
+    input row, input column) of Y's rows m_block..; a row past M gets a row no tap reaches."""
+    H, W, C = HWC
+    OH, OW = out_hw
+    sh, sw = stride
+    pix = np.zeros((BM, 3), dtype=np.int64)
+    for i in range(BM):
+        m = m_block + i
+        pix[i] = (0, -(1 << 29), 0)
+        if m < M:
+            ow, t = m % OW, m // OW
+            oh, n = t % OH, t // OH
+            pix[i] = (((n * H + oh * sh) * W + ow * sw) * C, oh * sh, ow * sw)
+    return pix
+
+
+def conv_case(rng, case, both_kinds):
+    """A test case (N, C, K, kernel, stride, padding, dilation, H, W, kept fraction, vec_min)
+    -> x (N, H, W, C), its plan, the kept rows' weight (T, K), out_hw, and the reference conv
+    (M, K) by torch.nn.functional.conv2d in float64. both_kinds: channels 0-15 of every tap
+    kept whole, so the plan holds vector and scalar k-steps."""
+    import torch
+    import torch.nn.functional as F
+
+    from cupyprune.ops.im2col import out_size
+    from cupyprune.ops.implicit_plan import build_plan
+    from cupyprune.patterns import conv_weight_to_f
+    N, C, K, k, s, p, d, H, W, keep, vec_min = case
+    x = rng.standard_normal((N, H, W, C))
+    f = conv_weight_to_f(rng.standard_normal((K, C, k, k)))                     # (R, K)
+    R = f.shape[0]
+    taps = np.sort(rng.permutation(R)[:max(1, int(round(keep * R)))])
+    if both_kinds:
+        taps = np.union1d(taps, np.flatnonzero(np.arange(R) % C < 16))
+    plan = build_plan(taps, (k, k, (s, s), (p, p), (d, d)), C, vec_min=vec_min)
+    if both_kinds:
+        assert 0 < plan.vsteps < plan.ksteps
+    full = np.zeros((R, K))
+    full[taps] = f[taps]
+    wt = torch.from_numpy(np.ascontiguousarray(full.reshape(k, k, C, K).transpose(3, 2, 0, 1)))
+    ref = F.conv2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), wt, stride=s, padding=p,
+                   dilation=d).permute(0, 2, 3, 1).reshape(-1, K).numpy()        # (M, K)
+    out_hw = (out_size(H, k, s, p, d), out_size(W, k, s, p, d))
+    return x, plan, f[taps], out_hw, ref
+
+
 def emulate(x, w, rows, vsteps, out_hw, stride, config, bias=None, res=None, relu=False,
             post_relu=False):
     """Same arguments as implicit_conv.implicit_conv, host arrays -> y (M, K) float64; raises
@@ -62,14 +109,7 @@ def emulate(x, w, rows, vsteps, out_hw, stride, config, bias=None, res=None, rel
     for by in range(-(-M // BM)):
         for bx in range(-(-K // BN)):
             n_block, m_block = bx * BN, by * BM
-            pix = np.zeros((BM, 3), dtype=np.int64)
-            for i in range(BM):
-                m = m_block + i
-                pix[i] = (0, -(1 << 29), 0)
-                if m < M:
-                    ow, t = m % OW, m // OW
-                    oh, n = t % OH, t // OH
-                    pix[i] = (((n * H + oh * sh) * W + ow * sw) * C, oh * sh, ow * sw)
+            pix = pixel_table(m_block, BM, M, (H, W, C), out_hw, stride)
             acc = np.zeros((WARPS, MI, NI, 32, 4))
             for ks in range(TP // BK):
                 a_tile = np.full(BM * AS, np.nan)

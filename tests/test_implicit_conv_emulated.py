@@ -4,14 +4,9 @@ with several row and column tiles, partial tiles, vector and scalar k-steps, and
 epilogue. The kernel itself runs in tests/test_implicit_conv_gpu.py."""
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 
 from cupyprune.gpu.implicit_conv import CONFIGS
-from cupyprune.ops.im2col import out_size
-from cupyprune.ops.implicit_plan import build_plan
-from cupyprune.patterns import conv_weight_to_f
-from implicit_conv_emulator import emulate
+from implicit_conv_emulator import conv_case, emulate
 
 # N, C, K, kernel, stride, padding, dilation, H, W, kept fraction, vec_min
 CASES = [(2, 32, 136, 3, 1, 1, 1, 12, 11, 0.5, 6),      # 3 row tiles, a partial column tile
@@ -22,24 +17,10 @@ CASES = [(2, 32, 136, 3, 1, 1, 1, 12, 11, 0.5, 6),      # 3 row tiles, a partial
 @pytest.mark.parametrize("config", CONFIGS, ids=[c.name for c in CONFIGS])
 @pytest.mark.parametrize("case", CASES, ids=["rows-cols-mixed", "stem", "dilated-dense-plan"])
 def test_emulated_kernel_matches_torch(rng, case, config):
-    N, C, K, k, s, p, d, H, W, keep, vec_min = case
-    x = rng.standard_normal((N, H, W, C))
-    f = conv_weight_to_f(rng.standard_normal((K, C, k, k)))                     # (R, K)
-    R = f.shape[0]
-    taps = np.sort(rng.permutation(R)[:max(1, int(round(keep * R)))])
-    if case is CASES[0]:                      # channels 0-15 of every tap whole: vector packs
-        taps = np.union1d(taps, np.flatnonzero(np.arange(R) % C < 16))
-    plan = build_plan(taps, (k, k, (s, s), (p, p), (d, d)), C, vec_min=vec_min)
-    if case is CASES[0]:
-        assert 0 < plan.vsteps < plan.ksteps                     # both kinds of k-step
-    full = np.zeros((R, K))
-    full[taps] = f[taps]
-    wt = torch.from_numpy(np.ascontiguousarray(full.reshape(k, k, C, K).transpose(3, 2, 0, 1)))
-    ref = F.conv2d(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), wt, stride=s, padding=p,
-                   dilation=d).permute(0, 2, 3, 1).reshape(-1, K).numpy()        # (M, K)
+    x, plan, w_kept, out_hw, ref = conv_case(rng, case, both_kinds=case is CASES[0])
+    K, W, s = case[2], case[8], case[4]
     bias, res = rng.standard_normal(K), rng.standard_normal(ref.shape)
-    out_hw = (out_size(H, k, s, p, d), out_size(W, k, s, p, d))
-    y = emulate(x, plan.weight(f[taps]), plan.descriptors(W), plan.vsteps, out_hw, (s, s),
+    y = emulate(x, plan.weight(w_kept), plan.descriptors(W), plan.vsteps, out_hw, (s, s),
                 config, bias=bias, res=res, relu=False, post_relu=True)
     expect = np.maximum(ref + bias + res, 0)
     np.testing.assert_allclose(y, expect, rtol=0, atol=1e-10 * np.abs(expect).max())

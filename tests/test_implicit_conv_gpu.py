@@ -1,8 +1,9 @@
-"""The implicit-GEMM conv kernel (gpu/implicit_conv.py) on the GPU, against
-torch.nn.functional.conv2d in float64 on the same rounded inputs: every tile configuration,
-fp16 and bf16, 3x3 stride 1 and 2, 1x1, the 7x7 stride-2 stem, dilation, odd sizes, channels
-that are not multiples of 8, 25-100% of rows kept, and the fused epilogue; then through a
-loaded model with each configuration forced, and with the timed choice."""
+"""The implicit-GEMM conv kernels (gpu/implicit_conv.py, mma.sync; gpu/implicit_conv_wgmma.py,
+wgmma on sm_90) on the GPU, against torch.nn.functional.conv2d in float64 on the same rounded
+inputs: every tile configuration, fp16 and bf16 (and TF32 on fp32 values for wgmma), 3x3
+stride 1 and 2, 1x1, the 7x7 stride-2 stem, dilation, odd sizes, channels that are not
+multiples of 8, 25-100% of rows kept, and the fused epilogue; then through a loaded model with
+each configuration forced, and with the timed choice."""
 import os
 
 import numpy as np
@@ -20,7 +21,8 @@ from cupyprune.precision import PRECISIONS
 
 pytestmark = pytest.mark.gpu
 
-TOL = {"fp16": 4e-3, "bf16": 2e-2}            # max |error| / max |reference|
+TOL = {"fp16": 4e-3, "bf16": 2e-2, "tf32": 4e-3}   # max |error| / max |reference|
+PRECISIONS_TESTED = ["fp16", "bf16", "tf32"]
 # N, C, K, kernel, stride, padding, dilation, H, W
 SHAPES = [(2, 64, 64, 3, 1, 1, 1, 14, 14), (2, 64, 128, 3, 2, 1, 1, 15, 15),
           (3, 3, 64, 7, 2, 3, 1, 33, 31), (2, 128, 64, 1, 1, 0, 1, 9, 9),
@@ -64,22 +66,41 @@ def _case(rng, shape, keep, precision, vec_min):
 
 def _poisoned(M, K, dtype):
     import cupy
+    if np.dtype(dtype).itemsize == 4:
+        return cupy.full((M, K), np.nan, dtype=dtype)
     return cupy.full((M, K), 0xFFFF, dtype=np.uint16).view(dtype)   # NaN in fp16 and bf16
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def _kernels(precision):
+    """(tile, launch(x, w (TP, K), rows, vsteps, out_hw, stride, **epilogue)) for every tile
+    of both kernels that runs this precision on this GPU."""
+    import cupy
+    from cupyprune.gpu import implicit_conv, implicit_conv_wgmma as wg
+    found = []
+    if precision != "tf32":
+        found += [(c, lambda x, w, *a, c=c, **k: implicit_conv.implicit_conv(x, w, *a, c, **k))
+                  for c in implicit_conv.CONFIGS]
+    if wg.supported():
+        found += [(t, lambda x, w, *a, t=t, **k: wg.implicit_conv_wgmma(
+            x, cupy.ascontiguousarray(w.T), *a, t, **k))
+            for t in wg.tiles_for(4 if precision == "tf32" else 2)]
+    if not found:
+        pytest.skip(f"no implicit kernel runs {precision} on this GPU")
+    return found
+
+
+@pytest.mark.parametrize("precision", PRECISIONS_TESTED)
 @pytest.mark.parametrize("keep", [0.25, 0.5, 0.75, 1.0])
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids(SHAPES))
 def test_kernel_matches_torch(rng, shape, keep, precision):
     import cupy
-    from cupyprune.gpu import implicit_conv
+    kernels = _kernels(precision)
     for vec_min in (6, 4, 1):
         x, plan, w, ref, out_hw = _case(rng, shape, keep, precision, vec_min)
         rows = cupy.asarray(plan.descriptors(shape[8]))
-        for config in implicit_conv.CONFIGS:
+        for config, launch in kernels:
             y = _poisoned(*ref.shape, x.dtype)
-            implicit_conv.implicit_conv(x, w, rows, plan.vsteps, out_hw, (shape[4],) * 2, config,
-                                        out=y)
+            launch(x, w, rows, plan.vsteps, out_hw, (shape[4],) * 2, out=y)
             err = rel_err(_as_float64(y, precision), ref)
             assert err < TOL[precision], f"{config.name} vec_min {vec_min}: error {err:.2e}"
 
@@ -87,13 +108,13 @@ def test_kernel_matches_torch(rng, shape, keep, precision):
 EPILOGUE_SHAPES = [SHAPES[0], SHAPES[2], SHAPES[6]]
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+@pytest.mark.parametrize("precision", PRECISIONS_TESTED)
 @pytest.mark.parametrize("relu,residual,post", [(True, False, False), (False, True, True),
                                                 (True, True, False), (False, False, False)])
 @pytest.mark.parametrize("shape", EPILOGUE_SHAPES, ids=_ids(EPILOGUE_SHAPES))
 def test_fused_epilogue_matches_torch(rng, shape, relu, residual, post, precision):
     import cupy
-    from cupyprune.gpu import implicit_conv
+    kernels = _kernels(precision)
     x, plan, w, ref, out_hw = _case(rng, shape, 0.5, precision, 6)
     K = ref.shape[1]
     bias, bias64 = _rounded(rng.standard_normal(K), precision)
@@ -103,10 +124,10 @@ def test_fused_epilogue_matches_torch(rng, shape, relu, residual, post, precisio
     expect = expect + res64
     expect = np.maximum(expect, 0) if post else expect
     rows = cupy.asarray(plan.descriptors(shape[8]))
-    for config in implicit_conv.CONFIGS:
+    for config, launch in kernels:
         y = _poisoned(*ref.shape, x.dtype)
-        implicit_conv.implicit_conv(x, w, rows, plan.vsteps, out_hw, (shape[4],) * 2, config,
-                                    bias=bias, residual=res, relu=relu, post_relu=post, out=y)
+        launch(x, w, rows, plan.vsteps, out_hw, (shape[4],) * 2, bias=bias, residual=res,
+               relu=relu, post_relu=post, out=y)
         err = rel_err(_as_float64(y, precision), expect)
         assert err < TOL[precision], f"{config.name}: error {err:.2e}"
 
@@ -135,8 +156,10 @@ def _conv_relu_file(tmp_path, rng, shape, keep):
     return path, w * mask, b
 
 
-@pytest.mark.parametrize("precision", ["fp16", "bf16"])
-@pytest.mark.parametrize("mode", ["128x128x32s3w8", "128x128x32s3w4", "auto"])
+@pytest.mark.parametrize("precision,mode", [
+    (p, m) for p in ("fp16", "bf16") for m in ("128x128x32s3w8", "128x128x32s3w4",
+                                                "wg128x256x32s4", "wg256x128x32s4", "auto")]
+    + [("tf32", "wg128x128x32s3"), ("tf32", "auto")])
 @pytest.mark.parametrize("keep", [0.5, 1.0])
 @pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[2]], ids=_ids([SHAPES[1], SHAPES[2]]))
 def test_loaded_model_matches_torch(tmp_path, rng, monkeypatch, shape, keep, mode, precision):
@@ -144,6 +167,8 @@ def test_loaded_model_matches_torch(tmp_path, rng, monkeypatch, shape, keep, mod
     times its candidates; the tuning cache goes to tmp_path."""
     import cupyprune
     from cupyprune.ops import conv_implicit, tune_cache
+    if mode.startswith("wg") or precision == "tf32":
+        _kernels("tf32")                     # wgmma: skipped where the GPU is not sm_90
     monkeypatch.setenv(conv_implicit.MODE_ENV, mode)
     monkeypatch.setenv(tune_cache.CACHE_ENV, str(tmp_path))
     path, w, b = _conv_relu_file(tmp_path, rng, shape, keep)

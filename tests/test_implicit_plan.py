@@ -134,11 +134,13 @@ def test_cpu_convolutions_never_take_the_kernel(rng, monkeypatch):
     (64, 3, 1.0, ("kept",)),                   # dense: every plan is all vector packs
     (3, 7, 0.5, ("kept",)),                    # the stem: no runs of 8, every plan all scalar
     (64, 3, 0.5, ("kept", "half", "dense"))])  # random half: three different plans
-def test_each_distinct_row_plan_is_a_candidate_once(rng, C, kernel, keep, expect):
+def test_each_distinct_row_plan_is_a_candidate_once(rng, monkeypatch, C, kernel, keep, expect):
     from types import SimpleNamespace
 
-    from cupyprune.gpu import implicit_conv
+    from cupyprune.gpu import implicit_conv, implicit_conv_wgmma
     from cupyprune.ops import conv_implicit
+    both = implicit_conv.CONFIGS + implicit_conv_wgmma.TILES            # an sm_90 GPU's tiles
+    monkeypatch.setattr(conv_implicit, "tiles", lambda tag: both)
     taps = _kept_taps(rng, kernel * kernel * C, keep)
     geometry = (kernel, kernel, (1, 1), (kernel // 2,) * 2, (1, 1))
     op = conv_implicit.ImplicitConv(taps, np.zeros((taps.size, 8), np.float32), geometry, C,
@@ -149,7 +151,8 @@ def test_each_distinct_row_plan_is_a_candidate_once(rng, C, kernel, keep, expect
     for name in op.plan_names:             # each plan still holds every kept row exactly once
         used = op.row_plans[name].source
         assert sorted(used[used >= 0].tolist()) == list(range(taps.size))
-    assert len(op._candidates()) == len(expect) * len(implicit_conv.CONFIGS)
+    assert sorted((p, c.name) for p, c in op._candidates()) == sorted(
+        (p, c.name) for p in expect for c in both)
 
 
 def _measured_rows():

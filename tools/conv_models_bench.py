@@ -31,8 +31,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import (OneLineParser, ResultRows, UsageError, check_out, gpu_or_say,  # noqa: E402
-                     parse_or_exit, positive_float, run_tool)
+from oneline import (OneLineParser, ResultRows, UsageError, gpu_or_say, parse_or_exit,  # noqa: E402
+                     parse_with_out, positive_float, run_tool)
 
 ARCHS = ("resnet18", "resnet50", "vgg16_bn", "vgg16")
 DEFAULT_MODELS = "resnet18@224x32,vgg16_bn@224x32,resnet18@64x64,vgg16_bn@64x64"
@@ -75,10 +75,7 @@ def parse_args(argv):
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     ap.add_argument("--max-minutes", type=positive_float, default=9.0,
                     help="start no new model after this long (default 9)")
-    args = ap.parse_args(argv)
-    if not args.out:
-        raise UsageError("--out is required (the results file)")
-    check_out(args.out)
+    args = parse_with_out(ap, argv)
     args.models = [_model_spec(m) for m in args.models.split(",")]
     args.keeps = _keeps(args.keeps)
     return args

@@ -1,13 +1,15 @@
-"""The implicit-GEMM conv (cupyprune/gpu/implicit_conv.py) beside im2col + cuBLAS and cuDNN.
+"""The implicit-GEMM conv kernels (cupyprune/gpu/implicit_conv.py, implicit_conv_wgmma.py)
+beside im2col + cuBLAS and cuDNN.
 
     python tools/implicit_conv_bench.py --out bench/results/h100/implicit-conv.json
+    python tools/implicit_conv_bench.py --out conv512.json --layers conv512
 
 Layers: the paper's conv (512->512, 3x3, 28x28, batch 64) at 100/75/50/25% of its rows kept
 (random group-wise masks, as tools/benchlib/layers.py draws them), and ResNet-18's conv
 shapes at 224x224, batch 32, at 100/50/25% (the stem at 100% only: it is never pruned). fp16.
 Per layer and kept fraction, one row per implementation:
-  implicit  our kernel: each distinct row plan ('kept'; 'half' and 'dense' for a pruned layer)
-            x tile config
+  implicit  our kernels: each distinct row plan ('kept'; 'half' and 'dense' for a pruned
+            layer) x tile config (names starting with 'wg': the wgmma kernel, on sm_90)
   im2col    our im2col of the kept taps + cuBLAS (the runtime's path without the kernel)
   auto      what the runtime's own timing picks (ops/conv_implicit.py)
   cudnn     torch.nn.functional.conv2d of the dense layer, fp16, channels_last,
@@ -28,7 +30,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from oneline import ResultRows, gpu_or_say, parse_or_exit, parse_out_only, run_tool  # noqa: E402
+from oneline import (OneLineParser, ResultRows, UsageError, gpu_or_say, parse_or_exit,  # noqa: E402
+                     parse_with_out, run_tool)
 
 PEAK_TFLOPS = 989.0                    # H100 SXM dense fp16 tensor peak
 PAPER = [("conv512", 64, 512, 512, 3, 1, 1, 28, (1.0, 0.75, 0.5, 0.25))]
@@ -47,9 +50,18 @@ RESNET18 = [("r18.conv1", 32, 3, 64, 7, 2, 3, 224, (1.0,)),
 
 
 def parse_args(argv):
-    return parse_out_only("tools/implicit_conv_bench.py", __doc__.split("\n")[0],
-                          "results JSON, a list of rows (written once every layer is timed)",
-                          argv)
+    ap = OneLineParser(prog="tools/implicit_conv_bench.py", description=__doc__.split("\n")[0])
+    ap.add_argument("--out", help="results JSON, a list of rows (written once every layer is "
+                                  "timed)")
+    ap.add_argument("--layers", default="", help="comma-separated layer names to time (default: "
+                    "all: " + ",".join(spec[0] for spec in PAPER + RESNET18) + ")")
+    args = parse_with_out(ap, argv)
+    known = [spec[0] for spec in PAPER + RESNET18]
+    args.layers = [n for n in args.layers.split(",") if n] or known
+    unknown = sorted(set(args.layers) - set(known))
+    if unknown:
+        raise UsageError(f"unknown layer {unknown[0]!r}; known: {', '.join(known)}")
+    return args
 
 
 def _timed(cupy, fn, replay):
@@ -111,7 +123,7 @@ def bench_layer(cupy, torch, rows, tmp, spec, progress):
         flops = 2.0 * M * kept * K
         cells = {"im2col": lambda: op.epilogue.after(op.path, op._columns(x), None)}
         for plan in op.implicit.plan_names:
-            for config in conv_implicit.implicit_conv.CONFIGS:
+            for config in conv_implicit.tiles("fp16"):
                 cells[f"implicit/{plan}/{config.name}"] = (
                     lambda plan=plan, config=config: op.implicit.run(x, None, (OH, OH), plan,
                                                                      config))
@@ -154,7 +166,7 @@ def main(argv=None):
     summary = []
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[tune_cache.CACHE_ENV] = tmp               # time afresh, keep no choices
-        for spec in PAPER + RESNET18:
+        for spec in [s for s in PAPER + RESNET18 if s[0] in args.layers]:
             bench_layer(cupy, torch, rows, tmp, spec, summary.append)
     rows.write(args.out)
     print("\n".join(summary))

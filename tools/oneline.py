@@ -81,6 +81,11 @@ def parse_out_only(prog, description, out_help, argv):
     writable) -> its parsed arguments."""
     ap = OneLineParser(prog=prog, description=description)
     ap.add_argument("--out", help=out_help)
+    return parse_with_out(ap, argv)
+
+
+def parse_with_out(ap, argv):
+    """ap's parsed arguments, its --out option required and checked writable."""
     args = ap.parse_args(argv)
     if not args.out:
         raise UsageError("--out is required (the results file)")

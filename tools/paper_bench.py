@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from benchlib import layers, steps  # noqa: E402
 from benchlib.results import ResultsError, ResultStore, merge, read_results  # noqa: E402
-from oneline import (OneLineParser, UsageError, check_out, gpu_or_say,  # noqa: E402
-                     parse_or_exit, positive_float, run_tool)
+from oneline import (OneLineParser, UsageError, gpu_or_say, parse_or_exit,  # noqa: E402
+                     parse_with_out, positive_float, run_tool)
 
 SWEEP = (0.1, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.9, 1.0)   # 25/50/75: target 1
 PRESETS = {
@@ -126,10 +126,7 @@ def parse_args(argv):
                     "preset's sweep (comma-separated, e.g. 0.25,0.5,0.75)")
     ap.add_argument("--max-minutes", type=positive_float, default=9.0,
                     help="model presets start no new cell after this long (resume later)")
-    args = ap.parse_args(argv)
-    if not args.out:
-        raise UsageError("--out is required (the results file)")
-    check_out(args.out)
+    args = parse_with_out(ap, argv)
     if args.merge:
         return args
     if not args.preset:

@@ -119,12 +119,13 @@ def values_per_pack(itemsize):
     return 16 // itemsize
 
 
-def compile_kernel(cache, key, make_source):
+def compile_kernel(cache, key, make_source, options=()):
     """A cupy.RawKernel compiled once per key, lazily (importing this module touches no GPU):
     make_source() -> (kernel name, CUDA source) runs only on the first call for a key, so a
-    launch on the hot path costs one dict lookup."""
+    launch on the hot path costs one dict lookup. options: NVRTC's (an -arch given here comes
+    before CuPy's own and names the target, e.g. sm_90a)."""
     if key not in cache:
         import cupy
         name, source = make_source()
-        cache[key] = cupy.RawKernel(PRELUDE + source, name)
+        cache[key] = cupy.RawKernel(PRELUDE + source, name, options=tuple(options))
     return cache[key]

@@ -75,6 +75,37 @@ CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 # flags: what the epilogue applies, in this order
 FLAG_BIAS, FLAG_RESIDUAL, FLAG_RELU, FLAG_POST_RELU = 1, 2, 4, 8
 
+# What both implicit kernels (this one and implicit_conv_wgmma.py) share: the block's pixel
+# table, a tap's bounds check and the fused epilogue of two neighbouring outputs.
+CONV_SOURCE = r"""
+// pix[i], i < count: the pixel of Y's row m_block + i as (offset of its first value at tap
+// (0, 0), input row there, input column there, -); a row past M gets a row no tap reaches
+__device__ __forceinline__ void fill_pixel_table(int4* pix, int count, int m_block, int M,
+        int H, int W, int C, int OH, int OW, int sh, int sw) {
+    for (int i = threadIdx.x; i < count; i += blockDim.x) {
+        const int m = m_block + i;
+        int4 p = make_int4(0, -(1 << 29), 0, 0);
+        if (m < M) {
+            const int ow = m % OW, t = m / OW, oh = t % OH, n = t / OH;
+            p = make_int4(((n * H + oh * sh) * W + ow * sw) * C, oh * sh, ow * sw, 0);
+        }
+        pix[i] = p;
+    }
+}
+// whether a pixel's input row ih0 and column iw0 shifted by a plan row's (dy, dx) are inside
+__device__ __forceinline__ bool tap_inside(int ih0, int iw0, int4 d, int H, int W) {
+    return (unsigned)(ih0 + d.x) < (unsigned)H && (unsigned)(iw0 + d.y) < (unsigned)W;
+}
+// flags (FLAG_*): v + bias, ReLU, + residual, ReLU, in that order, on two outputs
+__device__ __forceinline__ float2 epilogue2(float v0, float v1, float2 b, int flags, float2 r) {
+    v0 += b.x; v1 += b.y;
+    if (flags & 4) { v0 = fmaxf(v0, 0.f); v1 = fmaxf(v1, 0.f); }
+    if (flags & 2) { v0 += r.x; v1 += r.y; }
+    if (flags & 8) { v0 = fmaxf(v0, 0.f); v1 = fmaxf(v1, 0.f); }
+    return make_float2(v0, v1);
+}
+"""
+
 _SOURCE = r"""
 #define BM @BM@
 #define BN @BN@
@@ -123,15 +154,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
     int4* pix = (int4*)(Bs + STAGES * B_STAGE);                  // BM x (offset, ih0, iw0, -)
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int n_block = blockIdx.x * BN, m_block = blockIdx.y * BM;
-    for (int i = tid; i < BM; i += THREADS) {
-        const int m = m_block + i;
-        int4 p = make_int4(0, -(1 << 29), 0, 0);                 // past M: every tap misses
-        if (m < M) {
-            const int ow = m % OW, t = m / OW, oh = t % OH, n = t / OH;
-            p = make_int4(((n * H + oh * sh) * W + ow * sw) * C, oh * sh, ow * sw, 0);
-        }
-        pix[i] = p;
-    }
+    fill_pixel_table(pix, BM, m_block, M, H, W, C, OH, OW, sh, sw);
     __syncthreads();
 
     // Everything a k-step's copies need that does not change with the k-step is worked out
@@ -164,8 +187,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
     auto load_a_vector = [&](int stage, int4 d) {
         #pragma unroll
         for (int it = 0; it < A_VEC_JOBS; ++it) {
-            const bool ok = (unsigned)(a_ih[it] + d.x) < (unsigned)H
-                            && (unsigned)(a_iw[it] + d.y) < (unsigned)W;
+            const bool ok = tap_inside(a_ih[it], a_iw[it], d, H, W);
             cp_async16(a_dst + 2 * (stage * A_STAGE + it * (THREADS / 4) * AS),
                        ok ? x + (a_off[it] + d.z) : x, ok ? 16 : 0);
         }
@@ -175,8 +197,7 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
         #pragma unroll
         for (int it = 0; it < A_SCALAR; ++it) {
             const int4 q = pix[warp + it * WARPS];
-            const bool ok = (unsigned)(q.y + d.x) < (unsigned)H
-                            && (unsigned)(q.z + d.y) < (unsigned)W;
+            const bool ok = tap_inside(q.y, q.z, d, H, W);
             held[it] = ok ? x[q.x + d.z] : (unsigned short)0;
         }
     };
@@ -258,14 +279,11 @@ extern "C" __global__ void __launch_bounds__(THREADS) @NAME@(
                 const int row = m_block + wm * WTM + mi * 16 + g + 8 * h;
                 if (row >= M) continue;
                 const size_t at = (size_t)row * K + col;
-                float v0 = acc[mi][ni][2 * h] + b2.x, v1 = acc[mi][ni][2 * h + 1] + b2.y;
-                if (flags & 4) { v0 = fmaxf(v0, 0.f); v1 = fmaxf(v1, 0.f); }
-                if (flags & 2) {
-                    const float2 r2 = unpack2(*(const unsigned*)(res + at));
-                    v0 += r2.x; v1 += r2.y;
-                }
-                if (flags & 8) { v0 = fmaxf(v0, 0.f); v1 = fmaxf(v1, 0.f); }
-                *(unsigned*)(y + at) = pack2(v0, v1);
+                const float2 r2 = flags & 2 ? unpack2(*(const unsigned*)(res + at))
+                                           : make_float2(0.f, 0.f);
+                const float2 v = epilogue2(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1], b2,
+                                           flags, r2);
+                *(unsigned*)(y + at) = pack2(v.x, v.y);
             }
     }
 }
@@ -277,7 +295,7 @@ _KERNELS = {}
 def _source(ptx, config):
     c = config
     name = f"cupyprune_implicit_conv_{ptx}_{c.bm}x{c.bn}_w{c.wm}x{c.wn}_s{c.stages}"
-    return name, ((MMA_SOURCE + _SOURCE).replace("@NAME@", name).replace("@PTX@", ptx)
+    return name, ((MMA_SOURCE + CONV_SOURCE + _SOURCE).replace("@NAME@", name).replace("@PTX@", ptx)
                   .replace("@IS_BF16@", str(int(ptx == "bf16")))
                   .replace("@BM@", str(c.bm)).replace("@BN@", str(c.bn))
                   .replace("@WM@", str(c.wm)).replace("@WN@", str(c.wn))

@@ -97,11 +97,11 @@ class Conv2d(PrunableOp):
             if self.taps.count > self.taps.kept:
                 pad = ctx.xp.zeros((self.taps.count - self.taps.kept, self.K), self.path.w.dtype)
                 self.path.w = ctx.xp.concatenate([self.path.w, pad])     # (T_padded, K)
-        self.implicit = None               # fp16/bf16 on the GPU: implicit GEMM where faster
+        self.implicit = None          # fp16/bf16/tf32 on the GPU: implicit GEMM where faster
         if ctx.xp is not np and conv_implicit.applies(ctx, self.path, self.K):
             self.implicit = conv_implicit.ImplicitConv(
                 taps, self.path.w[:len(taps)], self.geometry, self.C, self.epilogue,
-                "bf16" if is_bf16(ctx.dtype) else "fp16")          # w rows (T, K), taps' order
+                conv_implicit.precision_tag(ctx))                  # w rows (T, K), taps' order
 
     def _build_grouped(self, f, bias, ctx):
         """groups > 1: the masked weight, dense, one batched product per tap (grouped_conv.py);

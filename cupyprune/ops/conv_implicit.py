@@ -1,6 +1,8 @@
-"""Which kernel runs a fp16/bf16 conv on the GPU: the implicit GEMM (gpu/implicit_conv.py, one of
-its tile configurations and row plans) or im2col + cuBLAS, chosen per layer and input shape by
-timing each candidate once.
+"""Which kernel runs a fp16, bf16 or TF32 conv on the GPU: an implicit GEMM (gpu/implicit_conv.py,
+mma.sync, 16-bit types, compute capability 8.0 on; gpu/implicit_conv_wgmma.py, wgmma, sm_90
+only, also TF32 for fp32 models loaded with precision 'tf32'), one of its tile configurations
+and row plans, or im2col + cuBLAS, chosen per layer and input shape by timing each candidate
+once.
 
 Legend: N batch, H W C input, OH OW output size, M = N*OH*OW, K outputs, T kept rows.
 
@@ -18,8 +20,8 @@ While timing, each candidate's output is compared with im2col + cuBLAS's on the 
 candidate that disagrees by more than the precision allows is never chosen.
 
 CUPYPRUNE_IMPLICIT_CONV: 'auto' times the candidates; 'off' keeps im2col + cuBLAS; a tile name
-(implicit_conv.CONFIG_BY_NAME, e.g. 128x128x32s3w8) forces that kernel with the kept-rows plan
-(tests and benchmarks). Unset: DEFAULT_MODE, 'off'. The kernel's GPU suite
+(TILE_BY_NAME, e.g. 128x128x32s3w8, or wg128x256x32s4 for the wgmma kernel) forces that kernel
+with the kept-rows plan where it runs the layer's precision on this GPU (tests and benchmarks). Unset: DEFAULT_MODE, 'off'. The kernel's GPU suite
 (tests/test_implicit_conv_gpu.py) passes on an H100; whole models timed with 'auto'
 (tools/conv_models_bench.py: ResNet-18 and VGG-16-BN at 224x224 and 64x64) ran up to 25% faster
 than 'off' in 17 of 24 cases and at most 2.6% slower in three, all at batch 1
@@ -31,7 +33,8 @@ import os
 
 import numpy as np
 
-from ..gpu import implicit_conv
+from ..gpu import implicit_conv, implicit_conv_wgmma
+from ..gpu.implicit_conv_wgmma import WgmmaTile
 from ..timing import summary, time_queued
 from . import tune_cache
 from .implicit_plan import VEC_MIN, build_plan
@@ -39,7 +42,7 @@ from .implicit_plan import VEC_MIN, build_plan
 MODE_ENV = "CUPYPRUNE_IMPLICIT_CONV"
 DEFAULT_MODE = "off"
 IM2COL = "im2col"
-AGREE = {"fp16": 1e-2, "bf16": 4e-2}            # max |candidate - im2col| / max |im2col|
+AGREE = {"fp16": 1e-2, "bf16": 4e-2, "tf32": 1e-2}   # max |candidate - im2col| / max |im2col|
 # row plan name -> vec_min: the kept rows (mostly 2-byte loads at random masks), runs of 8
 # channels at least half kept loaded whole (at 50% random, about 3/4 of the dense MMA work
 # with 15% of its rows scalar), every run with a kept row loaded whole (the dense work)
@@ -48,21 +51,50 @@ SEARCH_TILES = 3                               # tiles the plans after the first
 _RELU_FORMS = ("none", "relu")
 
 
+# every tile configuration of both kernels by name: the mma.sync kernel's (gpu/implicit_conv.py,
+# 16-bit types, compute capability 8.0 on) and the wgmma kernel's (gpu/implicit_conv_wgmma.py,
+# 16-bit types and TF32, sm_90 only; names start with "wg")
+TILE_BY_NAME = {**implicit_conv.CONFIG_BY_NAME, **implicit_conv_wgmma.TILE_BY_NAME}
+
+
 def mode():
     value = os.environ.get(MODE_ENV, DEFAULT_MODE)
-    known = value in ("auto", "off") or value in implicit_conv.CONFIG_BY_NAME
+    known = value in ("auto", "off") or value in TILE_BY_NAME
     return value if known else DEFAULT_MODE
 
 
-def applies(ctx, path, K):
-    """Whether a conv layer may run the implicit kernel: a GPU run in 2-byte storage, a path
-    holding one weight matrix (dense or group-wise), K a multiple of 8 (16-byte rows of W and
-    Y), and compute capability 8.0 or later (mma.m16n8k16, ldmatrix, cp.async)."""
-    if ctx.xp is np or np.dtype(ctx.dtype).itemsize != 2 or not hasattr(path, "w") \
-            or K % 8 or mode() == "off":
-        return False
+def precision_tag(ctx):
+    """The kernels' name for a load's precision: fp16, bf16, tf32, or None (fp32 keeps exact
+    float products: no kernel here)."""
+    from ..precision import is_bf16
+    if is_bf16(ctx.dtype):
+        return "bf16"
+    if np.dtype(ctx.dtype) == np.float16:
+        return "fp16"
+    return "tf32" if getattr(ctx.matmul, "tf32", False) else None
+
+
+def tiles(tag):
+    """The tile configurations a layer of this precision times on this GPU: the mma.sync
+    kernel's in 16-bit types (compute capability 8.0 on: mma.m16n8k16, ldmatrix, cp.async), the
+    wgmma kernel's on sm_90 (the only ones in TF32)."""
     import cupy
-    return int(cupy.cuda.Device().compute_capability) >= 80
+    cc = int(cupy.cuda.Device().compute_capability)
+    found = implicit_conv.CONFIGS if tag != "tf32" and cc >= 80 else ()
+    if implicit_conv_wgmma.supported():
+        itemsize = 4 if tag == "tf32" else 2
+        found = found + implicit_conv_wgmma.tiles_for(itemsize)
+    return found
+
+
+def applies(ctx, path, K):
+    """Whether a conv layer may run an implicit kernel: a GPU run in fp16, bf16 or TF32 with a
+    kernel for this GPU, a path holding one weight matrix (dense or group-wise), K a multiple
+    of 8 (16-byte rows of W and Y)."""
+    if ctx.xp is np or not hasattr(path, "w") or K % 8 or mode() == "off":
+        return False
+    tag = precision_tag(ctx)
+    return tag is not None and bool(tiles(tag))
 
 
 class ImplicitConv:
@@ -74,46 +106,60 @@ class ImplicitConv:
         self.taps, self.w_kept, self.geometry, self.C = taps, w_kept, geometry, C
         self.epilogue = epilogue
         self.tag = precision_tag
-        self.plans = {}                   # plan name -> (ImplicitPlan, weight (TP, K), {W: rows})
+        self.plans = {}                   # plan name -> (ImplicitPlan, {layout: weight}, {W: rows})
         self.choice = {}                  # (N, H, W) -> (plan name, TileConfig) or None
         self.fused = epilogue.activation in _RELU_FORMS and epilogue.post in _RELU_FORMS
         self.row_plans = _distinct_row_plans(taps, geometry, C)     # name -> ImplicitPlan
         self.plan_names = tuple(self.row_plans)
 
-    def _plan(self, name, W):
-        """-> (plan, weight (TP, K), device descriptors (TP, 4) for width W), built once."""
+    def _plan(self, name, W, config):
+        """-> (plan, weight, device descriptors (TP, 4) for width W), built once: the weight
+        (TP, K) for the mma.sync kernel, transposed (K, TP) for the wgmma one."""
         import cupy
         if name not in self.plans:
-            plan = self.row_plans[name]
-            self.plans[name] = (plan, plan.weight(self.w_kept), {})
-        plan, weight, tables = self.plans[name]
+            self.plans[name] = (self.row_plans[name], {}, {})
+        plan, weights, tables = self.plans[name]
+        layout = _layout(config)
+        if layout not in weights:
+            weight = plan.weight(self.w_kept)                             # (TP, K)
+            weights[layout] = cupy.ascontiguousarray(weight.T) if layout == "kt" else weight
         if W not in tables:
             tables[W] = cupy.asarray(plan.descriptors(W))
-        return plan, weight, tables[W]
+        return plan, weights[layout], tables[W]
 
     def run(self, x, residual, out_hw, plan_name, config):
         """x (N, H, W, C) -> (M, K) through the kernel, epilogue included."""
-        plan, weight, rows = self._plan(plan_name, x.shape[2])
+        plan, weight, rows = self._plan(plan_name, x.shape[2], config)
+        kernel = implicit_conv.implicit_conv
+        if isinstance(config, WgmmaTile):
+            kernel = implicit_conv_wgmma.implicit_conv_wgmma
         e = self.epilogue
+        K = self.w_kept.shape[1]
         if residual is not None:
-            residual = residual.reshape(-1, weight.shape[1])          # (M, K)
+            residual = residual.reshape(-1, K)                        # (M, K)
         if not self.fused:
-            y = implicit_conv.implicit_conv(x, weight, rows, plan.vsteps, out_hw,
-                                            self.geometry[2], config)
+            y = kernel(x, weight, rows, plan.vsteps, out_hw, self.geometry[2], config)
             return e(y, residual)
-        return implicit_conv.implicit_conv(
-            x, weight, rows, plan.vsteps, out_hw, self.geometry[2], config, bias=e.bias,
-            residual=residual, relu=e.activation == "relu", post_relu=e.post == "relu")
+        return kernel(x, weight, rows, plan.vsteps, out_hw, self.geometry[2], config,
+                      bias=e.bias, residual=residual, relu=e.activation == "relu",
+                      post_relu=e.post == "relu")
+
+    def fits(self, x_shape, M, config):
+        """Whether config's kernel covers this call (32-bit offsets, grid rows)."""
+        K = self.w_kept.shape[1]
+        if isinstance(config, WgmmaTile):
+            TP = max(plan.rows for plan in self.row_plans.values())
+            return implicit_conv_wgmma.fits(x_shape, M, K, TP, config)
+        return implicit_conv.fits(x_shape, M, K, config)
 
     def __call__(self, x, residual, out_hw, im2col):
         """y (M, K) from the chosen kernel, or None where im2col + cuBLAS is the choice (then
         the caller runs it). im2col: a callable running that path, for the timing."""
         import cupy
         N, H, W, _ = x.shape
-        K = self.w_kept.shape[1]
         if not x.flags.c_contiguous or x.data.ptr % 16 or (
                 residual is not None and (not residual.flags.c_contiguous
-                                          or residual.data.ptr % 4)):
+                                          or residual.data.ptr % (2 * x.itemsize))):
             return None
         key = (N, H, W)
         if key not in self.choice:
@@ -121,21 +167,21 @@ class ImplicitConv:
                 return None                     # never time inside a capture; im2col for now
             self.choice[key] = self._choose(x, residual, out_hw, im2col)
         chosen = self.choice[key]
-        if chosen is None or not implicit_conv.fits(x.shape, N * out_hw[0] * out_hw[1], K,
-                                                     chosen[1]):
+        if chosen is None or not self.fits(x.shape, N * out_hw[0] * out_hw[1], chosen[1]):
             return None
         return self.run(x, residual, out_hw, *chosen)
 
     def _candidates(self):
         forced = mode()
-        if forced in implicit_conv.CONFIG_BY_NAME:
-            return [("kept", implicit_conv.CONFIG_BY_NAME[forced])]
-        return [(p, c) for p in self.plan_names for c in implicit_conv.CONFIGS]
+        if forced in TILE_BY_NAME:             # forced where this precision and GPU run it
+            tile = TILE_BY_NAME[forced]
+            return [("kept", tile)] if tile in tiles(self.tag) else []
+        return [(p, c) for p in self.plan_names for c in tiles(self.tag)]
 
     def _choose(self, x, residual, out_hw, im2col):
         candidates = self._candidates()
-        if len(candidates) == 1:
-            return candidates[0]
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
         import cupy
         N, H, W, C = x.shape
         kh, kw, stride, padding, dilation = self.geometry
@@ -145,7 +191,7 @@ class ImplicitConv:
             shape=(N, H, W, C, K, kh, kw, *stride, *padding, *dilation),
             kept=len(self.taps), epilogue=(self.epilogue.bias is not None,
                                            residual is not None, self.fused),
-            kernels=implicit_conv.GENERATION)
+            kernels=generation(self.tag))
         cached = tune_cache.lookup(key)
         by_name = {f"{p}/{c.name}": (p, c) for p, c in candidates}
         if cached == IM2COL or cached in by_name:
@@ -154,7 +200,7 @@ class ImplicitConv:
         M = N * out_hw[0] * out_hw[1]
 
         def timed(plan, config):
-            if not implicit_conv.fits(x.shape, M, K, config):
+            if not self.fits(x.shape, M, config):
                 return None
             y = _as_float(self.run(x, residual, out_hw, plan, config)).reshape(reference.shape)
             if _disagreement(y, reference) > AGREE[self.tag]:
@@ -162,7 +208,7 @@ class ImplicitConv:
             return _median(lambda: self.run(x, residual, out_hw, plan, config))
 
         timings = {IM2COL: _median(im2col)}
-        for (plan, config), ms in search(self.plan_names, implicit_conv.CONFIGS, timed).items():
+        for (plan, config), ms in search(self.plan_names, tiles(self.tag), timed).items():
             timings[f"{plan}/{config.name}"] = ms
         best = min(timings, key=timings.get)
         tune_cache.store(key, best, timings)
@@ -170,11 +216,25 @@ class ImplicitConv:
         return by_name.get(best)
 
     def _drop_unused_plans(self, best):
-        """Keep only the plan weights some input shape has chosen (each is a (TP, K) copy)."""
-        used = {c[0] for c in list(self.choice.values()) + [best] if c is not None}
+        """Keep only the plan weights some input shape has chosen (each a copy of the layer's
+        weight), in the layouts their kernels read."""
+        chosen = [c for c in list(self.choice.values()) + [best] if c is not None]
+        keep = {(plan, _layout(config)) for plan, config in chosen}
         for name in list(self.plans):
-            if name not in used:
+            weights = self.plans[name][1]
+            for layout in list(weights):
+                if (name, layout) not in keep:
+                    del weights[layout]
+            if not weights:
                 del self.plans[name]
+
+
+def generation(tag):
+    """The kernels' code generations a choice was timed against (part of its cache key)."""
+    names = [implicit_conv.GENERATION] if tag != "tf32" else []
+    if implicit_conv_wgmma.supported():
+        names.append(implicit_conv_wgmma.GENERATION)
+    return "+".join(names)
 
 
 def search(plans, configs, timed):
@@ -216,6 +276,11 @@ def _distinct_row_plans(taps, geometry, C):
             seen.add(rows)
             plans[name] = plan
     return plans
+
+
+def _layout(config):
+    """The plan weight's layout a kernel reads: (K, TP) for wgmma ('kt'), else (TP, K)."""
+    return "kt" if isinstance(config, WgmmaTile) else "tk"
 
 
 def _as_float(y):
