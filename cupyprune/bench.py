@@ -43,6 +43,13 @@ def graph_bytes(model):
     return sum(int(entry.pool.total_bytes()) for entry in runner.captured.values())
 
 
+def peak_bytes(model):
+    """GPU bytes held for a model since the default pool was last emptied: that pool (its
+    weights, and what its calls outside a graph allocated) plus its graphs' private pools."""
+    import cupy
+    return int(cupy.get_default_memory_pool().total_bytes()) + graph_bytes(model)
+
+
 def bench_cell(model_path, path_choice, precision, batch, device, warmup, repeat,
                cuda_graph="auto"):
     """Load one model file, time it on synthetic inputs -> a result dict (CELL_KEYS)."""
@@ -53,9 +60,7 @@ def bench_cell(model_path, path_choice, precision, batch, device, warmup, repeat
                  cuda_graph=cuda_graph)
     inputs = {k: xp.asarray(v) for k, v in sample_inputs(model.file.input_spec, batch).items()}
     times = time_calls(lambda: model(**inputs), xp, warmup=warmup, repeat=repeat)
-    peak = None
-    if xp is not np:
-        peak = int(xp.get_default_memory_pool().total_bytes()) + graph_bytes(model)
+    peak = peak_bytes(model) if xp is not np else None
     used = sorted({s.op.describe()["path"] for s in model.layers()})
     cell = {"model": os.path.basename(model_path), "path": path_choice, "precision": precision,
             "batch": batch, "device": device, "cuda_graph": model.graph_runner is not None,

@@ -15,6 +15,9 @@ unpruned file. Rows:
   ours/off        our file, fp16, CUDA graph, convs by im2col + cuBLAS (CUPYPRUNE_IMPLICIT_CONV=off)
   ours/auto       the same with the implicit-GEMM conv among the timed candidates (=auto);
                   first_call_s with an empty tile cache and again with the filled one
+peak_mib: the GPU memory our last load holds after its calls, as `cupyprune bench` counts it
+(cupyprune.bench.peak_bytes: the default pool, emptied before the load, and the CUDA graphs'
+private pools): with the tile cache filled, what the deployed model needs.
 Every time is the median of 30 CUDA-event timings of one whole call (after warm-up), ours and
 PyTorch's in one process on one GPU. rel_err: ours against PyTorch's float32 forward (TF32
 off) of the same (pruned) module on the same input; argmax_agree likewise. The results file is
@@ -136,13 +139,17 @@ def ours_rows(torch, path, keep, x, ref, base, rows, tune_dir):
     """Our file at `path`, implicit conv off and auto; tile choices timed into tune_dir."""
     import cupy
     from cupyprune import load
+    from cupyprune.bench import peak_bytes
     from cupyprune.ops import conv_implicit, tune_cache
     os.environ[tune_cache.CACHE_ENV] = tune_dir
     xc = cupy.asarray(x.numpy())
+    pool = cupy.get_default_memory_pool()
     for mode in ("off", "auto"):
         os.environ[conv_implicit.MODE_ENV] = mode
         row = {**base, "impl": f"ours/{mode}", "keep": keep}
         for attempt in ("first_call_s", "cached_first_call_s")[:1 + (mode == "auto")]:
+            model = y = None
+            pool.free_all_blocks()               # the pool's high water is this load's peak
             model = load(path, device="gpu", precision="fp16")
             start = time.perf_counter()
             y = model(xc)                        # warm-up: candidates timed, graph captured
@@ -152,9 +159,10 @@ def ours_rows(torch, path, keep, x, ref, base, rows, tune_dir):
         row.update(_events_median(torch, lambda: model(xc)))
         row["cuda_graph"] = model.graph_runner is not None and model.graph_runner.failed is None
         row["conv_kernels"] = _conv_choices(model)
+        row["peak_mib"] = round(peak_bytes(model) / 2 ** 20, 1)           # of the last load
         rows.add(row)
         model = y = None
-        cupy.get_default_memory_pool().free_all_blocks()
+        pool.free_all_blocks()
 
 
 def _conv_choices(model):

@@ -21,13 +21,14 @@ candidate that disagrees by more than the precision allows is never chosen.
 
 CUPYPRUNE_IMPLICIT_CONV: 'auto' times the candidates; 'off' keeps im2col + cuBLAS; a tile name
 (TILE_BY_NAME, e.g. 128x128x32s3w8, or wg128x256x32s4 for the wgmma kernel) forces that kernel
-with the kept-rows plan where it runs the layer's precision on this GPU (tests and benchmarks). Unset: DEFAULT_MODE, 'off'. The kernel's GPU suite
-(tests/test_implicit_conv_gpu.py) passes on an H100; whole models timed with 'auto'
-(tools/conv_models_bench.py: ResNet-18 and VGG-16-BN at 224x224 and 64x64) ran up to 25% faster
-than 'off' in 17 of 24 cases and at most 2.6% slower in three, all at batch 1
-(docs/DESIGN_NOTES.md, "The implicit conv's k-step"), the paper benchmark's models have not
-been timed with it, and 'auto' adds the candidates' timing to each layer's first load on a GPU
-(2-4 s a model, then cached).
+with the kept-rows plan where it runs the layer's precision on this GPU (tests and benchmarks).
+Unset: DEFAULT_MODE, 'off'. The kernels' GPU suite (tests/test_implicit_conv_gpu.py) passes on an
+H100. With 'auto', on an H100 (docs/DESIGN_NOTES.md, "The implicit conv on Hopper's warpgroup
+MMA"): the paper benchmark's five CNN files took 2.6-10% less time than with 'off' and held less
+GPU memory once their choices were cached; ResNet-18 and VGG-16-BN were faster in 13 of 15
+cells and within 0.3% in two; the first call adds the candidates' timing (0.5-1.2 s a model,
+then cached). The default stays 'off' until the first load's peak memory is measured with the
+timing's temporaries kept out of the graph's private pool (`_choose`).
 """
 import os
 
@@ -196,8 +197,20 @@ class ImplicitConv:
         by_name = {f"{p}/{c.name}": (p, c) for p, c in candidates}
         if cached == IM2COL or cached in by_name:
             return by_name.get(cached)
+        # the timing's temporaries (im2col's matrix, each candidate's output and weight) come
+        # from the default pool and go back to the device after it: the first call runs
+        # inside the graph runner's warm-up, whose private pool would keep them for good
+        pool = cupy.get_default_memory_pool()
+        with cupy.cuda.using_allocator(pool.malloc):
+            best = self._time_candidates(x, residual, out_hw, im2col, key)
+            self._drop_unused_plans(by_name.get(best))
+        pool.free_all_blocks()
+        return by_name.get(best)
+
+    def _time_candidates(self, x, residual, out_hw, im2col, key):
+        """-> the fastest candidate's name (or IM2COL), its timings stored under `key`."""
         reference = _as_float(im2col())
-        M = N * out_hw[0] * out_hw[1]
+        M = x.shape[0] * out_hw[0] * out_hw[1]
 
         def timed(plan, config):
             if not self.fits(x.shape, M, config):
@@ -212,8 +225,7 @@ class ImplicitConv:
             timings[f"{plan}/{config.name}"] = ms
         best = min(timings, key=timings.get)
         tune_cache.store(key, best, timings)
-        self._drop_unused_plans(by_name.get(best))
-        return by_name.get(best)
+        return best
 
     def _drop_unused_plans(self, best):
         """Keep only the plan weights some input shape has chosen (each a copy of the layer's
