@@ -155,11 +155,10 @@ def test_each_distinct_row_plan_is_a_candidate_once(rng, monkeypatch, C, kernel,
         (p, c.name) for p in expect for c in both)
 
 
-def _measured_rows():
-    """The implicit kernel's rows of tools/implicit_conv_bench.py's results file on an H100:
+def _measured_rows(name="implicit-conv-v2.json"):
+    """The implicit kernels' rows of a tools/implicit_conv_bench.py results file on an H100:
     every row plan x tile configuration timed, per layer and kept fraction."""
-    path = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "h100",
-                        "implicit-conv-v2.json")
+    path = os.path.join(os.path.dirname(__file__), "..", "bench", "results", "h100", name)
     with open(path) as f:
         return [r for r in json.load(f) if r.get("impl", "").startswith("implicit/")]
 
@@ -204,6 +203,26 @@ def test_search_on_measured_grids(monkeypatch, tiles, worst):
     assert max(misses) <= worst
     if tiles == setting:
         assert max(misses) == 0.0
+
+
+def test_search_with_both_kernels_on_the_measured_grid():
+    """On the grid measured with the wgmma tiles beside the mma.sync ones (the paper's conv and
+    two ResNet-18 layers, 10 cells), the shipped search finds the fastest candidate in every
+    cell, timing every tile once with the first plan and SEARCH_TILES with each other plan."""
+    from cupyprune.gpu import implicit_conv, implicit_conv_wgmma
+    from cupyprune.ops import conv_implicit
+    tiles = implicit_conv.CONFIGS + implicit_conv_wgmma.tiles_for(2)     # fp16 on sm_90
+    grids = {}
+    for r in _measured_rows("implicit-conv-wgmma.json"):
+        _, plan, tile = r["impl"].split("/")
+        grids.setdefault((r["layer"], r["keep"]), {})[(plan, tile)] = r["median_ms"]
+    assert len(grids) == 10
+    for cell, grid in grids.items():
+        assert {t for _, t in grid} == {t.name for t in tiles}, cell      # every tile timed
+        plans = tuple(p for p in conv_implicit.PLANS if any(p == q for q, _ in grid))
+        found = conv_implicit.search(plans, tiles, lambda p, c: grid[(p, c.name)])
+        assert len(found) == len(tiles) + (len(plans) - 1) * conv_implicit.SEARCH_TILES
+        assert min(found.values()) == min(grid.values()), cell
 
 
 def test_search_skips_what_cannot_run_and_falls_back_to_every_tile():
