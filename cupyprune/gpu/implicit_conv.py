@@ -76,8 +76,19 @@ CONFIG_BY_NAME = {c.name: c for c in CONFIGS}
 FLAG_BIAS, FLAG_RESIDUAL, FLAG_RELU, FLAG_POST_RELU = 1, 2, 4, 8
 
 # What both implicit kernels (this one and implicit_conv_wgmma.py) share: the block's pixel
-# table, a tap's bounds check and the fused epilogue of two neighbouring outputs.
+# table, a tap's bounds check, two 16-bit values to floats (@IS_BF16@ says which type) and the
+# fused epilogue of two neighbouring outputs.
 CONV_SOURCE = r"""
+__device__ __forceinline__ float2 unpack2(unsigned v) {      // two 16-bit values -> floats
+#if @IS_BF16@
+    return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
+#else
+    float lo, hi;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(lo) : "h"((unsigned short)(v & 0xffffu)));
+    asm("cvt.f32.f16 %0, %1;" : "=f"(hi) : "h"((unsigned short)(v >> 16)));
+    return make_float2(lo, hi);
+#endif
+}
 // pix[i], i < count: the pixel of Y's row m_block + i as (offset of its first value at tap
 // (0, 0), input row there, input column there, -); a row past M gets a row no tap reaches
 __device__ __forceinline__ void fill_pixel_table(int4* pix, int count, int m_block, int M,
@@ -127,16 +138,6 @@ _SOURCE = r"""
 #define A_SCALAR (BM / WARPS)            // 2-byte loads of A per thread, scalar k-step
 #define B_JOBS (BK * BN / 8 / THREADS)   // 16-byte copies of B per thread
 #define B_ROW_STEP (THREADS / (BN / 8))  // B rows between one thread's copies
-__device__ __forceinline__ float2 unpack2(unsigned v) {      // two 16-bit values -> floats
-#if @IS_BF16@
-    return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
-#else
-    float lo, hi;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(lo) : "h"((unsigned short)(v & 0xffffu)));
-    asm("cvt.f32.f16 %0, %1;" : "=f"(hi) : "h"((unsigned short)(v >> 16)));
-    return make_float2(lo, hi);
-#endif
-}
 // x (N, H, W, C), w (TP, K), y (M, K), bias (K,), res (M, K): 16-bit values. rows (TP,):
 // (dy, dx, offset, 0) per plan row, offset = (dy * W + dx) * C + c; a vector k-step's packs
 // take the descriptor of their first row. K-steps [0, vsteps) are vector ones. Block
@@ -295,7 +296,8 @@ _KERNELS = {}
 def _source(ptx, config):
     c = config
     name = f"cupyprune_implicit_conv_{ptx}_{c.bm}x{c.bn}_w{c.wm}x{c.wn}_s{c.stages}"
-    return name, ((MMA_SOURCE + CONV_SOURCE + _SOURCE).replace("@NAME@", name).replace("@PTX@", ptx)
+    source = MMA_SOURCE + CONV_SOURCE + _SOURCE
+    return name, (source.replace("@NAME@", name).replace("@PTX@", ptx)
                   .replace("@IS_BF16@", str(int(ptx == "bf16")))
                   .replace("@BM@", str(c.bm)).replace("@BN@", str(c.bn))
                   .replace("@WM@", str(c.wm)).replace("@WN@", str(c.wn))
@@ -316,6 +318,12 @@ def _kernel(ptx, config):
     if kernel.max_dynamic_shared_size_bytes < config.smem_bytes:
         kernel.max_dynamic_shared_size_bytes = config.smem_bytes
     return kernel
+
+
+def epilogue_flags(bias, residual, relu, post_relu):
+    """The kernels' `flags` argument: FLAG_* of what the epilogue applies."""
+    return ((FLAG_BIAS if bias is not None else 0) | (FLAG_RESIDUAL if residual is not None else 0)
+            | (FLAG_RELU if relu else 0) | (FLAG_POST_RELU if post_relu else 0))
 
 
 # 32-bit offsets inside the kernel; y's grid rows at most 65535
@@ -343,8 +351,7 @@ def implicit_conv(x, w, rows, vsteps, out_hw, stride, config, bias=None, residua
     ptx = "bf16" if is_bf16(x.dtype) else "f16"
     kernel = _kernel(ptx, config)
     y = cupy.empty((M, K), dtype=x.dtype) if out is None else out
-    flags = ((FLAG_BIAS if bias is not None else 0) | (FLAG_RESIDUAL if residual is not None else 0)
-             | (FLAG_RELU if relu else 0) | (FLAG_POST_RELU if post_relu else 0))
+    flags = epilogue_flags(bias, residual, relu, post_relu)
     i32 = np.int32
     kernel((-(-K // config.bn), -(-M // config.bm)), (config.threads,),
            (x, w, rows, y, x if bias is None else bias, x if residual is None else residual,

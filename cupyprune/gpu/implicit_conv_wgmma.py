@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cuda_source import MMA_SOURCE, compile_kernel
-from .implicit_conv import CONV_SOURCE, FLAG_BIAS, FLAG_POST_RELU, FLAG_RELU, FLAG_RESIDUAL
+from .implicit_conv import CONV_SOURCE, epilogue_flags
 
 BK = 32                          # plan rows per k-step, as in gpu/implicit_conv.py
 GENERATION = "wgmma-v1"          # names this kernel's code in the tuning cache's keys
@@ -54,19 +54,10 @@ class WgmmaTile:
     def name(self):
         return f"wg{self.bm}x{self.bn}x{BK}s{self.stages}"
 
-    @property
-    def threads(self):
-        return THREADS
-
-    def stage_bytes(self, itemsize):
-        return (self.bm + self.bn) * BK * itemsize
-
     def smem_bytes(self, itemsize):
-        """A and B stages plus the block's pixel table (16 bytes a pixel)."""
-        return self.stages * self.stage_bytes(itemsize) + 16 * self.bm
-
-    def fits_smem(self, itemsize):
-        return self.smem_bytes(itemsize) <= SMEM_LIMIT
+        """A launch's dynamic shared memory for values of `itemsize` bytes: the A and B stages,
+        the block's pixel table (16 bytes a pixel) and room to align the stages."""
+        return self.stages * (self.bm + self.bn) * BK * itemsize + 16 * self.bm + ALIGN
 
 
 TILES = (WgmmaTile(128, 256, 4), WgmmaTile(128, 256, 5), WgmmaTile(256, 128, 4),
@@ -126,15 +117,8 @@ __device__ __forceinline__ unsigned long long desc(unsigned saddr) {
 __device__ __forceinline__ float2 load2(const elem_t* p) {     // two values -> floats
 #if EB == 4
     return *(const float2*)p;
-#elif @IS_BF16@
-    const unsigned v = *(const unsigned*)p;
-    return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
 #else
-    const unsigned v = *(const unsigned*)p;
-    float lo, hi;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(lo) : "h"((unsigned short)(v & 0xffffu)));
-    asm("cvt.f32.f16 %0, %1;" : "=f"(hi) : "h"((unsigned short)(v >> 16)));
-    return make_float2(lo, hi);
+    return unpack2(*(const unsigned*)p);
 #endif
 }
 __device__ __forceinline__ void store2(elem_t* p, float v0, float v1) {
@@ -302,8 +286,8 @@ OPTIONS = ("-arch=sm_90a",)      # wgmma exists on sm_90a only (CuPy adds its ow
 def _source(kind, tile):
     T, itemsize, _, _ = TYPES[kind]
     name = f"cupyprune_implicit_conv_wgmma_{kind}_{tile.bm}x{tile.bn}_s{tile.stages}"
-    source = (MMA_SOURCE + CONV_SOURCE + _SOURCE).replace("@WGMMA@", wgmma_source(tile.bn, kind)).replace(
-        "WGMMA_N", f"wgmma_m64n{tile.bn}")
+    source = (MMA_SOURCE + CONV_SOURCE + _SOURCE).replace(
+        "@WGMMA@", wgmma_source(tile.bn, kind)).replace("WGMMA_N", f"wgmma_m64n{tile.bn}")
     return name, (source.replace("@NAME@", name).replace("@T@", T)
                   .replace("@PTX@", "bf16" if kind == "bf16" else "f16")
                   .replace("@IS_BF16@", str(int(kind == "bf16"))).replace("@EB@", str(itemsize))
@@ -311,14 +295,9 @@ def _source(kind, tile):
                   .replace("@STAGES@", str(tile.stages)))
 
 
-def smem_bytes(kind, tile):
-    """Dynamic shared memory of a launch: the tiles, the pixel table, and room to align."""
-    return tile.smem_bytes(TYPES[kind][1]) + ALIGN
-
-
 def tiles_for(itemsize):
     """The tiles whose stages fit a block's shared memory for values of `itemsize` bytes."""
-    return tuple(t for t in TILES if t.smem_bytes(itemsize) + ALIGN <= SMEM_LIMIT)
+    return tuple(t for t in TILES if t.smem_bytes(itemsize) <= SMEM_LIMIT)
 
 
 def kernel_sources():
@@ -330,7 +309,7 @@ def kernel_sources():
 
 def _kernel(kind, tile):
     kernel = compile_kernel(_KERNELS, (kind, tile), lambda: _source(kind, tile), OPTIONS)
-    need = smem_bytes(kind, tile)
+    need = tile.smem_bytes(TYPES[kind][1])
     if kernel.max_dynamic_shared_size_bytes < need:
         kernel.max_dynamic_shared_size_bytes = need
     return kernel
@@ -375,12 +354,11 @@ def implicit_conv_wgmma(x, wt, rows, vsteps, out_hw, stride, tile, bias=None, re
     kind = kind_of(x.dtype)
     kernel = _kernel(kind, tile)
     y = cupy.empty((M, K), dtype=x.dtype) if out is None else out
-    flags = ((FLAG_BIAS if bias is not None else 0) | (FLAG_RESIDUAL if residual is not None else 0)
-             | (FLAG_RELU if relu else 0) | (FLAG_POST_RELU if post_relu else 0))
+    flags = epilogue_flags(bias, residual, relu, post_relu)
     i32 = np.int32
     kernel((-(-K // tile.bn), -(-M // tile.bm)), (THREADS,),
            (x, wt, rows, y, x if bias is None else bias, x if residual is None else residual,
             i32(H), i32(W), i32(C), i32(OH), i32(OW), i32(stride[0]), i32(stride[1]), i32(M),
             i32(K), i32(TP // BK), i32(vsteps), i32(flags)),
-           shared_mem=smem_bytes(kind, tile))
+           shared_mem=tile.smem_bytes(TYPES[kind][1]))
     return y

@@ -112,6 +112,7 @@ class ImplicitConv:
         self.fused = epilogue.activation in _RELU_FORMS and epilogue.post in _RELU_FORMS
         self.row_plans = _distinct_row_plans(taps, geometry, C)     # name -> ImplicitPlan
         self.plan_names = tuple(self.row_plans)
+        self.max_rows = max(plan.rows for plan in self.row_plans.values())    # TP at most
 
     def _plan(self, name, W, config):
         """-> (plan, weight, device descriptors (TP, 4) for width W), built once: the weight
@@ -149,8 +150,7 @@ class ImplicitConv:
         """Whether config's kernel covers this call (32-bit offsets, grid rows)."""
         K = self.w_kept.shape[1]
         if isinstance(config, WgmmaTile):
-            TP = max(plan.rows for plan in self.row_plans.values())
-            return implicit_conv_wgmma.fits(x_shape, M, K, TP, config)
+            return implicit_conv_wgmma.fits(x_shape, M, K, self.max_rows, config)
         return implicit_conv.fits(x_shape, M, K, config)
 
     def __call__(self, x, residual, out_hw, im2col):
