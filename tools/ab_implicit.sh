@@ -3,9 +3,9 @@
 #   bash tools/ab_implicit.sh OUT_DIR [BATCH] [MODELS_DIR]
 # Writes the five CNN files (tools/paper_model_files.py) into MODELS_DIR (default
 # OUT_DIR/models), then runs `cupyprune bench` on them, fp16, with CUPYPRUNE_IMPLICIT_CONV=off
-# and =auto, twice, off first. The tile choices go to one
-# cache directory under OUT_DIR, so the first auto round times the candidates (its peak_bytes
-# include that first load) and the second reads them, as a deployed model's later loads do.
+# and =auto, twice, off first. The tile choices go to one cache directory under OUT_DIR, so the
+# first auto round times the candidates (its peak_bytes include that first load) and the second
+# reads them, as a deployed model's later loads do.
 set -uo pipefail
 out=$1; batch=${2:-32}; models=${3:-$out/models}
 mkdir -p "$out"

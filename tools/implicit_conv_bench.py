@@ -48,19 +48,20 @@ RESNET18 = [("r18.conv1", 32, 3, 64, 7, 2, 3, 224, (1.0,)),
             ("r18.l4.ds", 32, 256, 512, 1, 2, 0, 14, (1.0, 0.5, 0.25)),
             ("r18.l4", 32, 512, 512, 3, 1, 1, 7, (1.0, 0.5, 0.25))]
 
+LAYER_NAMES = tuple(spec[0] for spec in PAPER + RESNET18)
+
 
 def parse_args(argv):
     ap = OneLineParser(prog="tools/implicit_conv_bench.py", description=__doc__.split("\n")[0])
     ap.add_argument("--out", help="results JSON, a list of rows (written once every layer is "
                                   "timed)")
     ap.add_argument("--layers", default="", help="comma-separated layer names to time (default: "
-                    "all: " + ",".join(spec[0] for spec in PAPER + RESNET18) + ")")
+                    "all: " + ",".join(LAYER_NAMES) + ")")
     args = parse_with_out(ap, argv)
-    known = [spec[0] for spec in PAPER + RESNET18]
-    args.layers = [n for n in args.layers.split(",") if n] or known
-    unknown = sorted(set(args.layers) - set(known))
+    args.layers = [n for n in args.layers.split(",") if n] or list(LAYER_NAMES)
+    unknown = sorted(set(args.layers) - set(LAYER_NAMES))
     if unknown:
-        raise UsageError(f"unknown layer {unknown[0]!r}; known: {', '.join(known)}")
+        raise UsageError(f"unknown layer {unknown[0]!r}; known: {', '.join(LAYER_NAMES)}")
     return args
 
 
