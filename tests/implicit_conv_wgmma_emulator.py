@@ -22,43 +22,47 @@ def _swizzle_hw(address, width):
     return address ^ (((address >> 7) & mask) << 4)
 
 
-def _descriptor_fields(EB):
-    """The kernel's DESC_BASE: (stride byte offset, swizzle mode)."""
-    ROWB = BK * EB
-    return 8 * ROWB, (2 if EB == 2 else 1)
+def _descriptor_fields(ROWB):
+    """The kernel's DESC_BASE for tile rows of ROWB bytes: (stride byte offset, swizzle mode)."""
+    return 8 * ROWB, (2 if ROWB == 64 else 1)
 
 
 def emulate(x, wt, rows, vsteps, out_hw, stride, tile, EB, bias=None, res=None, relu=False,
             post_relu=False):
     """Same arguments as implicit_conv_wgmma.implicit_conv_wgmma (wt (K, TP)) plus EB, the
     bytes a value (2 or 4), host arrays -> y (M, K) float64; raises AssertionError where a
-    shared-memory byte or an output is written twice or never."""
+    shared-memory byte or an output is written twice or never. A wide tile (span 2) takes KW =
+    64 plan rows a k-step, the last one's second half past TP copied as zeros where the plan
+    has an odd count of k-steps."""
     N, H, W, C = x.shape
     K, TP = wt.shape
     OH, OW = out_hw
     sh, sw = stride
     M = N * OH * OW
-    BM, BN = tile.bm, tile.bn
-    ROWB = BK * EB
+    BM, BN, SPAN = tile.bm, tile.bn, tile.span
+    assert tile.runs(EB, vsteps, TP), "the host never launches this tile on this plan"
+    KW = BK * SPAN
+    ROWB = KW * EB
     CH, VPC = ROWB // 16, 16 // EB
     CPP = 8 // VPC
     MT = BM // 128
     A_STAGE, B_STAGE = BM * ROWB, BN * ROWB
     PASS = THREADS // CH
-    SW_SHIFT = 1 if EB == 2 else 0
+    SW_SHIFT = 1 if ROWB == 64 else 0
     swz = lambda row, c: c ^ ((row >> SW_SHIFT) & (CH - 1))              # noqa: E731
     xf, wf = x.reshape(-1).astype(np.float64), wt.reshape(-1).astype(np.float64)
     y = np.full((M, K), np.nan)
     written = np.zeros((M, K), dtype=int)
     K_INSTR = 32 // EB                                 # k of one wgmma: 32 bytes of a row
-    sbo, mode = _descriptor_fields(EB)
+    sbo, mode = _descriptor_fields(ROWB)
     width = SWIZZLE_BYTES[mode]
     for by in range(-(-M // BM)):
         for bx in range(-(-K // BN)):
             n_block, m_block = bx * BN, by * BM
             pix = pixel_table(m_block, BM, M, (H, W, C), out_hw, stride)
             D = np.zeros((2 * MT, 64, BN))             # each warpgroup's 64-row tiles
-            for ks in range(TP // BK):
+            ksteps = -(-TP // KW)
+            for ks in range(ksteps):
                 stage = np.full((A_STAGE + B_STAGE) // EB, np.nan)   # values at byte / EB
                 count = np.zeros(stage.size, dtype=int)
 
@@ -71,22 +75,23 @@ def emulate(x, wt, rows, vsteps, out_hw, stride, tile, EB, bias=None, res=None, 
                     warp, lane = tid // 32, tid % 32
                     c, row0 = tid % CH, tid // CH
                     chunk_dst = row0 * ROWB + swz(row0, c) * 16
+                    in_plan = ks * KW + c * VPC < TP          # always, where SPAN is 1
                     for it in range(BN // PASS):                      # B
                         n = n_block + row0 + it * PASS
-                        ok = n < K
-                        src = (n if ok else 0) * TP + c * VPC + ks * BK
+                        ok = n < K and in_plan
+                        src = (n if n < K else 0) * TP + c * VPC + ks * KW
                         put(A_STAGE + chunk_dst + it * PASS * ROWB,
                             wf[src:src + VPC] if ok else np.zeros(VPC))
-                    if ks < vsteps:                                   # A, vector
-                        d = rows[ks * BK + (c // CPP) * 8]
+                    if SPAN == 2 or ks < vsteps:                      # A, vector
+                        d = rows[ks * KW + (c // CPP) * 8] if in_plan else (0, 0, 0, 0)
                         for it in range(BM // PASS):
                             off, ih, iw = pix[row0 + it * PASS]
                             off += (c % CPP) * VPC
-                            ok = 0 <= ih + d[0] < H and 0 <= iw + d[1] < W
+                            ok = in_plan and 0 <= ih + d[0] < H and 0 <= iw + d[1] < W
                             put(chunk_dst + it * PASS * ROWB,
                                 xf[off + d[2]:off + d[2] + VPC] if ok else np.zeros(VPC))
                     else:                                             # A, scalar
-                        d = rows[ks * BK + lane]
+                        d = rows[ks * KW + lane]
                         for it in range(BM // 8):
                             p = warp + it * 8
                             off, ih, iw = pix[p]

@@ -89,20 +89,41 @@ def _kernels(precision):
     return found
 
 
+def _is_wide(config):
+    """A wgmma tile of two plan k-steps a k-step: it runs all-vector plans only."""
+    return getattr(config, "span", 1) == 2
+
+
+def _all_vector(plan):
+    return plan.vsteps == plan.ksteps
+
+
 @pytest.mark.parametrize("precision", PRECISIONS_TESTED)
 @pytest.mark.parametrize("keep", [0.25, 0.5, 0.75, 1.0])
 @pytest.mark.parametrize("shape", SHAPES, ids=_ids(SHAPES))
 def test_kernel_matches_torch(rng, shape, keep, precision):
+    """Every tile on the plans of vec_min 6, 4 and 1; a wide tile on the all-vector ones (with
+    C a multiple of 8, at least the dense plan of vec_min 1), refused on the others."""
     import cupy
     kernels = _kernels(precision)
+    wide_runs = 0
     for vec_min in (6, 4, 1):
         x, plan, w, ref, out_hw = _case(rng, shape, keep, precision, vec_min)
         rows = cupy.asarray(plan.descriptors(shape[8]))
         for config, launch in kernels:
             y = _poisoned(*ref.shape, x.dtype)
+            if _is_wide(config) and not _all_vector(plan):
+                with pytest.raises(ValueError, match="does not run"):
+                    launch(x, w, rows, plan.vsteps, out_hw, (shape[4],) * 2, out=y)
+                continue
+            wide_runs += _is_wide(config)
             launch(x, w, rows, plan.vsteps, out_hw, (shape[4],) * 2, out=y)
             err = rel_err(_as_float64(y, precision), ref)
             assert err < TOL[precision], f"{config.name} vec_min {vec_min}: error {err:.2e}"
+    wide = [c for c, _ in kernels if _is_wide(c)]
+    N, C, K, k = shape[:4]
+    if wide and keep == 1.0 and (k * k * C) % 32 == 0:     # a dense plan of whole k-steps
+        assert wide_runs >= len(wide)
 
 
 EPILOGUE_SHAPES = [SHAPES[0], SHAPES[2], SHAPES[6]]
@@ -115,7 +136,16 @@ EPILOGUE_SHAPES = [SHAPES[0], SHAPES[2], SHAPES[6]]
 def test_fused_epilogue_matches_torch(rng, shape, relu, residual, post, precision):
     import cupy
     kernels = _kernels(precision)
-    x, plan, w, ref, out_hw = _case(rng, shape, 0.5, precision, 6)
+    for vec_min in (6, 1):          # the kept rows; the dense plan, which a wide tile runs
+        _check_epilogue(rng, shape, relu, residual, post, precision, vec_min, [
+            (c, launch) for c, launch in kernels if (vec_min == 1) == _is_wide(c)])
+
+
+def _check_epilogue(rng, shape, relu, residual, post, precision, vec_min, kernels):
+    import cupy
+    x, plan, w, ref, out_hw = _case(rng, shape, 0.5, precision, vec_min)
+    if not _all_vector(plan):
+        kernels = [(c, launch) for c, launch in kernels if not _is_wide(c)]
     K = ref.shape[1]
     bias, bias64 = _rounded(rng.standard_normal(K), precision)
     res, res64 = _rounded(rng.standard_normal(ref.shape), precision) if residual else (None, 0)
@@ -158,7 +188,8 @@ def _conv_relu_file(tmp_path, rng, shape, keep):
 
 @pytest.mark.parametrize("precision,mode", [
     (p, m) for p in ("fp16", "bf16") for m in ("128x128x32s3w8", "128x128x32s3w4",
-                                                "wg128x256x32s4", "wg256x128x32s4", "auto")]
+                                                "wg128x256x32s4", "wg256x128x32s4",
+                                                "wg128x256x64s4", "auto")]
     + [("tf32", "wg128x128x32s3"), ("tf32", "auto")])
 @pytest.mark.parametrize("keep", [0.5, 1.0])
 @pytest.mark.parametrize("shape", [SHAPES[1], SHAPES[2]], ids=_ids([SHAPES[1], SHAPES[2]]))
@@ -186,6 +217,48 @@ def test_loaded_model_matches_torch(tmp_path, rng, monkeypatch, shape, keep, mod
         assert chosen[1].name == mode
     else:
         assert (tmp_path / tune_cache.FILE_NAME).exists()
+
+
+@pytest.mark.parametrize("keep", [1.0, 0.5])
+def test_the_first_load_holds_what_a_cached_load_holds(tmp_path, rng, monkeypatch, keep):
+    """The first call of an 'auto' load times the candidates inside the graph runner's warm-up;
+    none of the timing's memory stays: the model then holds the same GPU bytes (default pool
+    and graph pools, as `cupyprune bench` counts them) as a later load that reads the cached
+    choice, and both give torch's output."""
+    import gc
+
+    import cupy
+
+    import cupyprune
+    from cupyprune.bench import peak_bytes
+    from cupyprune.ops import conv_implicit, tune_cache
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "auto")
+    monkeypatch.setenv(tune_cache.CACHE_ENV, str(tmp_path))
+    shape = (8, 64, 128, 3, 1, 1, 1, 28, 28)      # im2col's matrix: 7 MB in fp16
+    path, w, b = _conv_relu_file(tmp_path, rng, shape, keep)
+    N, C, _, _, s, p, d, H, W = shape
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    ref = F.relu(F.conv2d(torch.from_numpy(x).double(), torch.from_numpy(w).double(),
+                          torch.from_numpy(b).double(), stride=s, padding=p, dilation=d))
+
+    def held_after_two_calls():
+        gc.collect()
+        cupy.get_default_memory_pool().free_all_blocks()
+        model = cupyprune.load(path, device="gpu", precision="fp16")
+        for _ in range(2):                                  # warm-up (and capture), replay
+            assert rel_err(model(x), ref.numpy()) < 2 * TOL["fp16"]
+        assert model.graph_runner is not None
+        held, choice = peak_bytes(model), model.steps[0].op.implicit.choice[(N, H, W)]
+        del model
+        return held, choice
+
+    first, chosen = held_after_two_calls()
+    assert (tmp_path / tune_cache.FILE_NAME).exists()
+    cached, chosen_again = held_after_two_calls()
+    assert chosen_again == chosen
+    # the timing's temporaries are megabytes (im2col's matrix alone 7 MB); a few small tables
+    # the im2col path builds in its first call land in the default pool instead of the graph's
+    assert first - cached < 64 * 1024, f"first load {first} bytes, cached {cached} ({chosen})"
 
 
 def test_a_candidate_that_disagrees_is_never_chosen(tmp_path, rng, monkeypatch):

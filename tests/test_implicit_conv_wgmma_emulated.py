@@ -14,16 +14,23 @@ from implicit_conv_emulator import conv_case
 from implicit_conv_wgmma_emulator import _swizzle_hw, emulate
 
 # N, C, K, kernel, stride, padding, dilation, H, W, kept fraction, vec_min
-CASES = [(2, 32, 264, 3, 1, 1, 1, 12, 11, 0.5, 6),      # 3 row tiles, a partial column tile
-         (1, 3, 16, 7, 2, 3, 1, 13, 11, 1.0, 6),        # the stem: scalar k-steps only
-         (3, 32, 24, 3, 2, 2, 2, 9, 10, 0.6, 1)]        # dense plan of a pruned layer, dilation
-RUNS = [(t, eb) for eb in (2, 4) for t in tiles_for(eb)]
+CASES = {"rows-cols-mixed": (2, 32, 264, 3, 1, 1, 1, 12, 11, 0.5, 6),   # 3 row tiles, a partial
+                                                                        # column tile
+         "stem": (1, 3, 16, 7, 2, 3, 1, 13, 11, 1.0, 6),        # scalar k-steps only
+         "dilated-dense-plan": (3, 32, 24, 3, 2, 2, 2, 9, 10, 0.6, 1),   # of a pruned layer
+         "dense-odd-ksteps": (2, 32, 40, 3, 1, 1, 1, 9, 8, 1.0, 6)}  # 9 k-steps of 32 rows
+ALL_VECTOR = ("dilated-dense-plan", "dense-odd-ksteps")      # the plans a wide tile runs
+RUNS = [(t, eb, case) for eb in (2, 4) for t in tiles_for(eb)
+        for case in (CASES if t.span == 1 else ALL_VECTOR)]
 
 
-@pytest.mark.parametrize("tile,EB", RUNS, ids=[f"{t.name}-{8 * eb}bit" for t, eb in RUNS])
-@pytest.mark.parametrize("case", CASES, ids=["rows-cols-mixed", "stem", "dilated-dense-plan"])
+@pytest.mark.parametrize("tile,EB,case", RUNS,
+                         ids=[f"{t.name}-{8 * eb}bit-{case}" for t, eb, case in RUNS])
 def test_emulated_kernel_matches_torch(rng, case, tile, EB):
-    x, plan, w_kept, out_hw, ref = conv_case(rng, case, both_kinds=case is CASES[0])
+    case = CASES[case]
+    x, plan, w_kept, out_hw, ref = conv_case(rng, case, both_kinds=case[9] == 0.5)
+    if tile.span == 2:                      # all vector: the wide tile's whole contract
+        assert plan.vsteps == plan.ksteps and tile.runs(EB, plan.vsteps, plan.rows)
     K, W, s = case[2], case[8], case[4]
     bias, res = rng.standard_normal(K), rng.standard_normal(ref.shape)
     w_plan = np.ascontiguousarray(plan.weight(w_kept).T)                          # (K, TP)

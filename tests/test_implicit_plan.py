@@ -208,10 +208,12 @@ def test_search_on_measured_grids(monkeypatch, tiles, worst):
 def test_search_with_both_kernels_on_the_measured_grid():
     """On the grid measured with the wgmma tiles beside the mma.sync ones (the paper's conv and
     two ResNet-18 layers, 10 cells), the shipped search finds the fastest candidate in every
-    cell, timing every tile once with the first plan and SEARCH_TILES with each other plan."""
+    cell, timing every tile once with the first plan and SEARCH_TILES with each other plan.
+    (The grid holds the tiles of one k-step a plan k-step, as measured then.)"""
     from cupyprune.gpu import implicit_conv, implicit_conv_wgmma
     from cupyprune.ops import conv_implicit
-    tiles = implicit_conv.CONFIGS + implicit_conv_wgmma.tiles_for(2)     # fp16 on sm_90
+    tiles = implicit_conv.CONFIGS + tuple(t for t in implicit_conv_wgmma.tiles_for(2)
+                                          if t.span == 1)                  # fp16 on sm_90
     grids = {}
     for r in _measured_rows("implicit-conv-wgmma.json"):
         _, plan, tile = r["impl"].split("/")
@@ -253,6 +255,29 @@ def test_search_skips_what_cannot_run_and_falls_back_to_every_tile():
     fastest = configs[:conv_implicit.SEARCH_TILES]                  # slow[] grows with the index
     assert [c for p, c in asked if p == "dense"] == list(fastest)
     assert min(found, key=found.get) == ("dense", configs[0])
+
+
+def test_search_gives_the_later_plans_the_tiles_the_first_could_not_run():
+    """A wide wgmma tile runs all-vector plans only: skipped on a pruned layer's kept rows, it is
+    still timed with the dense plan, and wins there when fastest."""
+    from cupyprune.gpu import implicit_conv, implicit_conv_wgmma
+    from cupyprune.ops import conv_implicit
+    wide = [t for t in implicit_conv_wgmma.TILES if t.span == 2]
+    assert wide
+    configs = implicit_conv.CONFIGS + implicit_conv_wgmma.TILES
+    asked = []
+
+    def timed(plan, config):
+        asked.append((plan, config))
+        if getattr(config, "span", 1) == 2:
+            return None if plan == "kept" else 0.5
+        return 1.0 + configs.index(config)
+
+    found = conv_implicit.search(("kept", "dense"), configs, timed)
+    dense_tiles = [c for p, c in asked if p == "dense"]
+    assert dense_tiles == list(configs[:conv_implicit.SEARCH_TILES]) + wide
+    assert min(found, key=found.get) == ("dense", wide[0])
+    assert not any(p == "kept" and c in wide for p, c in found)
 
 
 def test_no_tile_left_out_of_configs_won_a_measured_layer():

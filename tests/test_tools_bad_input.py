@@ -1,11 +1,11 @@
 """The command-line tools (tools/prune.py, export.py, make_digits_model.py, accuracy_table.py, and
 the benchmark's paper_bench.py, bench_report.py, junit_figures.py, lt_algos.py,
-attention_layouts.py, csr_memory_probe.py, implicit_conv_bench.py, conv_models_bench.py) on
-bad input:
-exactly one line `error: ...` on stderr, exit code 2, no traceback, and nothing left in the
-output directory. Cases tests/test_patterns.py and tests/test_parity_cnn.py already run are not
-repeated here. Each case is a fresh interpreter (about 1.5 s: torch's import); the checkpoints
-are a CIFAR ResNet-18 and a 2-layer BERT of hidden size 32."""
+attention_layouts.py, csr_memory_probe.py, implicit_conv_bench.py, conv_models_bench.py,
+implicit_conv_ncu.py) on bad input: exactly one line `error: ...` on stderr, exit code 2, no
+traceback, and nothing left in the output directory. Cases tests/test_patterns.py and
+tests/test_parity_cnn.py already run are not repeated here. Each case is a fresh interpreter
+(about 1.5 s: torch's import); the checkpoints are a CIFAR ResNet-18 and a 2-layer BERT of
+hidden size 32."""
 import json
 import os
 import subprocess
@@ -320,7 +320,7 @@ def bench_inputs(tmp_path):
 
 PB, LT, AL, CM = ("paper_bench.py", "lt_algos.py", "attention_layouts.py",
                   "csr_memory_probe.py")
-IC, CB = "implicit_conv_bench.py", "conv_models_bench.py"
+IC, CB, NC = "implicit_conv_bench.py", "conv_models_bench.py", "implicit_conv_ncu.py"
 
 
 @pytest.mark.parametrize("tool,args,text", [
@@ -362,6 +362,7 @@ IC, CB = "implicit_conv_bench.py", "conv_models_bench.py"
     (CM, ["--out", "<out>/no-dir/r.json"], "does not exist"),
     (IC, [], "--out is required"),
     (IC, ["--out", "<out>"], "is a directory"),
+    (IC, ["--out", "<out>/r.json", "--precision", "fp8"], "invalid choice: 'fp8'"),
     (CB, [], "--out is required"),
     (CB, ["--out", "<out>/no-dir/r.json"], "does not exist"),
     (CB, ["--out", "<out>/r.json", "--models", "alexnet@224x32"], "unknown arch 'alexnet'"),
@@ -375,6 +376,23 @@ def test_bench_tools_bad_input(tool, args, text, bench_inputs, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     assert_one_line_error(run_tool(tool, *fill(args, bench_inputs, out)), text, out)
+
+
+@pytest.mark.parametrize("args,text", [
+    ([], "the following arguments are required: --tile"),
+    (["--tile", "nope"], "unknown tile 'nope'; known: 128x128x32s3w8"),
+    (["--tile", "wg256x128x64s4", "--keep", "2"], "--keep: must be a fraction in (0, 1]"),
+    (["--tile", "wg256x128x64s4", "--plan", "most"], "invalid choice: 'most'"),
+    (["--tile", "wg256x128x64s4", "--calls", "0"], "--calls"),
+])
+def test_profiler_target_bad_input(args, text, tmp_path):
+    assert_one_line_error(run_tool(NC, *args), text, tmp_path)
+
+
+@pytest.mark.skipif(HAS_GPU, reason="on a GPU machine it would run")
+def test_profiler_target_without_a_gpu_is_one_line(tmp_path):
+    assert_one_line_error(run_tool(NC, "--tile", "wg256x128x64s4"),
+                          "implicit_conv_ncu needs CuPy and a CUDA GPU", tmp_path)
 
 
 @pytest.mark.skipif(HAS_GPU, reason="on a GPU machine they would run")

@@ -3,22 +3,25 @@ beside im2col + cuBLAS and cuDNN.
 
     python tools/implicit_conv_bench.py --out bench/results/h100/implicit-conv.json
     python tools/implicit_conv_bench.py --out conv512.json --layers conv512
+    python tools/implicit_conv_bench.py --out conv512-tf32.json --layers conv512 --precision tf32
 
 Layers: the paper's conv (512->512, 3x3, 28x28, batch 64) at 100/75/50/25% of its rows kept
 (random group-wise masks, as tools/benchlib/layers.py draws them), and ResNet-18's conv
-shapes at 224x224, batch 32, at 100/50/25% (the stem at 100% only: it is never pruned). fp16.
+shapes at 224x224, batch 32, at 100/50/25% (the stem at 100% only: it is never pruned). fp16
+by default; --precision bf16, or tf32 (fp32 values, the wgmma kernel's TF32 products).
 Per layer and kept fraction, one row per implementation:
   implicit  our kernels: each distinct row plan ('kept'; 'half' and 'dense' for a pruned
-            layer) x tile config (names starting with 'wg': the wgmma kernel, on sm_90)
+            layer) x tile config (names starting with 'wg': the wgmma kernel, on sm_90; its
+            wide tiles, x64, on the all-vector plans only)
   im2col    our im2col of the kept taps + cuBLAS (the runtime's path without the kernel)
   auto      what the runtime's own timing picks (ops/conv_implicit.py)
-  cudnn     torch.nn.functional.conv2d of the dense layer, fp16, channels_last,
-            cudnn.benchmark on
+  cudnn     torch.nn.functional.conv2d of the dense layer in the same precision (tf32: fp32
+            with cudnn.allow_tf32), channels_last, cudnn.benchmark on
 Medians of 30 CUDA-event timings after 5 warm-up calls, each call replayed from a CUDA graph
 (ours: benchlib.timing.captured; cuDNN: torch.cuda.CUDAGraph), so no figure holds Python's
-launch time; eager medians beside them (eager_ms). Activations are random fp16, never zeros.
-tflops counts the kept work (2 * M * kept rows * K);
-peak_fraction divides it by the H100's dense fp16 tensor peak, 989 TFLOP/s. rel_err: against
+launch time; eager medians beside them (eager_ms). Activations are random, never zeros.
+tflops counts the kept work (2 * M * kept rows * K); peak_fraction divides it by the H100's
+dense tensor peak of the precision (fp16/bf16 989, TF32 494.7 TFLOP/s). rel_err: against
 torch's float32 conv (TF32 off) of the same rounded inputs and masked weight.
 Needs a CUDA GPU, CuPy and torch.
 """
@@ -33,7 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from oneline import (OneLineParser, ResultRows, UsageError, gpu_or_say, parse_or_exit,  # noqa: E402
                      parse_with_out, run_tool)
 
-PEAK_TFLOPS = 989.0                    # H100 SXM dense fp16 tensor peak
+PEAK_TFLOPS = {"fp16": 989.0, "bf16": 989.0, "tf32": 494.7}   # H100 SXM dense tensor peaks
 PAPER = [("conv512", 64, 512, 512, 3, 1, 1, 28, (1.0, 0.75, 0.5, 0.25))]
 # ResNet-18 at 224x224, batch 32: (name, N, C, K, kernel, stride, padding, H, keeps)
 RESNET18 = [("r18.conv1", 32, 3, 64, 7, 2, 3, 224, (1.0,)),
@@ -57,6 +60,8 @@ def parse_args(argv):
                                   "timed)")
     ap.add_argument("--layers", default="", help="comma-separated layer names to time (default: "
                     "all: " + ",".join(LAYER_NAMES) + ")")
+    ap.add_argument("--precision", default="fp16", choices=sorted(PEAK_TFLOPS),
+                    help="the layers' precision (default fp16)")
     args = parse_with_out(ap, argv)
     args.layers = [n for n in args.layers.split(",") if n] or list(LAYER_NAMES)
     unknown = sorted(set(args.layers) - set(LAYER_NAMES))
@@ -89,11 +94,26 @@ def _torch_timed(cupy, torch, fn):
 
 
 def _rel_err(cupy, y, ref):
+    from cupyprune import bf16
+    y = bf16.from_bits(y) if y.dtype == cupy.uint16 else y       # bf16 outputs are their bits
     y = cupy.asarray(y, dtype=cupy.float32).reshape(ref.shape)
     return float(cupy.abs(y - ref).max() / cupy.abs(ref).max())
 
 
-def bench_layer(cupy, torch, rows, tmp, spec, progress):
+def _activation(cupy, torch, shape, precision):
+    """Random (N, H, W, C) activation in the run's storage, and torch's NCHW channels_last view
+    of the same values in the reference conv's dtype."""
+    from cupyprune import bf16
+    x = cupy.random.standard_normal(shape, dtype=cupy.float32)
+    if precision == "bf16":
+        bits = bf16.to_bits(x)
+        xt = torch.as_tensor(bits, device="cuda").view(torch.bfloat16)
+        return bits, xt.permute(0, 3, 1, 2)
+    x = x.astype(cupy.float16) if precision == "fp16" else x
+    return x, torch.as_tensor(x, device="cuda").permute(0, 3, 1, 2)
+
+
+def bench_layer(cupy, torch, rows, tmp, spec, precision, progress):
     import torch.nn.functional as F
     from benchlib.layers import _group_mask, _layer_file
     from cupyprune import load
@@ -104,19 +124,23 @@ def bench_layer(cupy, torch, rows, tmp, spec, progress):
     w = (rng.standard_normal((K, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)
     OH = out_size(H, k, s, p, 1)
     M = N * OH * OH
-    x = cupy.random.standard_normal((N, H, H, C), dtype=cupy.float32).astype(cupy.float16)
-    xt = torch.as_tensor(x, device="cuda").permute(0, 3, 1, 2)          # NCHW view, channels_last
+    x, xt = _activation(cupy, torch, (N, H, H, C), precision)      # xt: NCHW view, channels_last
     attrs = {"stride": [s, s], "padding": [p, p], "dilation": [1, 1]}
-    wt_dense = torch.from_numpy(w).cuda().half().contiguous(memory_format=torch.channels_last)
+    wt_dense = torch.from_numpy(w).cuda().to(xt.dtype).contiguous(
+        memory_format=torch.channels_last)
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
     cudnn = _torch_timed(cupy, torch, lambda: F.conv2d(xt, wt_dense, stride=s, padding=p))
+    torch.backends.cudnn.allow_tf32 = False                  # the reference below: exact fp32
+    peak = PEAK_TFLOPS[precision]
     base = {"layer": name, "N": N, "C": C, "K": K, "kernel": k, "stride": s, "H": H,
-            "precision": "fp16"}
-    rows.add({**base, "impl": "cudnn", "keep": 1.0, "tflops": round(2 * M * K * C * k * k
-              / cudnn["median_ms"] / 1e9, 1), **cudnn})
+            "precision": precision}
+    cudnn_tflops = 2 * M * K * C * k * k / cudnn["median_ms"] / 1e9
+    rows.add({**base, "impl": "cudnn", "keep": 1.0, "tflops": round(cudnn_tflops, 1),
+              "peak_fraction": round(cudnn_tflops / peak, 4), **cudnn})
     for keep in keeps:
         mask = _group_mask(rng, w.shape, keep) if keep < 1 else np.ones_like(w)
         path = _layer_file(tmp, "conv2d", w, mask, attrs)
-        op = load(path, device="gpu", precision="fp16", cuda_graph=False).steps[0].op
+        op = load(path, device="gpu", precision=precision, cuda_graph=False).steps[0].op
         wm = torch.from_numpy(w * mask).cuda()
         ref = cupy.asarray(F.conv2d(xt.float(), wm, stride=s, padding=p)
                            .permute(0, 2, 3, 1).reshape(M, K))
@@ -124,7 +148,9 @@ def bench_layer(cupy, torch, rows, tmp, spec, progress):
         flops = 2.0 * M * kept * K
         cells = {"im2col": lambda: op.epilogue.after(op.path, op._columns(x), None)}
         for plan in op.implicit.plan_names:
-            for config in conv_implicit.tiles("fp16"):
+            for config in conv_implicit.tiles(precision):
+                if not op.implicit.fits(x.shape, M, plan, config):    # wide tiles: all-vector
+                    continue                                          # plans only
                 cells[f"implicit/{plan}/{config.name}"] = (
                     lambda plan=plan, config=config: op.implicit.run(x, None, (OH, OH), plan,
                                                                      config))
@@ -133,7 +159,7 @@ def bench_layer(cupy, torch, rows, tmp, spec, progress):
             row = {**base, "impl": impl, "keep": keep, "kept_rows": kept,
                    "rel_err": _rel_err(cupy, fn(), ref), **_ours_timed(cupy, fn)}
             row["tflops"] = round(flops / row["median_ms"] / 1e9, 1)
-            row["peak_fraction"] = round(row["tflops"] / PEAK_TFLOPS, 4)
+            row["peak_fraction"] = round(row["tflops"] / peak, 4)
             row["vs_cudnn"] = round(cudnn["median_ms"] / row["median_ms"], 3)
             rows.add(row)
             kind = impl.split("/")[0]
@@ -168,7 +194,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         os.environ[tune_cache.CACHE_ENV] = tmp               # time afresh, keep no choices
         for spec in [s for s in PAPER + RESNET18 if s[0] in args.layers]:
-            bench_layer(cupy, torch, rows, tmp, spec, summary.append)
+            bench_layer(cupy, torch, rows, tmp, spec, args.precision, summary.append)
     rows.write(args.out)
     print("\n".join(summary))
     return 0

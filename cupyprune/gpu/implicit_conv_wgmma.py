@@ -3,16 +3,18 @@ models run in TF32.
 
 The same GEMM as gpu/implicit_conv.py, Y (M, K) = X_taps (M, TP) @ W (TP, K), walked the same way
 (the row plan's k-steps of BK = 32 rows, vector or scalar, ops/implicit_plan.py), with the
-same gathered copies of A; what changes is who multiplies. Two warpgroups (8 warps) share a
+same gathered copies of A; what changes is who multiplies. A wide tile (span 2, 16-bit types)
+takes two plan k-steps at a time (KW = 64 rows, 128-byte rows of shared memory): half the
+barriers and waits for the same MMAs; it runs plans whose k-steps are all vector ones. Two warpgroups (8 warps) share a
 block tile BM x BN; each issues `wgmma.mma_async` on its BM / 2 rows and all BN columns, both
 operands read by the tensor cores straight from shared memory through matrix descriptors, the
 accumulators in registers. No `ldmatrix`, no per-warp fragment loads: a k-step is the copies,
 one barrier and 2 (16-bit) or 4 (TF32) `wgmma` per 64-row tile, so the tile can be twice as
 wide as the `mma.sync` kernel's for the same issue cost.
 
-Shared memory: STAGES tiles of A (BM rows) and B (BN rows), each row one k-step of 32 values
-(64 bytes in 16-bit types, 128 in fp32), in the layout the descriptors name (K-major, the
-64-byte or 128-byte swizzle: a row's 16-byte chunk c sits at chunk c ^ (row / 2 % 4), or
+Shared memory: STAGES tiles of A (BM rows) and B (BN rows), each row one k-step of KW values
+(64 bytes in 16-bit types, 128 in fp32 or in a wide tile), in the layout the descriptors name
+(K-major, the 64-byte or 128-byte swizzle: a row's 16-byte chunk c sits at chunk c ^ (row / 2 % 4), or
 c ^ (row % 8)), which is also what keeps the copies' and the tensor cores' accesses free of bank
 conflicts. Every copy is a 16-byte `cp.async` written to its swizzled place (a scalar k-step
 stores its values there after the MMAs); `fence.proxy.async` makes them visible to the tensor
@@ -26,7 +28,8 @@ Fragment layout of the accumulators and the descriptor's fields: PTX ISA, "Async
 Warpgroup Level Matrix Multiply-Accumulate" (register fragments, matrix descriptor).
 
 Legend: N batch, H W C input, M = N*OH*OW pixels, K output channels, TP plan rows (a multiple
-of BK), BM BN the block tile, MT the 64-row wgmma tiles of one warpgroup.
+of BK), KW plan rows a k-step of the kernel (BK x span), BM BN the block tile, MT the 64-row
+wgmma tiles of one warpgroup.
 """
 from dataclasses import dataclass
 
@@ -36,32 +39,45 @@ from .cuda_source import MMA_SOURCE, compile_kernel
 from .implicit_conv import CONV_SOURCE, epilogue_flags
 
 BK = 32                          # plan rows per k-step, as in gpu/implicit_conv.py
-GENERATION = "wgmma-v1"          # names this kernel's code in the tuning cache's keys
+GENERATION = "wgmma-v2"          # names this kernel's code in the tuning cache's keys
 THREADS = 256                    # two warpgroups
 SMEM_LIMIT = 227 * 1024          # a block's shared memory on sm_90
+MAX_ROW_BYTES = 128              # the widest swizzle: a tile row of one k-step at most
 ALIGN = 1024                     # stage bases: a multiple of the 128-byte swizzle's 1024-byte atom
 
 
 @dataclass(frozen=True)
 class WgmmaTile:
-    """A block tile BM x BN (BM = 128: one 64-row wgmma tile a warpgroup; 256: two) and its
-    shared-memory stages (at least 3: two tiles ahead of the one multiplied)."""
+    """A block tile BM x BN (BM = 128: one 64-row wgmma tile a warpgroup; 256: two), its
+    shared-memory stages (at least 3: two tiles ahead of the one multiplied) and span, the plan
+    k-steps one k-step of the kernel takes (2: 16-bit types, all-vector plans only)."""
     bm: int
     bn: int
     stages: int = 4
+    span: int = 1
 
     @property
     def name(self):
-        return f"wg{self.bm}x{self.bn}x{BK}s{self.stages}"
+        return f"wg{self.bm}x{self.bn}x{BK * self.span}s{self.stages}"
 
     def smem_bytes(self, itemsize):
         """A launch's dynamic shared memory for values of `itemsize` bytes: the A and B stages,
         the block's pixel table (16 bytes a pixel) and room to align the stages."""
-        return self.stages * (self.bm + self.bn) * BK * itemsize + 16 * self.bm + ALIGN
+        return (self.stages * (self.bm + self.bn) * BK * self.span * itemsize + 16 * self.bm
+                + ALIGN)
+
+    def runs(self, itemsize, vsteps, TP):
+        """Whether this tile takes a plan of TP rows with `vsteps` leading vector k-steps, in
+        values of `itemsize` bytes: a wide tile's rows fit the swizzle, its k-steps all vector."""
+        if BK * self.span * itemsize > MAX_ROW_BYTES:
+            return False
+        return self.span == 1 or vsteps * BK == TP
 
 
 TILES = (WgmmaTile(128, 256, 4), WgmmaTile(128, 256, 5), WgmmaTile(256, 128, 4),
-         WgmmaTile(128, 128, 5), WgmmaTile(128, 128, 3))
+         WgmmaTile(128, 128, 5), WgmmaTile(128, 128, 3),
+         WgmmaTile(128, 256, 4, span=2), WgmmaTile(256, 128, 4, span=2),
+         WgmmaTile(128, 128, 4, span=2))
 TILE_BY_NAME = {t.name: t for t in TILES}
 
 # the kernel's value types: run dtype tag -> (C storage type, bytes, wgmma type, k a wgmma)
@@ -90,9 +106,11 @@ _SOURCE = r"""
 #define BN @BN@
 #define STAGES @STAGES@
 #define EB @EB@                          // bytes a value: 2 (fp16, bf16) or 4 (fp32 as TF32)
+#define SPAN @SPAN@                      // plan k-steps a k-step: 1, or 2 (all-vector plans)
 #define BK 32
+#define KW (BK * SPAN)                   // plan rows a k-step
 #define THREADS 256
-#define ROWB (BK * EB)                   // bytes of one row of a tile: 64 or 128
+#define ROWB (KW * EB)                   // bytes of one row of a tile: 64 or 128
 #define CH (ROWB / 16)                   // 16-byte chunks a row: 4 or 8
 #define VPC (16 / EB)                    // values a chunk: 8 or 4
 #define CPP (8 / VPC)                    // chunks a plan pack of 8 rows: 1 or 2
@@ -104,12 +122,12 @@ _SOURCE = r"""
 #define A_VEC_JOBS (BM / PASS)
 #define B_JOBS (BN / PASS)
 #define A_SCALAR (BM / 8)                // values of A one thread loads in a scalar k-step
-#define SW_SHIFT (EB == 2 ? 1 : 0)       // 64-byte swizzle: chunk ^= row / 2 % 4; 128: row % 8
+#define SW_SHIFT (ROWB == 64 ? 1 : 0)    // 64-byte swizzle: chunk ^= row / 2 % 4; 128: row % 8
 #define SWZ(row, c) ((c) ^ (((row) >> SW_SHIFT) & (CH - 1)))
 // descriptor fields besides the start address: leading offset 1 (unused with a swizzle),
 // stride 8 rows (one swizzle atom), the swizzle mode (64-byte: 2, 128-byte: 1)
 #define DESC_BASE ((1ull << 16) | ((unsigned long long)(8 * ROWB / 16) << 32) \
-                   | ((EB == 2 ? 2ull : 1ull) << 62))
+                   | ((ROWB == 64 ? 2ull : 1ull) << 62))
 typedef @T@ elem_t;
 __device__ __forceinline__ unsigned long long desc(unsigned saddr) {
     return DESC_BASE | (unsigned long long)((saddr & 0x3ffff) >> 4);
@@ -131,13 +149,14 @@ __device__ __forceinline__ void store2(elem_t* p, float v0, float v1) {
 @WGMMA@
 // x (N, H, W, C), wt (K, TP) the plan weight transposed, y (M, K), bias (K,), res (M, K), all
 // in the run's storage type. rows (TP,): (dy, dx, offset, 0) per plan row as in
-// gpu/implicit_conv.py; k-steps [0, vsteps) are vector ones. Block (blockIdx.x, blockIdx.y) =
-// (column tile, row tile).
+// gpu/implicit_conv.py; ksteps = ceil(TP / KW), of which [0, vsteps) are vector ones (all of
+// them where SPAN is 2; an odd count of plan k-steps leaves the last k-step's second half past
+// TP, copied as zeros). Block (blockIdx.x, blockIdx.y) = (column tile, row tile).
 extern "C" __global__ void __launch_bounds__(THREADS, 1) @NAME@(
         const elem_t* __restrict__ x, const elem_t* __restrict__ wt,
         const int4* __restrict__ rows, elem_t* __restrict__ y,
         const elem_t* __restrict__ bias, const elem_t* __restrict__ res,
-        int H, int W, int C, int OH, int OW, int sh, int sw, int M, int K, int ksteps,
+        int H, int W, int C, int OH, int OW, int sh, int sw, int M, int K, int TP, int ksteps,
         int vsteps, int flags) {
     extern __shared__ __align__(1024) unsigned char smem[];
     // stages at 1024-byte multiples: the swizzle is a function of the address bits
@@ -146,7 +165,6 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) @NAME@(
     int4* pix = (int4*)(tiles + STAGES * STAGE_BYTES);            // BM x (offset, ih0, iw0, -)
     const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31;
     const int n_block = blockIdx.x * BN, m_block = blockIdx.y * BM;
-    const int TP = ksteps * BK;
     fill_pixel_table(pix, BM, m_block, M, H, W, C, OH, OW, sh, sw);
     __syncthreads();
 
@@ -168,20 +186,29 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) @NAME@(
         const int4 q = pix[row0 + it * PASS];
         a_off[it] = q.x + (c % CPP) * VPC; a_ih[it] = q.y; a_iw[it] = q.z;
     }
+#if SPAN == 2
+    // whether this thread's chunk of k-step ks holds plan rows (not past TP)
+    auto in_plan = [&](int ks) { return ks * KW + c * VPC < TP; };
+#else
+    auto in_plan = [&](int ks) { return true; };
+#endif
     // a k-step's descriptor: this chunk's plan pack's first row (vector) or this lane's row
     auto descriptor = [&](int ks) {
-        return rows[ks * BK + (ks < vsteps ? (c / CPP) * 8 : lane)];
+        if (!in_plan(ks)) return make_int4(0, 0, 0, 0);
+        return rows[ks * KW + (ks < vsteps ? (c / CPP) * 8 : lane)];
     };
     auto load_b = [&](unsigned stage, int ks) {
         const unsigned dst = stage + A_STAGE + chunk_dst;
+        const bool in = in_plan(ks);
         #pragma unroll
         for (int it = 0; it < B_JOBS; ++it)
-            cp_async16(dst + it * PASS * ROWB, b_src[it] + ks * BK, b_ok[it] ? 16 : 0);
+            cp_async16(dst + it * PASS * ROWB, b_src[it] + ks * KW, b_ok[it] && in ? 16 : 0);
     };
-    auto load_a_vector = [&](unsigned stage, int4 d) {
+    auto load_a_vector = [&](unsigned stage, int ks, int4 d) {
+        const bool in = in_plan(ks);
         #pragma unroll
         for (int it = 0; it < A_VEC_JOBS; ++it) {
-            const bool ok = tap_inside(a_ih[it], a_iw[it], d, H, W);
+            const bool ok = in && tap_inside(a_ih[it], a_iw[it], d, H, W);
             cp_async16(stage + chunk_dst + it * PASS * ROWB, ok ? x + (a_off[it] + d.z) : x,
                        ok ? 16 : 0);
         }
@@ -205,7 +232,7 @@ extern "C" __global__ void __launch_bounds__(THREADS, 1) @NAME@(
     };
     auto load_tile = [&](unsigned stage, int ks, int4 d) {   // -> whether A waits in `held`
         load_b(stage, ks);
-        if (ks < vsteps) { load_a_vector(stage, d); return false; }
+        if (SPAN == 2 || ks < vsteps) { load_a_vector(stage, ks, d); return false; }
         load_a_scalar(d);
         return true;
     };
@@ -285,19 +312,22 @@ OPTIONS = ("-arch=sm_90a",)      # wgmma exists on sm_90a only (CuPy adds its ow
 
 def _source(kind, tile):
     T, itemsize, _, _ = TYPES[kind]
-    name = f"cupyprune_implicit_conv_wgmma_{kind}_{tile.bm}x{tile.bn}_s{tile.stages}"
+    name = (f"cupyprune_implicit_conv_wgmma_{kind}_{tile.bm}x{tile.bn}x{BK * tile.span}"
+            f"_s{tile.stages}")
     source = (MMA_SOURCE + CONV_SOURCE + _SOURCE).replace(
         "@WGMMA@", wgmma_source(tile.bn, kind)).replace("WGMMA_N", f"wgmma_m64n{tile.bn}")
     return name, (source.replace("@NAME@", name).replace("@T@", T)
                   .replace("@PTX@", "bf16" if kind == "bf16" else "f16")
                   .replace("@IS_BF16@", str(int(kind == "bf16"))).replace("@EB@", str(itemsize))
                   .replace("@BM@", str(tile.bm)).replace("@BN@", str(tile.bn))
-                  .replace("@STAGES@", str(tile.stages)))
+                  .replace("@STAGES@", str(tile.stages)).replace("@SPAN@", str(tile.span)))
 
 
 def tiles_for(itemsize):
-    """The tiles whose stages fit a block's shared memory for values of `itemsize` bytes."""
-    return tuple(t for t in TILES if t.smem_bytes(itemsize) <= SMEM_LIMIT)
+    """The tiles whose stages fit a block's shared memory and whose rows fit the swizzle, for
+    values of `itemsize` bytes."""
+    return tuple(t for t in TILES if t.smem_bytes(itemsize) <= SMEM_LIMIT
+                 and BK * t.span * itemsize <= MAX_ROW_BYTES)
 
 
 def kernel_sources():
@@ -343,7 +373,8 @@ def implicit_conv_wgmma(x, wt, rows, vsteps, out_hw, stride, tile, bias=None, re
                         relu=False, post_relu=False, out=None):
     """x (N, H, W, C) C-contiguous CuPy array (fp16, bf16 bits, or fp32 multiplied in TF32);
     wt (K, TP) the plan's weight transposed, C-contiguous; rows (TP, 4) int32 device
-    descriptors for x's width (ImplicitPlan.rows_for); vsteps the leading vector k-steps;
+    descriptors for x's width (ImplicitPlan.rows_for); vsteps the plan's leading vector
+    k-steps (all of them for a wide tile: WgmmaTile.runs);
     out_hw (OH, OW); stride (sh, sw) -> y (M, K) = post_relu?(relu?(conv + bias) + residual).
     bias (K,), residual (M, K) or None."""
     import cupy
@@ -352,13 +383,18 @@ def implicit_conv_wgmma(x, wt, rows, vsteps, out_hw, stride, tile, bias=None, re
     OH, OW = out_hw
     M = N * OH * OW
     kind = kind_of(x.dtype)
+    if not tile.runs(TYPES[kind][1], vsteps, TP):
+        raise ValueError(f"{tile.name} does not run a {kind} plan of {TP} rows with {vsteps} "
+                         f"vector k-steps")
     kernel = _kernel(kind, tile)
+    ksteps = -(-TP // (BK * tile.span))
+    vsteps = ksteps if tile.span == 2 else vsteps
     y = cupy.empty((M, K), dtype=x.dtype) if out is None else out
     flags = epilogue_flags(bias, residual, relu, post_relu)
     i32 = np.int32
     kernel((-(-K // tile.bn), -(-M // tile.bm)), (THREADS,),
            (x, wt, rows, y, x if bias is None else bias, x if residual is None else residual,
             i32(H), i32(W), i32(C), i32(OH), i32(OW), i32(stride[0]), i32(stride[1]), i32(M),
-            i32(K), i32(TP // BK), i32(vsteps), i32(flags)),
+            i32(K), i32(TP), i32(ksteps), i32(vsteps), i32(flags)),
            shared_mem=tile.smem_bytes(TYPES[kind][1]))
     return y

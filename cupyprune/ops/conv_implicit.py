@@ -8,12 +8,12 @@ Legend: N batch, H W C input, OH OW output size, M = N*OH*OW, K outputs, T kept 
 
 The first call with a new input shape (the graph runner's warm-up call, before any capture)
 times the candidates (CUDA events, median of a few runs; every tile with the kept-rows plan, the
-other plans with its three fastest tiles: `search`) and keeps the fastest; the choice is
-cached on disk (tune_cache.py), keyed by GPU name, layer shape, precision and kept rows, so
-the next load of the same model skips the timing. Three row plans are candidates (PLANS): the
-kept rows (vector loads where a run of 8 channels is mostly kept, ops/implicit_plan.py) and, for
-a pruned layer, runs at least half kept loaded whole, and the dense plan (every 8-channel run
-holding a kept row, loaded whole). The choice is never slower than the im2col path (timed
+other plans with its three fastest tiles and those it could not run: `search`) and keeps the
+fastest; the choice is cached on disk (tune_cache.py), keyed by GPU name, layer shape,
+precision and kept rows, so the next load of the same model skips the timing. Three row
+plans are candidates (PLANS): the kept rows (vector loads where a run of 8 channels is mostly
+kept, ops/implicit_plan.py) and, for a pruned layer, runs at least half kept loaded whole, and
+the dense plan (every 8-channel run holding a kept row, loaded whole). The choice is never slower than the im2col path (timed
 beside them) and on measured grids the best implicit candidate (`search`).
 
 While timing, each candidate's output is compared with im2col + cuBLAS's on the same input; a
@@ -22,13 +22,13 @@ candidate that disagrees by more than the precision allows is never chosen.
 CUPYPRUNE_IMPLICIT_CONV: 'auto' times the candidates; 'off' keeps im2col + cuBLAS; a tile name
 (TILE_BY_NAME, e.g. 128x128x32s3w8, or wg128x256x32s4 for the wgmma kernel) forces that kernel
 with the kept-rows plan where it runs the layer's precision on this GPU (tests and benchmarks).
-Unset: DEFAULT_MODE, 'off'. The kernels' GPU suite (tests/test_implicit_conv_gpu.py) passes on an
-H100. With 'auto', on an H100 (docs/DESIGN_NOTES.md, "The implicit conv on Hopper's warpgroup
-MMA"): the paper benchmark's five CNN files took 2.6-10% less time than with 'off' and held less
-GPU memory once their choices were cached; ResNet-18 and VGG-16-BN were faster in 13 of 15
-cells and within 0.3% in two; the first call adds the candidates' timing (0.5-1.2 s a model,
-then cached). The default stays 'off' until the first load's peak memory is measured with the
-timing's temporaries kept out of the graph's private pool (`_choose`).
+Unset: DEFAULT_MODE, 'auto'. The kernels' GPU suite (tests/test_implicit_conv_gpu.py) passes on
+an H100. With 'auto', on an H100 (docs/DESIGN_NOTES.md, "The implicit conv on Hopper's warpgroup
+MMA"): the paper benchmark's five CNN files take 2.6-10% less time than with 'off' and, once
+their choices are cached, hold less GPU memory (layers the kernel runs write no im2col matrix);
+ResNet-18 and VGG-16-BN are faster in most cells of tools/conv_models_bench.py and slower in
+none by more than 3%. The first call with a new input shape adds the candidates' timing
+(0.5-1.2 s a model, then cached); nothing it allocates stays on the GPU (`_choose`).
 """
 import os
 
@@ -41,7 +41,7 @@ from . import tune_cache
 from .implicit_plan import VEC_MIN, build_plan
 
 MODE_ENV = "CUPYPRUNE_IMPLICIT_CONV"
-DEFAULT_MODE = "off"
+DEFAULT_MODE = "auto"
 IM2COL = "im2col"
 AGREE = {"fp16": 1e-2, "bf16": 4e-2, "tf32": 1e-2}   # max |candidate - im2col| / max |im2col|
 # row plan name -> vec_min: the kept rows (mostly 2-byte loads at random masks), runs of 8
@@ -146,11 +146,15 @@ class ImplicitConv:
                       bias=e.bias, residual=residual, relu=e.activation == "relu",
                       post_relu=e.post == "relu")
 
-    def fits(self, x_shape, M, config):
-        """Whether config's kernel covers this call (32-bit offsets, grid rows)."""
+    def fits(self, x_shape, M, plan_name, config):
+        """Whether config's kernel covers this call (32-bit offsets, grid rows) with this row
+        plan (a wide wgmma tile: all-vector plans only)."""
         K = self.w_kept.shape[1]
         if isinstance(config, WgmmaTile):
-            return implicit_conv_wgmma.fits(x_shape, M, K, self.max_rows, config)
+            plan = self.row_plans[plan_name]
+            itemsize = 4 if self.tag == "tf32" else 2
+            return (config.runs(itemsize, plan.vsteps, plan.rows)
+                    and implicit_conv_wgmma.fits(x_shape, M, K, self.max_rows, config))
         return implicit_conv.fits(x_shape, M, K, config)
 
     def __call__(self, x, residual, out_hw, im2col):
@@ -168,7 +172,7 @@ class ImplicitConv:
                 return None                     # never time inside a capture; im2col for now
             self.choice[key] = self._choose(x, residual, out_hw, im2col)
         chosen = self.choice[key]
-        if chosen is None or not self.fits(x.shape, N * out_hw[0] * out_hw[1], chosen[1]):
+        if chosen is None or not self.fits(x.shape, N * out_hw[0] * out_hw[1], *chosen):
             return None
         return self.run(x, residual, out_hw, *chosen)
 
@@ -197,13 +201,17 @@ class ImplicitConv:
         by_name = {f"{p}/{c.name}": (p, c) for p, c in candidates}
         if cached == IM2COL or cached in by_name:
             return by_name.get(cached)
-        # the timing's temporaries (im2col's matrix, each candidate's output and weight) come
-        # from the default pool and go back to the device after it: the first call runs
-        # inside the graph runner's warm-up, whose private pool would keep them for good
+        # Everything the timing allocates (im2col's matrix, each candidate's output, plan
+        # weight and row table) comes from the default pool and goes back to the device after
+        # it: the first call runs inside the graph runner's warm-up, whose private pool would
+        # keep it for good. The chosen plan's weight is built again by the call that runs it,
+        # from the caller's allocator, as a load with a cached choice builds it; kept from the
+        # timing, a small array split from a freed large block would pin that block.
+        built_before = self._built()
         pool = cupy.get_default_memory_pool()
         with cupy.cuda.using_allocator(pool.malloc):
             best = self._time_candidates(x, residual, out_hw, im2col, key)
-            self._drop_unused_plans(by_name.get(best))
+        self._drop_built_since(built_before)
         pool.free_all_blocks()
         return by_name.get(best)
 
@@ -213,7 +221,7 @@ class ImplicitConv:
         M = x.shape[0] * out_hw[0] * out_hw[1]
 
         def timed(plan, config):
-            if not self.fits(x.shape, M, config):
+            if not self.fits(x.shape, M, plan, config):
                 return None
             y = _as_float(self.run(x, residual, out_hw, plan, config)).reshape(reference.shape)
             if _disagreement(y, reference) > AGREE[self.tag]:
@@ -227,17 +235,21 @@ class ImplicitConv:
         tune_cache.store(key, best, timings)
         return best
 
-    def _drop_unused_plans(self, best):
-        """Keep only the plan weights some input shape has chosen (each a copy of the layer's
-        weight), in the layouts their kernels read."""
-        chosen = [c for c in list(self.choice.values()) + [best] if c is not None]
-        keep = {(plan, _layout(config)) for plan, config in chosen}
+    def _built(self):
+        """-> {plan name: (weight layouts, row-table widths)} built so far."""
+        return {name: (set(weights), set(tables))
+                for name, (_, weights, tables) in self.plans.items()}
+
+    def _drop_built_since(self, before):
+        """Drop the plan weights and row tables built since `before` (a `_built()`)."""
         for name in list(self.plans):
-            weights = self.plans[name][1]
-            for layout in list(weights):
-                if (name, layout) not in keep:
-                    del weights[layout]
-            if not weights:
+            layouts, widths = before.get(name, ((), ()))
+            _, weights, tables = self.plans[name]
+            for layout in set(weights) - set(layouts):
+                del weights[layout]
+            for W in set(tables) - set(widths):
+                del tables[W]
+            if not weights and not tables:
                 del self.plans[name]
 
 
@@ -251,9 +263,11 @@ def generation(tag):
 
 def search(plans, configs, timed):
     """The candidates a layer times: every tile configuration with the first row plan, then the
-    other plans with that plan's SEARCH_TILES fastest tiles only (6 + 2 x 3 = 12 timings for a
-    pruned layer, not 18). timed(plan, config) -> median ms, or None where the candidate cannot
-    run this shape or disagrees with im2col. -> {(plan, config): ms} of those that ran.
+    other plans with that plan's SEARCH_TILES fastest tiles, and the tiles it could not run
+    (a wide wgmma tile takes only all-vector plans, which the kept rows of a pruned layer
+    seldom are): 6 + 2 x 3 = 12 timings for a pruned layer of the mma.sync tiles, not 18.
+    timed(plan, config) -> median ms, or None where the candidate cannot run this shape or
+    plan, or disagrees with im2col. -> {(plan, config): ms} of those that ran.
 
     On the H100's full grids (bench/results/h100/implicit-conv-v2.json: the paper's conv and
     ResNet-18's, 35 layer and kept-fraction cells) this finds the fastest candidate in every
@@ -265,8 +279,8 @@ def search(plans, configs, timed):
         ms = timed(first, config)
         if ms is not None:
             times[(first, config)] = ms
-    ranked = sorted(times, key=times.get)
-    tiles = [c for _, c in ranked[:SEARCH_TILES]] if times else list(configs)
+    ranked = [c for _, c in sorted(times, key=times.get)]
+    tiles = ranked[:SEARCH_TILES] + [c for c in configs if c not in ranked]
     for plan in rest:
         for config in tiles:
             ms = timed(plan, config)
