@@ -13,8 +13,9 @@ fastest; the choice is cached on disk (tune_cache.py), keyed by GPU name, layer 
 precision and kept rows, so the next load of the same model skips the timing. Three row
 plans are candidates (PLANS): the kept rows (vector loads where a run of 8 channels is mostly
 kept, ops/implicit_plan.py) and, for a pruned layer, runs at least half kept loaded whole, and
-the dense plan (every 8-channel run holding a kept row, loaded whole). The choice is never slower than the im2col path (timed
-beside them) and on measured grids the best implicit candidate (`search`).
+the dense plan (every 8-channel run holding a kept row, loaded whole). The choice is never
+slower than the im2col path (timed beside them) and on measured grids the best implicit
+candidate (`search`).
 
 While timing, each candidate's output is compared with im2col + cuBLAS's on the same input; a
 candidate that disagrees by more than the precision allows is never chosen.
@@ -23,12 +24,12 @@ CUPYPRUNE_IMPLICIT_CONV: 'auto' times the candidates; 'off' keeps im2col + cuBLA
 (TILE_BY_NAME, e.g. 128x128x32s3w8, or wg128x256x32s4 for the wgmma kernel) forces that kernel
 with the kept-rows plan where it runs the layer's precision on this GPU (tests and benchmarks).
 Unset: DEFAULT_MODE, 'auto'. The kernels' GPU suite (tests/test_implicit_conv_gpu.py) passes on
-an H100. With 'auto', on an H100 (docs/DESIGN_NOTES.md, "The implicit conv on Hopper's warpgroup
-MMA"): the paper benchmark's five CNN files take 2.6-10% less time than with 'off' and, once
-their choices are cached, hold less GPU memory (layers the kernel runs write no im2col matrix);
-ResNet-18 and VGG-16-BN are faster in most cells of tools/conv_models_bench.py and slower in
-none by more than 3%. The first call with a new input shape adds the candidates' timing
-(0.5-1.2 s a model, then cached); nothing it allocates stays on the GPU (`_choose`).
+an H100. With 'auto', on an H100 (docs/DESIGN_NOTES.md, "Wide k-steps in 16-bit" and "'auto' by
+default"): the paper benchmark's five CNN files take 3-14% less time than with 'off' and hold
+less GPU memory, the first load included (layers the kernel runs write no im2col matrix);
+ResNet-18 and VGG-16-BN at 224x224 are up to 32% faster at batch 32. The first call with a new
+input shape adds the candidates' timing (0.5-2.6 s a model, then cached); nothing it allocates
+stays on the GPU (`_choose`).
 """
 import os
 
