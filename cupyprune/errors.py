@@ -20,3 +20,7 @@ class DeviceError(CupyPruneError):
 class OutOfMemoryError(CupyPruneError):
     """A model or a batch needs more host or GPU memory than is free (checked before anything
     is allocated; an allocation that fails anyway is turned into this too)."""
+
+
+class SettingError(CupyPruneError):
+    """An environment setting holds a value the runtime does not know."""

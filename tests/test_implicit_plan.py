@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cupyprune.errors import SettingError
 from cupyprune.ops import tune_cache
 from cupyprune.ops.im2col import out_size
 from cupyprune.ops.implicit_plan import BK, PACK, build_plan, implicit_conv_numpy
@@ -117,8 +118,12 @@ def test_mode_reads_the_environment(monkeypatch):
     for value in ("auto", "off", "128x64x32s3w4"):
         monkeypatch.setenv(conv_implicit.MODE_ENV, value)
         assert conv_implicit.mode() == value
-    monkeypatch.setenv(conv_implicit.MODE_ENV, "fastest please")
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "")
     assert conv_implicit.mode() == conv_implicit.DEFAULT_MODE
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "fastest please")
+    with pytest.raises(SettingError, match=r"CUPYPRUNE_IMPLICIT_CONV='fastest please' is not a "
+                                           r"setting: use auto, off or a tile name \(128x128"):
+        conv_implicit.mode()
 
 
 def test_cpu_convolutions_never_take_the_kernel(rng, monkeypatch):
@@ -128,6 +133,21 @@ def test_cpu_convolutions_never_take_the_kernel(rng, monkeypatch):
     ctx = LoadContext(xp=np, dtype=np.dtype(np.float16), tensors={}, pruning={})
     path = type("Path", (), {"w": np.zeros((9, 8), np.float16)})()
     assert not conv_implicit.applies(ctx, path, 8)
+
+
+def test_a_bad_setting_is_one_line_on_any_device(rng, tmp_path, monkeypatch):
+    """`cupyprune infer` of a conv model with CUPYPRUNE_IMPLICIT_CONV misspelt: one line naming
+    the setting, exit code 2, on the CPU too (the setting is read before the device is)."""
+    from cupyprune.ops import conv_implicit
+    from test_bad_input import assert_one_line_error, run_cli
+    from tiny_models import write_tiny
+    path = tmp_path / "tiny.safetensors"
+    write_tiny(path, rng)
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "atuo")
+    assert_one_line_error(run_cli("infer", path, "--device", "cpu"),
+                          "CUPYPRUNE_IMPLICIT_CONV='atuo' is not a setting")
+    monkeypatch.setenv(conv_implicit.MODE_ENV, "off")
+    assert run_cli("infer", path, "--device", "cpu").exit_code == 0
 
 
 @pytest.mark.parametrize("C,kernel,keep,expect", [

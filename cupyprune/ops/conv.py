@@ -98,7 +98,7 @@ class Conv2d(PrunableOp):
                 pad = ctx.xp.zeros((self.taps.count - self.taps.kept, self.K), self.path.w.dtype)
                 self.path.w = ctx.xp.concatenate([self.path.w, pad])     # (T_padded, K)
         self.implicit = None          # fp16/bf16/tf32 on the GPU: implicit GEMM where faster
-        if ctx.xp is not np and conv_implicit.applies(ctx, self.path, self.K):
+        if conv_implicit.applies(ctx, self.path, self.K):     # False on the CPU
             self.implicit = conv_implicit.ImplicitConv(
                 taps, self.path.w[:len(taps)], self.geometry, self.C, self.epilogue,
                 conv_implicit.precision_tag(ctx))                  # w rows (T, K), taps' order

@@ -35,6 +35,7 @@ import os
 
 import numpy as np
 
+from ..errors import SettingError
 from ..gpu import implicit_conv, implicit_conv_wgmma
 from ..gpu.implicit_conv_wgmma import WgmmaTile
 from ..timing import summary, time_queued
@@ -60,9 +61,13 @@ TILE_BY_NAME = {**implicit_conv.CONFIG_BY_NAME, **implicit_conv_wgmma.TILE_BY_NA
 
 
 def mode():
-    value = os.environ.get(MODE_ENV, DEFAULT_MODE)
-    known = value in ("auto", "off") or value in TILE_BY_NAME
-    return value if known else DEFAULT_MODE
+    """$CUPYPRUNE_IMPLICIT_CONV, DEFAULT_MODE where unset or empty; SettingError for a value
+    that is none of 'auto', 'off' and the tile names (a typo never silently means the default)."""
+    value = os.environ.get(MODE_ENV) or DEFAULT_MODE
+    if value in ("auto", "off") or value in TILE_BY_NAME:
+        return value
+    raise SettingError(f"{MODE_ENV}={value!r} is not a setting: use auto, off or a tile name "
+                       f"({', '.join(TILE_BY_NAME)})")
 
 
 def precision_tag(ctx):
@@ -92,8 +97,9 @@ def tiles(tag):
 def applies(ctx, path, K):
     """Whether a conv layer may run an implicit kernel: a GPU run in fp16, bf16 or TF32 with a
     kernel for this GPU, a path holding one weight matrix (dense or group-wise), K a multiple
-    of 8 (16-byte rows of W and Y)."""
-    if ctx.xp is np or not hasattr(path, "w") or K % 8 or mode() == "off":
+    of 8 (16-byte rows of W and Y). The setting is read first, so a bad value is refused on
+    any device."""
+    if mode() == "off" or ctx.xp is np or not hasattr(path, "w") or K % 8:
         return False
     tag = precision_tag(ctx)
     return tag is not None and bool(tiles(tag))
