@@ -3,23 +3,25 @@ models run in TF32.
 
 The same GEMM as gpu/implicit_conv.py, Y (M, K) = X_taps (M, TP) @ W (TP, K), walked the same way
 (the row plan's k-steps of BK = 32 rows, vector or scalar, ops/implicit_plan.py), with the
-same gathered copies of A; what changes is who multiplies. A wide tile (span 2, 16-bit types)
-takes two plan k-steps at a time (KW = 64 rows, 128-byte rows of shared memory): half the
-barriers and waits for the same MMAs; it runs plans whose k-steps are all vector ones. Two warpgroups (8 warps) share a
+same gathered copies of A; what changes is who multiplies. Two warpgroups (8 warps) share a
 block tile BM x BN; each issues `wgmma.mma_async` on its BM / 2 rows and all BN columns, both
 operands read by the tensor cores straight from shared memory through matrix descriptors, the
 accumulators in registers. No `ldmatrix`, no per-warp fragment loads: a k-step is the copies,
-one barrier and 2 (16-bit) or 4 (TF32) `wgmma` per 64-row tile, so the tile can be twice as
-wide as the `mma.sync` kernel's for the same issue cost.
+one barrier and 2 (16-bit) or 4 (TF32, or a wide tile) `wgmma` per 64-row tile, so the tile
+can be twice as wide as the `mma.sync` kernel's for the same issue cost. A wide tile (span 2,
+16-bit types) takes two plan k-steps at a time (KW = 64 rows, 128-byte rows of shared
+memory): half the barriers and waits for the same MMAs; it runs plans whose k-steps are all
+vector ones.
 
 Shared memory: STAGES tiles of A (BM rows) and B (BN rows), each row one k-step of KW values
 (64 bytes in 16-bit types, 128 in fp32 or in a wide tile), in the layout the descriptors name
-(K-major, the 64-byte or 128-byte swizzle: a row's 16-byte chunk c sits at chunk c ^ (row / 2 % 4), or
-c ^ (row % 8)), which is also what keeps the copies' and the tensor cores' accesses free of bank
-conflicts. Every copy is a 16-byte `cp.async` written to its swizzled place (a scalar k-step
-stores its values there after the MMAs); `fence.proxy.async` makes them visible to the tensor
-cores before the barrier. B is W transposed, (K, TP), so both operands are K-major (the only
-layout TF32 `wgmma` takes); the layer keeps that copy of its plan weight.
+(K-major, the 64-byte or 128-byte swizzle: a row's 16-byte chunk c sits at chunk
+c ^ (row / 2 % 4), or c ^ (row % 8)), which is also what keeps the copies' and the tensor
+cores' accesses free of bank conflicts. Every copy is a 16-byte `cp.async` written to its
+swizzled place (a scalar k-step stores its values there after the MMAs); `fence.proxy.async`
+makes them visible to the tensor cores before the barrier. B is W transposed, (K, TP), so
+both operands are K-major (the only layout TF32 `wgmma` takes); the layer keeps that copy of
+its plan weight.
 
 Pipeline: tiles ks + 1 .. ks + STAGES - 2 are in flight while k-step ks multiplies, and one
 `wgmma` group stays in flight past the k-step; the copies of tile ks + STAGES - 2 go to the
