@@ -134,7 +134,6 @@ EPILOGUE_SHAPES = [SHAPES[0], SHAPES[2], SHAPES[6]]
                                                 (True, True, False), (False, False, False)])
 @pytest.mark.parametrize("shape", EPILOGUE_SHAPES, ids=_ids(EPILOGUE_SHAPES))
 def test_fused_epilogue_matches_torch(rng, shape, relu, residual, post, precision):
-    import cupy
     kernels = _kernels(precision)
     for vec_min in (6, 1):          # the kept rows; the dense plan, which a wide tile runs
         _check_epilogue(rng, shape, relu, residual, post, precision, vec_min, [

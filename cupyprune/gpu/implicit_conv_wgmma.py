@@ -38,6 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .cuda_source import MMA_SOURCE, compile_kernel
+from . import implicit_conv
 from .implicit_conv import CONV_SOURCE, epilogue_flags
 
 BK = 32                          # plan rows per k-step, as in gpu/implicit_conv.py
@@ -347,9 +348,6 @@ def _kernel(kind, tile):
     return kernel
 
 
-INDEX_LIMIT = 2 ** 31 - 1        # 32-bit offsets inside the kernel; grid rows at most 65535
-
-
 def supported():
     """Whether this GPU runs sm_90a code (wgmma): compute capability 9.0 exactly."""
     import cupy
@@ -357,10 +355,9 @@ def supported():
 
 
 def fits(x_shape, M, K, TP, tile):
-    """Whether the kernel's 32-bit offsets and grid cover this call."""
-    N, H, W, C = x_shape
-    return (N * H * W * C <= INDEX_LIMIT and -(-M // tile.bm) <= 65535
-            and M * K <= INDEX_LIMIT and K * TP <= INDEX_LIMIT)
+    """Whether the kernel's 32-bit offsets and grid cover this call: those of
+    implicit_conv.fits, and the transposed weight (K, TP) indexed in 32 bits."""
+    return implicit_conv.fits(x_shape, M, K, tile) and K * TP <= implicit_conv.INDEX_LIMIT
 
 
 def kind_of(dtype):

@@ -89,9 +89,13 @@ def tiles(tag):
     cc = int(cupy.cuda.Device().compute_capability)
     found = implicit_conv.CONFIGS if tag != "tf32" and cc >= 80 else ()
     if implicit_conv_wgmma.supported():
-        itemsize = 4 if tag == "tf32" else 2
-        found = found + implicit_conv_wgmma.tiles_for(itemsize)
+        found = found + implicit_conv_wgmma.tiles_for(_itemsize(tag))
     return found
+
+
+def _itemsize(tag):
+    """Bytes a value of the kernels' precision: fp32 storage for TF32, else 16-bit."""
+    return 4 if tag == "tf32" else 2
 
 
 def applies(ctx, path, K):
@@ -159,8 +163,7 @@ class ImplicitConv:
         K = self.w_kept.shape[1]
         if isinstance(config, WgmmaTile):
             plan = self.row_plans[plan_name]
-            itemsize = 4 if self.tag == "tf32" else 2
-            return (config.runs(itemsize, plan.vsteps, plan.rows)
+            return (config.runs(_itemsize(self.tag), plan.vsteps, plan.rows)
                     and implicit_conv_wgmma.fits(x_shape, M, K, self.max_rows, config))
         return implicit_conv.fits(x_shape, M, K, config)
 
